@@ -1,0 +1,165 @@
+"""One frozen, validated configuration for every part of fileproc_wsgi.
+
+A :class:`Config` is built from keyword arguments, from a mapping (Django's
+``FILEPROCESSOR`` dict uses the same keys) with :meth:`Config.from_mapping`, or from
+``FILEPROC_*`` environment variables with :meth:`Config.from_env`. Nothing is read at
+import time, and an unknown key is an error that names it.
+
+The embedded default needs no setting at all: a SQLite database and local results
+under ``./.fileproc/``, and sources under the current directory. Relative paths are
+made absolute when the Config is built, so a later ``chdir`` changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from .errors import ConfigError
+
+ENV_PREFIX = "FILEPROC_"
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+_ROOT_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+_HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d+)?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings shared by the registrar, the middleware and the command line.
+
+    Limits default to values that let ordinary photos through (a 48-megapixel phone
+    picture, a 100 MB file) and stop decompression bombs; see the README's limits table.
+    """
+
+    database_url: str = ""
+    source_roots: Mapping[str, str] = dataclasses.field(default_factory=lambda: {"default": "."})
+    storage: str = ""
+    public_url: str = ""
+    prefix: str = "/_fp"
+    secret: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    redirect_status: int = 301
+    serve_results: bool = False
+    wait_timeout: float = 10.0
+    lease_seconds: float = 60.0
+    retry_after: int = 5
+    cache_size: int = 4096
+    max_source_bytes: int = 100 * 1024 * 1024
+    max_source_pixels: int = 50_000_000
+    max_output_pixels: int = 25_000_000
+
+    def __post_init__(self) -> None:
+        prefix = "/" + self.prefix.strip("/")
+        if prefix == "/" or not re.fullmatch(r"/[A-Za-z0-9._~/-]+", prefix):
+            raise ConfigError(f"prefix: expected a URL path such as '/_fp', got {self.prefix!r}")
+        self._set("prefix", prefix)
+
+        base = os.path.abspath(".fileproc")
+        self._set("database_url", self.database_url or f"sqlite:///{os.path.join(base, 'fileproc.db')}")
+        self._set("storage", _storage_url(self.storage or os.path.join(base, "results")))
+        public_url = self.public_url or f"{prefix}/files/"
+        self._set("public_url", public_url if public_url.endswith("/") else public_url + "/")
+
+        roots = dict(self.source_roots)
+        for name, directory in roots.items():
+            if not isinstance(name, str) or not _ROOT_NAME.match(name):
+                raise ConfigError(f"source_roots: root name {name!r} must be lower-case letters, digits, '-' or '_'")
+            if not isinstance(directory, (str, os.PathLike)) or not str(directory):
+                raise ConfigError(f"source_roots: root {name!r} needs a directory, got {directory!r}")
+            roots[name] = os.path.abspath(os.fspath(directory))
+        self._set("source_roots", MappingProxyType(roots))
+
+        hosts = (self.allowed_hosts.split(",") if isinstance(self.allowed_hosts, str) else self.allowed_hosts)
+        hosts = tuple(h.strip().lower() for h in hosts if h.strip())
+        for host in hosts:
+            if not _HOST.match(host):
+                raise ConfigError(f"allowed_hosts: {host!r} is not a host name or '*.domain'")
+        self._set("allowed_hosts", hosts)
+
+        if self.redirect_status not in REDIRECT_STATUSES:
+            raise ConfigError(f"redirect_status: expected one of {REDIRECT_STATUSES}, got {self.redirect_status!r}")
+        if self.secret is not None and len(self.secret) < 16:
+            raise ConfigError("secret: use at least 16 characters (it signs register requests)")
+        for name in ("wait_timeout", "lease_seconds"):
+            if not 0 < getattr(self, name) <= 3600:
+                raise ConfigError(f"{name}: expected seconds between 0 and 3600, got {getattr(self, name)!r}")
+        for name in ("retry_after", "cache_size", "max_source_bytes", "max_source_pixels", "max_output_pixels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}: expected a positive whole number, got {value!r}")
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Config:
+        """Build from a dict such as Django's ``FILEPROCESSOR``; keys are field names."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key.lower() not in known:
+                raise ConfigError(f"unknown setting {key!r}; known settings: {', '.join(sorted(known))}")
+        try:
+            return cls(**{key.lower(): value for key, value in values.items()})
+        except TypeError as error:  # a value of the wrong type reaching a comparison
+            raise ConfigError(str(error)) from None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Build from ``FILEPROC_<FIELD>`` variables; ``overrides`` win over them.
+
+        ``FILEPROC_SOURCE_ROOTS`` is ``name=dir,name=dir`` or a JSON object;
+        ``FILEPROC_ALLOWED_HOSTS`` is comma-separated. An unknown ``FILEPROC_*``
+        variable is an error, so a typo cannot silently fall back to a default.
+        """
+        environ = os.environ if environ is None else environ
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for variable, text in environ.items():
+            if not variable.startswith(ENV_PREFIX):
+                continue
+            name = variable[len(ENV_PREFIX):].lower()
+            if name not in fields:
+                raise ConfigError(f"unknown environment variable {variable}; known: "
+                                  + ", ".join(ENV_PREFIX + n.upper() for n in sorted(fields)))
+            values[name] = _parse_env(variable, fields[name], text)
+        values.update(overrides)
+        return cls.from_mapping(values)
+
+
+def _storage_url(value: str) -> str:
+    if value.startswith("s3://"):
+        return value
+    path = value[len("file://"):] if value.startswith("file://") else value
+    if not path:
+        raise ConfigError(f"storage: expected 'file:///dir', a directory or 's3://bucket/prefix', got {value!r}")
+    return "file://" + os.path.abspath(path)
+
+
+def _parse_env(variable: str, field: dataclasses.Field, text: str) -> Any:
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "bool":
+            if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(text)
+            return text.lower() in ("1", "true", "yes", "on")
+        if kind.startswith("Mapping"):
+            if text.lstrip().startswith("{"):
+                return json.loads(text)
+            pairs = (item.split("=", 1) for item in text.split(",") if item.strip())
+            return {name.strip(): directory.strip() for name, directory in pairs}
+        if kind.startswith("tuple"):
+            return tuple(item for item in text.split(",") if item.strip())
+        if kind == "str | None":
+            return text or None
+        return text
+    except ValueError:
+        raise ConfigError(f"{variable}: cannot read {text!r} as {kind}") from None

@@ -1,0 +1,140 @@
+"""The Pillow engine: JPEG, PNG, GIF, WebP, AVIF, TIFF and BMP sources.
+
+Large JPEGs are decoded at a reduced size (DCT scaling through ``Image.draft``) when the
+operations will shrink them anyway, which is most of the speed and memory win of a
+thumbnailer. Pixel limits are checked on the header, before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+
+from PIL import ExifTags, Image, ImageCms, ImageOps, features
+
+from ..errors import LimitError, ProcessingError
+from ..operations import reduction_target
+
+FORMATS = {"JPEG", "PNG", "GIF", "WEBP", "AVIF", "TIFF", "BMP"}
+_TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+def sniff(head: bytes) -> str | None:
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[4:8] == b"ftyp" and b"avif" in head[8:32] or head[4:12] == b"ftypavis":
+        return "AVIF"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "TIFF"
+    if head.startswith(b"BM"):
+        return "BMP"
+    return None
+
+
+def available() -> dict[str, bool]:
+    return {
+        "pillow": True,
+        "jpeg": features.check("jpg"),
+        "webp": features.check("webp"),
+        "avif": features.check("avif"),
+        "littlecms": features.check("littlecms2"),
+    }
+
+
+def _open(handle, found: str, reference: str, max_pixels: int) -> Image.Image:
+    try:
+        image = Image.open(handle, formats=[found])
+    # The warning arrives as an exception only where warnings are errors (the tests).
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise LimitError(f"source {reference!r} has more pixels than this server decodes") from None
+    except Exception as error:  # Pillow raises many types for bad headers
+        raise ProcessingError(f"source {reference!r} is not a readable {found} image ({error})") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise LimitError(f"source {reference!r} has {width}x{height} = {width * height} pixels, "
+                         f"more than max_source_pixels={max_pixels}")
+    return image
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # a broken EXIF block must not make the picture unreadable
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def _upright(image: Image.Image, orientation: int) -> tuple[int, int]:
+    width, height = image.size
+    return (height, width) if orientation in _TRANSPOSED else (width, height)
+
+
+def probe(handle, found: str, reference: str) -> tuple[int, int, bool]:
+    image = _open(handle, found, reference, max_pixels=2**62)
+    with image:
+        width, height = _upright(image, _orientation(image))
+        alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+        return width, height, alpha
+
+
+def decode(handle, found: str, reference: str, instructions, config) -> tuple[Image.Image, bytes | None]:
+    image = _open(handle, found, reference, config.max_source_pixels)
+    if instructions.frame is not None:
+        raise ProcessingError(f"frame applies to video sources; {reference!r} is a {found} image")
+    if instructions.page and instructions.page > 1:
+        frames = getattr(image, "n_frames", 1)
+        if instructions.page > frames:
+            raise ProcessingError(f"page {instructions.page}: {reference!r} has only {frames} page(s)")
+        image.seek(instructions.page - 1)
+
+    orientation = _orientation(image)
+    upright = _upright(image, orientation)
+    predicted = instructions.predict_size(*upright)
+    if predicted and predicted[0] * predicted[1] > config.max_output_pixels:
+        raise LimitError(f"the result would have {predicted[0]}x{predicted[1]} pixels, "
+                         f"more than max_output_pixels={config.max_output_pixels}")
+    if found == "JPEG":
+        target = reduction_target(instructions.operations, *upright)
+        if target and target[0] < upright[0]:
+            if orientation in _TRANSPOSED:
+                target = target[::-1]
+            image.draft(None, target)
+
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except Exception as error:
+        raise ProcessingError(f"source {reference!r} could not be decoded ({error})") from None
+    icc_profile = image.info.get("icc_profile")
+    return _normalise(image, icc_profile)
+
+
+def _normalise(image: Image.Image, icc_profile: bytes | None) -> tuple[Image.Image, bytes | None]:
+    """One of L, LA, RGB, RGBA, so that every operation meets a mode it knows."""
+    mode = image.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return image, icc_profile
+    if mode == "CMYK":
+        if icc_profile:
+            try:
+                source_profile = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+                srgb = ImageCms.createProfile("sRGB")
+                return ImageCms.profileToProfile(image, source_profile, srgb, outputMode="RGB"), None
+            except ImageCms.PyCMSError:
+                pass  # a broken profile: fall back to the naive conversion below
+        return image.convert("RGB"), None
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        # 16-bit greys: keep the top 8 bits.
+        return image.convert("I").point(lambda value: value * (1 / 256)).convert("L"), icc_profile
+    if mode == "1":
+        return image.convert("L"), icc_profile
+    if mode in ("P", "PA"):
+        alpha = mode == "PA" or "transparency" in image.info
+        return image.convert("RGBA" if alpha else "RGB"), icc_profile
+    return image.convert("RGBA" if "transparency" in image.info else "RGB"), icc_profile

@@ -1,0 +1,109 @@
+"""The one exception family of fileproc_wsgi.
+
+Every error a user can cause is a :class:`FileProcError`. Each subclass carries the
+HTTP status the middleware answers with, so errors are mapped to responses in exactly
+one place (``FileProcessor._error_response``) and no traceback ever reaches a client.
+"""
+
+from __future__ import annotations
+
+
+class FileProcError(Exception):
+    """Base of every error raised by fileproc_wsgi on purpose.
+
+    ``status`` is the HTTP status a client sees; ``str(error)`` is a one-line reason
+    that is safe to show (it names what was wrong, never a server path or traceback).
+    """
+
+    status = 500
+
+
+class ConfigError(FileProcError, ValueError):
+    """A configuration value is missing, unknown or invalid."""
+
+
+class InstructionError(FileProcError, ValueError):
+    """Instruction text that does not parse, with where and what was expected.
+
+    ``line`` and ``column`` are 1-based positions in the text that was registered;
+    ``step`` is the operation word (or ``None`` when the text has no step at all).
+    """
+
+    status = 400
+
+    def __init__(self, problem: str, *, line: int, column: int, step: str | None = None):
+        self.problem = problem
+        self.line = line
+        self.column = column
+        self.step = step
+        where = f"line {line}, column {column}"
+        if step:
+            where += f", step {step!r}"
+        super().__init__(f"{where}: {problem}")
+
+
+class SourceError(FileProcError):
+    """A source reference is refused (outside its root, unknown root, ...)."""
+
+    status = 400
+
+
+class SourceNotFoundError(SourceError):
+    """The source a reference names does not exist (or is not a regular file)."""
+
+    status = 404
+
+
+class UnsupportedSourceError(FileProcError):
+    """The source's bytes are not a format this installation may decode."""
+
+    status = 422
+
+
+class LimitError(FileProcError):
+    """A configured limit (bytes, pixels, time) was exceeded."""
+
+    status = 422
+
+
+class ProcessingError(FileProcError):
+    """The source could not be turned into a result (corrupt data, impossible step)."""
+
+    status = 422
+
+
+class NotRegisteredError(FileProcError):
+    """No instructions are registered under the requested checksum."""
+
+    status = 404
+
+
+class LeaseLostError(FileProcError):
+    """A worker tried to finish a job whose claim has passed to another worker."""
+
+    status = 409
+
+
+class UnavailableError(FileProcError):
+    """A dependency (database, storage) or the result is not available right now.
+
+    ``retry_after`` is the number of seconds a client should wait before asking again.
+    """
+
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int = 5):
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+# Failures that will give the same answer however often they are retried.
+PERMANENT_FAILURES = (SourceError, UnsupportedSourceError, LimitError, ProcessingError)
+
+
+class RecordedFailureError(FileProcError):
+    """A job that failed before: its stored reason, answered without trying again."""
+
+    def __init__(self, reason: str, status: int):
+        self.status = status
+        super().__init__(reason)

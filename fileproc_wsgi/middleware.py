@@ -1,0 +1,161 @@
+"""The WSGI middleware: answers ``<prefix>/...`` and passes every other path through.
+
+``FileProcessor(app, config)`` decides "mine or not" with one string comparison before
+building anything. For ``GET <prefix>/<checksum>[.<ext>]`` it makes the result if needed
+(once, however many ask at the same moment) and answers with a redirect to it; finished
+redirects are remembered in-process, so a warm hit is a dictionary lookup. With local
+storage it also serves ``<prefix>/files/...``, remaking a registered result whose file
+has gone missing. Errors are turned into responses in one place, ``_error_response``;
+no traceback ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from http import HTTPStatus
+
+from webob import Request, Response
+from webob.static import FileIter
+
+from . import engines
+from .config import Config
+from .encode import CONTENT_TYPES, EXTENSIONS, FORMAT_OF_EXTENSION
+from .errors import FileProcError, NotRegisteredError, UnavailableError
+from .instructions import is_checksum
+from .processing import Processor
+from .storage import open_storage, parse_key
+from .store import InstructionStore
+
+log = logging.getLogger(__name__)
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+_READ_METHODS = ("GET", "HEAD")
+_PERMANENT = (301, 308)
+_REDIRECT_CACHE_SIZE = 100_000
+
+
+class FileProcessor:
+    """WSGI middleware serving fileproc_wsgi's URLs in front of ``app`` (or of nothing).
+
+    ``store`` and ``storage`` default to the ones the config names; pass them to share
+    one store between a registrar and the middleware in the same process.
+    """
+
+    def __init__(self, app, config: Config | None = None, *, store: InstructionStore | None = None,
+                 storage=None):
+        self.app = app
+        self.config = config or Config()
+        self.store = store or InstructionStore(self.config.database_url)
+        self.storage = storage or open_storage(self.config)
+        self.processor = Processor(self.config, self.store, self.storage)
+        self._mount = self.config.prefix + "/"
+        self._redirect_status = _status_line(self.config.redirect_status)
+        self._redirect_cache_control = (IMMUTABLE if self.config.redirect_status in _PERMANENT
+                                        else "no-cache")
+        self._redirects: dict[str, list[tuple[str, str]]] = {}
+        missing = [name for name, present in engines.available().items() if not present]
+        if missing:
+            log.warning("fileproc_wsgi: these engines or encoders are not available: %s", ", ".join(missing))
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if not path.startswith(self._mount) and path != self.config.prefix:
+            if self.app is None:
+                return self._error_response(NotRegisteredError("not found"))(environ, start_response)
+            return self.app(environ, start_response)
+        headers = self._redirects.get(path)
+        if headers is not None and environ.get("REQUEST_METHOD") in _READ_METHODS:
+            start_response(self._redirect_status, headers)
+            return [b""]
+        try:
+            response = self._dispatch(Request(environ), path[len(self._mount):])
+        except FileProcError as error:
+            response = self._error_response(error)
+        except Exception:
+            log.exception("fileproc_wsgi: unexpected error answering %s", path)
+            response = self._error_response(FileProcError("internal error"))
+        return response(environ, start_response)
+
+    def _dispatch(self, request: Request, name: str) -> Response:
+        if name.startswith("files/") and getattr(self.storage, "local", False):
+            self._allow(request, _READ_METHODS)
+            return self._serve_file(name[len("files/"):])
+        self._allow(request, _READ_METHODS)
+        checksum, dot, extension = name.partition(".")
+        if not is_checksum(checksum) or (dot and extension not in FORMAT_OF_EXTENSION):
+            raise NotRegisteredError("not a fileproc URL: expected <checksum>.<extension>")
+        job = self.store.find(checksum)
+        if job is None:
+            raise NotRegisteredError(f"no instructions registered under {checksum}")
+        if dot and extension != EXTENSIONS[job.output_format]:
+            raise NotRegisteredError(f"{checksum} is registered as .{EXTENSIONS[job.output_format]}, "
+                                     f"not .{extension}")
+        job = self.processor.ensure(checksum)
+        if self.config.serve_results and getattr(self.storage, "local", False):
+            return self._serve_file(job.result_key)
+        headers = [("Location", self.storage.url(job.result_key)),
+                   ("Cache-Control", self._redirect_cache_control),
+                   ("Content-Length", "0")]
+        if len(self._redirects) >= _REDIRECT_CACHE_SIZE:
+            self._redirects.clear()
+        self._redirects[request.path_info] = headers
+        response = Response(status=self._redirect_status, headerlist=list(headers))
+        return response
+
+    def _allow(self, request: Request, methods: tuple[str, ...]) -> None:
+        if request.method not in methods:
+            raise _MethodNotAllowed(methods)
+
+    def _serve_file(self, key: str) -> Response:
+        parsed = parse_key(key)
+        if parsed is None:
+            raise NotRegisteredError("no such result")
+        checksum, extension = parsed
+        try:
+            handle = open(self.storage.path(key), "rb")  # noqa: SIM115 - FileIter closes it
+        except FileNotFoundError:
+            job = self.store.find(checksum)
+            if job is None or EXTENSIONS[job.output_format] != extension:
+                raise NotRegisteredError("no such result") from None
+            log.info("fileproc_wsgi: result %s is missing from storage; making it again", key)
+            self.processor.ensure(checksum, redo=True)
+            try:
+                handle = open(self.storage.path(key), "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                raise UnavailableError("the result could not be stored; ask again shortly") from None
+        info = os.fstat(handle.fileno())
+        return Response(
+            app_iter=FileIter(handle),
+            content_type=CONTENT_TYPES[FORMAT_OF_EXTENSION[extension]],
+            content_length=info.st_size,
+            last_modified=info.st_mtime,
+            etag=checksum,
+            cache_control=IMMUTABLE,
+            accept_ranges="bytes",
+            conditional_response=True,
+        )
+
+    def _error_response(self, error: FileProcError) -> Response:
+        """The only place an exception becomes an HTTP answer: status and one line of text."""
+        message = str(error).splitlines()[0] if str(error) else HTTPStatus(error.status).phrase
+        response = Response(status=_status_line(error.status), content_type="text/plain",
+                            charset="utf-8", body=(message + "\n").encode())
+        response.cache_control = "no-store"
+        if isinstance(error, UnavailableError):
+            response.retry_after = error.retry_after
+        if isinstance(error, _MethodNotAllowed):
+            response.allow = error.methods
+        return response
+
+
+class _MethodNotAllowed(FileProcError):
+    status = 405
+
+    def __init__(self, methods: tuple[str, ...]):
+        self.methods = methods
+        super().__init__(f"method not allowed here; use {' or '.join(methods)}")
+
+
+def _status_line(status: int) -> str:
+    return f"{status} {HTTPStatus(status).phrase}"

@@ -1,0 +1,394 @@
+"""Operations: small value objects that each do one thing to a Pillow image.
+
+Every operation knows two things and nothing else (no files, URLs or databases):
+
+- ``size(width, height)``: the output size for an input of that size, pure arithmetic,
+  so a registrar can predict ``width``/``height`` for the ``<img>`` tag without decoding;
+- ``apply(image)``: the same transformation on a decoded image.
+
+Images reach ``apply`` already normalised by the engine to one of ``L``, ``LA``, ``RGB``
+or ``RGBA`` and already turned upright by their EXIF orientation. The grammar (how a
+step is written and its canonical text) lives in :mod:`fileproc_wsgi.instructions`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
+
+from PIL import Image, ImageFilter
+
+from .errors import ProcessingError
+
+GRAVITIES = {
+    "center": (0.5, 0.5),
+    "north": (0.5, 0.0),
+    "south": (0.5, 1.0),
+    "east": (1.0, 0.5),
+    "west": (0.0, 0.5),
+    "northeast": (1.0, 0.0),
+    "northwest": (0.0, 0.0),
+    "southeast": (1.0, 1.0),
+    "southwest": (0.0, 1.0),
+}
+OUTPUT_FORMATS = ("jpeg", "png", "webp", "avif", "gif")
+WHITE = "#ffffff"
+
+# reducing_gap lets Pillow shrink by an integer factor (cheap box reduce) before the
+# final Lanczos pass; 3.0 keeps the result indistinguishable from a full Lanczos.
+_RESAMPLE = {"resample": Image.Resampling.LANCZOS, "reducing_gap": 3.0}
+
+
+def has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("LA", "RGBA")
+
+
+def rgb(color: str) -> tuple[int, int, int]:
+    """``'#rrggbb'`` (the canonical form the parser produces) as a tuple."""
+    return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
+
+
+def _fill_color(image: Image.Image, color: str | None) -> tuple[int, ...] | int:
+    """The colour for new pixels: the given one, else transparent or white."""
+    if color is None:
+        return (0,) * len(image.getbands()) if has_alpha(image) else (255,) * len(image.getbands())
+    red, green, blue = rgb(color)
+    if image.mode in ("L", "LA"):
+        grey = round(0.299 * red + 0.587 * green + 0.114 * blue)
+        return (grey, 255) if image.mode == "LA" else grey
+    return (red, green, blue, 255) if image.mode == "RGBA" else (red, green, blue)
+
+
+class Operation:
+    """Base of all operations: identity in both size and pixels."""
+
+    word: ClassVar[str]
+    # Steps that select what the engine decodes rather than change the decoded image.
+    engine_step: ClassVar[bool] = False
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        return width, height
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        return image
+
+
+def _scaled(width: int, height: int, scale: float) -> tuple[int, int]:
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit(Operation):
+    """Scale to fit inside the box keeping the aspect ratio (CSS ``contain``)."""
+
+    word: ClassVar[str] = "fit"
+    width: int | None
+    height: int | None
+    upscale: bool = False
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        scales = []
+        if self.width:
+            scales.append(self.width / width)
+        if self.height:
+            scales.append(self.height / height)
+        scale = min(scales)
+        if scale >= 1 and not self.upscale:
+            return width, height
+        # The bounding side is exactly the box side, never off by a rounding error.
+        if self.width and scale == self.width / width:
+            return self.width, max(1, round(height * scale))
+        return max(1, round(width * scale)), self.height
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        size = self.size(*image.size)
+        return image if size == image.size else image.resize(size, **_RESAMPLE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fill(Operation):
+    """Cover the box and crop the overflow (CSS ``cover``), around a gravity or focus.
+
+    Without ``upscale`` a source smaller than the box is not enlarged: the result is the
+    largest crop of the box's aspect ratio that the source holds.
+    """
+
+    word: ClassVar[str] = "fill"
+    width: int
+    height: int
+    gravity: str = "center"
+    focus: tuple[float, float] | None = None
+    upscale: bool = False
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        shrink = 1.0 if self.upscale else min(1.0, width / self.width, height / self.height)
+        if shrink == 1.0:
+            return self.width, self.height
+        return _scaled(self.width, self.height, shrink)
+
+    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        out_w, out_h = self.size(width, height)
+        if width * out_h > height * out_w:  # source is wider than the box: trim the sides
+            crop_w, crop_h = height * out_w / out_h, float(height)
+        else:
+            crop_w, crop_h = float(width), width * out_h / out_w
+        if self.focus is not None:
+            left = min(max(self.focus[0] * width - crop_w / 2, 0), width - crop_w)
+            top = min(max(self.focus[1] * height - crop_h / 2, 0), height - crop_h)
+        else:
+            anchor_x, anchor_y = GRAVITIES[self.gravity]
+            left, top = (width - crop_w) * anchor_x, (height - crop_h) * anchor_y
+        return left, top, left + crop_w, top + crop_h
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        size = self.size(*image.size)
+        box = self.crop_box(*image.size)
+        return image.resize(size, box=box, **_RESAMPLE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pad(Operation):
+    """Fit inside the box, then pad to exactly the box with a colour.
+
+    Without a colour the padding is transparent for images with alpha, else white.
+    """
+
+    word: ClassVar[str] = "pad"
+    width: int
+    height: int
+    color: str | None = None
+    upscale: bool = False
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        return self.width, self.height
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        image = Fit(self.width, self.height, self.upscale).apply(image)
+        if image.size == (self.width, self.height):
+            return image
+        canvas = Image.new(image.mode, (self.width, self.height), _fill_color(image, self.color))
+        canvas.paste(image, ((self.width - image.width) // 2, (self.height - image.height) // 2))
+        return canvas
+
+
+@dataclasses.dataclass(frozen=True)
+class Resize(Operation):
+    """Exactly the given size, aspect ratio ignored."""
+
+    word: ClassVar[str] = "resize"
+    width: int
+    height: int
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        return self.width, self.height
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        return image if image.size == (self.width, self.height) else image.resize(
+            (self.width, self.height), **_RESAMPLE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Crop(Operation):
+    """A region in pixels, or in percent of the current size when ``percent``.
+
+    A region reaching past the image is clipped to it; one wholly outside it fails.
+    """
+
+    word: ClassVar[str] = "crop"
+    x: float
+    y: float
+    width: float
+    height: float
+    percent: bool = False
+
+    def box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        x, y, w, h = self.x, self.y, self.width, self.height
+        if self.percent:
+            x, w = x * width / 100, w * width / 100
+            y, h = y * height / 100, h * height / 100
+        left, top = round(x), round(y)
+        right, bottom = min(round(x + w), width), min(round(y + h), height)
+        if left >= width or top >= height or right <= left or bottom <= top:
+            raise ProcessingError(f"crop {self.describe()} lies outside the {width}x{height} image")
+        return left, top, right, bottom
+
+    def describe(self) -> str:
+        unit = "%" if self.percent else ""
+        return ",".join(f"{value:g}{unit}" for value in (self.x, self.y, self.width, self.height))
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        left, top, right, bottom = self.box(width, height)
+        return right - left, bottom - top
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        return image.crop(self.box(*image.size))
+
+
+@dataclasses.dataclass(frozen=True)
+class Upscale(Operation):
+    """Allows every fit, fill and pad of the instructions to enlarge."""
+
+    word: ClassVar[str] = "upscale"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rotate(Operation):
+    """Rotate clockwise by ``degrees``; new corners get ``color`` (see :class:`Pad`)."""
+
+    word: ClassVar[str] = "rotate"
+    degrees: float
+    color: str | None = None
+
+    _TRANSPOSE: ClassVar[dict[float, Image.Transpose]] = {
+        90.0: Image.Transpose.ROTATE_270,  # Pillow's ROTATE_* turn counter-clockwise
+        180.0: Image.Transpose.ROTATE_180,
+        270.0: Image.Transpose.ROTATE_90,
+    }
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        angle = self.degrees % 360
+        if angle in (0, 180):
+            return width, height
+        if angle in (90, 270):
+            return height, width
+        # The same bounding-box arithmetic as Pillow's rotate(expand=True).
+        radians = math.radians(angle)
+        cos, sin = round(math.cos(radians), 15), round(math.sin(radians), 15)
+        xs = [cos * x - sin * y for x, y in ((0, 0), (width, 0), (width, height), (0, height))]
+        ys = [sin * x + cos * y for x, y in ((0, 0), (width, 0), (width, height), (0, height))]
+        return math.ceil(max(xs)) - math.floor(min(xs)), math.ceil(max(ys)) - math.floor(min(ys))
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        angle = self.degrees % 360
+        if angle == 0:
+            return image
+        if angle in self._TRANSPOSE:
+            return image.transpose(self._TRANSPOSE[angle])
+        return image.rotate(-angle, resample=Image.Resampling.BICUBIC, expand=True,
+                            fillcolor=_fill_color(image, self.color))
+
+
+@dataclasses.dataclass(frozen=True)
+class Flip(Operation):
+    """Mirror ``horizontal`` (left-right) or ``vertical`` (top-bottom)."""
+
+    word: ClassVar[str] = "flip"
+    direction: str
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        if self.direction == "horizontal":
+            return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+
+
+@dataclasses.dataclass(frozen=True)
+class Grayscale(Operation):
+    """Luminance only; transparency is kept."""
+
+    word: ClassVar[str] = "grayscale"
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        return image.convert("LA" if has_alpha(image) else "L")
+
+
+@dataclasses.dataclass(frozen=True)
+class Blur(Operation):
+    """Gaussian blur with the given radius in pixels."""
+
+    word: ClassVar[str] = "blur"
+    radius: float
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        return image.filter(ImageFilter.GaussianBlur(self.radius))
+
+
+@dataclasses.dataclass(frozen=True)
+class Sharpen(Operation):
+    """Unsharp mask; ``amount`` 1 is a moderate sharpening, 2 twice as strong."""
+
+    word: ClassVar[str] = "sharpen"
+    amount: float = 1.0
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        return image.filter(ImageFilter.UnsharpMask(radius=1.0, percent=round(self.amount * 100), threshold=2))
+
+
+@dataclasses.dataclass(frozen=True)
+class Background(Operation):
+    """Flatten transparency onto a colour; images without alpha are unchanged."""
+
+    word: ClassVar[str] = "background"
+    color: str
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        return flatten(image, self.color)
+
+
+def flatten(image: Image.Image, color: str = WHITE) -> Image.Image:
+    """``image`` without alpha, its transparent parts showing ``color``."""
+    if not has_alpha(image):
+        return image
+    opaque_mode = "L" if image.mode == "LA" else "RGB"
+    canvas = Image.new(opaque_mode, image.size, _fill_color(image.convert(opaque_mode), color))
+    canvas.paste(image.convert(opaque_mode), mask=image.getchannel("A"))
+    return canvas
+
+
+@dataclasses.dataclass(frozen=True)
+class Page(Operation):
+    """Which page of a document (1-based) the engine renders."""
+
+    word: ClassVar[str] = "page"
+    engine_step: ClassVar[bool] = True
+    number: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame(Operation):
+    """Which video frame the engine decodes: at ``seconds``, or at ``percent`` of duration."""
+
+    word: ClassVar[str] = "frame"
+    engine_step: ClassVar[bool] = True
+    seconds: float | None = None
+    percent: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Format(Operation):
+    """The output format and its encoder options (used by the encoder, not ``apply``)."""
+
+    word: ClassVar[str] = "format"
+    name: str
+    quality: int | None = None
+    lossless: bool = False
+    progressive: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Quality(Operation):
+    """Shorthand for the quality of whatever format the result has."""
+
+    word: ClassVar[str] = "quality"
+    value: int
+
+
+def reduction_target(operations: tuple[Operation, ...], width: int, height: int) -> tuple[int, int] | None:
+    """The smallest size the source may be decoded at without losing output detail.
+
+    Decoders that can shrink while decoding (JPEG's DCT scaling, PDF rendering) use
+    this. Only steps that do not care about the scale (flips, right-angle turns, colour)
+    may come before the first resampling step; anything else means full size (None).
+    """
+    for operation in operations:
+        if isinstance(operation, (Fit, Fill, Pad, Resize)):
+            out_w, out_h = operation.size(width, height)
+            if isinstance(operation, Pad):
+                out_w, out_h = Fit(operation.width, operation.height, operation.upscale).size(width, height)
+            scale = max(out_w / width, out_h / height)
+            return (width, height) if scale >= 1 else (math.ceil(width * scale), math.ceil(height * scale))
+        if isinstance(operation, Rotate) and operation.degrees % 90 == 0:
+            width, height = operation.size(width, height)
+        elif not isinstance(operation, (Flip, Grayscale, Background, Upscale, Page, Frame, Format, Quality)):
+            return None
+    return None

@@ -1,0 +1,175 @@
+"""Making a registered result exactly once and recording how it went.
+
+:meth:`Processor.ensure` is what the middleware calls for a checksum. Within one process
+a per-checksum lock lets the first request do the work while the others wait for it;
+across processes and hosts the store's claim (a conditional UPDATE with a lease and a
+fencing token) decides who works, and the rest wait a bounded time for the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from . import engines
+from .config import Config
+from .encode import CONTENT_TYPES, EXTENSIONS, encode
+from .errors import (
+    PERMANENT_FAILURES,
+    FileProcError,
+    LeaseLostError,
+    LimitError,
+    ProcessingError,
+    RecordedFailureError,
+    UnavailableError,
+)
+from .instructions import Instructions, parse
+from .operations import WHITE, Background
+from .sources import LocalSource, Sources
+from .storage import result_key
+
+if TYPE_CHECKING:
+    from .store import InstructionStore, Job
+
+log = logging.getLogger(__name__)
+
+_FIRST_RETRY = 30.0
+_LAST_RETRY = 3600.0
+
+
+class Processor:
+    """Turns registered instructions into stored results for one configuration."""
+
+    def __init__(self, config: Config, store: InstructionStore, storage, sources: Sources | None = None):
+        self.config = config
+        self.store = store
+        self.storage = storage
+        self.sources = sources or Sources(config.source_roots)
+        self._flights: dict[str, list] = {}
+        self._flights_lock = threading.Lock()
+
+    def ensure(self, checksum: str, *, redo: bool = False) -> Job:
+        """The finished job for ``checksum``, processing it first if needed.
+
+        ``redo`` makes a finished result again (its file has gone missing). Raises
+        NotRegisteredError, RecordedFailureError for a failure on record, and
+        UnavailableError when another worker still holds the job past ``wait_timeout``.
+        """
+        job = self.store.get(checksum)
+        if job.state == "done" and not redo:
+            return job
+        deadline = time.monotonic() + self.config.wait_timeout
+        with self._single_flight(checksum, deadline):
+            job = self.store.get(checksum)
+            if job.state == "done" and not (redo and not self.storage.exists(job.result_key)):
+                return job
+            return self._claim_or_wait(job, redo, deadline)
+
+    @contextlib.contextmanager
+    def _single_flight(self, checksum: str, deadline: float):
+        with self._flights_lock:
+            flight = self._flights.setdefault(checksum, [threading.Lock(), 0])
+            flight[1] += 1
+        try:
+            if not flight[0].acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise self._busy()
+            try:
+                yield
+            finally:
+                flight[0].release()
+        finally:
+            with self._flights_lock:
+                flight[1] -= 1
+                if flight[1] == 0:
+                    del self._flights[checksum]
+
+    def _busy(self) -> UnavailableError:
+        return UnavailableError("the result is still being made; ask again shortly",
+                                retry_after=self.config.retry_after)
+
+    def _claim_or_wait(self, job: Job, redo: bool, deadline: float) -> Job:
+        pause = 0.02
+        while True:
+            token = self.store.claim(job.checksum, lease=self.config.lease_seconds,
+                                     redo=redo and job.state == "done")
+            if token is not None:
+                try:
+                    return self._run(job, token)
+                except LeaseLostError:
+                    log.warning("lease on %s expired while processing; another worker took over", job.checksum)
+            job = self.store.get(job.checksum)
+            if job.state == "done":
+                return job
+            if job.state == "failed":
+                raise failure_of(job)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._busy()
+            # Another process holds the lease: poll gently until it finishes.
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.5)
+
+    def _run(self, job: Job, token: int) -> Job:
+        try:
+            result = self.make(job)
+            key = result_key(job.checksum, EXTENSIONS[job.output_format])
+            self.storage.put(key, result.data)
+        except PERMANENT_FAILURES as error:
+            self.store.fail(job.checksum, token, str(error), retry_at=None, status=error.status)
+            raise
+        except Exception as error:
+            if not isinstance(error, FileProcError):
+                log.exception("processing %s failed unexpectedly", job.checksum)
+            delay = min(_FIRST_RETRY * 2 ** max(0, job.attempts), _LAST_RETRY)
+            reason = str(error) if isinstance(error, FileProcError) else "internal error while processing"
+            with contextlib.suppress(FileProcError):  # the store may be what is down
+                self.store.fail(job.checksum, token, reason, retry_at=time.time() + delay, status=503)
+            raise
+        self.store.complete(job.checksum, token, result_key=key, content_type=CONTENT_TYPES[job.output_format],
+                            width=result.width, height=result.height, result_bytes=len(result.data))
+        return self.store.get(job.checksum)
+
+    def make(self, job: Job) -> Result:
+        """Decode, transform and encode the job's source, without touching the store."""
+        instructions = parse(job.instructions)
+        return produce(instructions, self.sources.resolve(instructions.source), job.output_format, self.config)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Result:
+    data: bytes
+    width: int
+    height: int
+
+
+def produce(instructions: Instructions, source: LocalSource, output_format: str, config: Config) -> Result:
+    """The pipeline itself: engine → operations → encoder, within the config's limits."""
+    with source.open(config.max_source_bytes) as handle:
+        decoded = engines.decode(handle, source.reference, instructions, config)
+    image = decoded.image
+    for operation in instructions.operations:
+        try:
+            image = operation.apply(image)
+        except FileProcError:
+            raise
+        except Exception as error:  # e.g. a filter that does not support this mode
+            raise ProcessingError(f"step {operation.word!r} failed: {error}") from None
+    if image.width * image.height > config.max_output_pixels:
+        raise LimitError(f"the result would have {image.width}x{image.height} pixels, "
+                         f"more than max_output_pixels={config.max_output_pixels}")
+    background = next((step.color for step in reversed(instructions.steps)
+                       if isinstance(step, Background)), WHITE)
+    data = encode(image, output_format, instructions.output, decoded.icc_profile, background)
+    return Result(data, image.width, image.height)
+
+
+def failure_of(job: Job) -> FileProcError:
+    """The error a failed job answers with until it may be retried."""
+    if job.retry_at is not None:
+        return UnavailableError(job.reason or "processing failed; it will be retried",
+                                retry_after=max(1, round(job.retry_at - time.time())))
+    return RecordedFailureError(job.reason or "processing failed", job.failure_status or 422)

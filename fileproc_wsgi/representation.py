@@ -1,0 +1,52 @@
+"""What a registration returns: the result's URL, predicted size and ready-made HTML."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from html import escape
+
+_ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_:][-A-Za-z0-9_:.]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Representation:
+    """A registered result. ``width``/``height`` are None when they cannot be predicted.
+
+    ``html`` is an ``<img>`` tag with every attribute escaped; ``render(alt=..., class_=...)``
+    adds or overrides attributes (a trailing ``_`` is dropped, so ``class_`` is ``class``).
+    The object is ``__html__``-aware, so Django and Jinja2 print it without escaping it again.
+    """
+
+    checksum: str
+    url: str
+    width: int | None
+    height: int | None
+    content_type: str
+
+    @property
+    def html(self) -> str:
+        return self.render()
+
+    def render(self, attributes: Mapping[str, object] | None = None, **more: object) -> str:
+        values: dict[str, object] = {"src": self.url, "width": self.width, "height": self.height,
+                                     "alt": "", "loading": "lazy", "decoding": "async"}
+        for name, value in {**(attributes or {}), **more}.items():
+            name = name[:-1] if name.endswith("_") else name
+            if not _ATTRIBUTE_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid HTML attribute name")
+            values[name.lower()] = value
+        parts = ["<img"]
+        for name, value in values.items():
+            if value is None or value is False:
+                continue
+            parts.append(f" {name}" if value is True else f' {name}="{escape(str(value), quote=True)}"')
+        parts.append(">")
+        return "".join(parts)
+
+    def __html__(self) -> str:
+        return self.html
+
+    def __str__(self) -> str:
+        return self.html

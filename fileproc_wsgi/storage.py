@@ -1,0 +1,79 @@
+"""Where results are kept, and the URL they are reachable at.
+
+Results are immutable: a key is derived from the checksum, so a finished file is never
+rewritten with other content. Local storage writes a temporary file in the target
+directory and renames it into place, so a reader sees either nothing or the whole file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+
+from .config import Config
+from .errors import ConfigError, UnavailableError
+
+_KEY = re.compile(r"^[0-9a-f]{2}/([0-9a-f]{32})\.([a-z0-9]{2,5})$")
+
+
+def result_key(checksum: str, extension: str) -> str:
+    """Results are fanned out over 256 directories so none grows huge."""
+    return f"{checksum[:2]}/{checksum}.{extension}"
+
+
+def parse_key(key: str) -> tuple[str, str] | None:
+    """``(checksum, extension)`` of a well-formed key, else None."""
+    match = _KEY.match(key)
+    return (match.group(1), match.group(2)) if match else None
+
+
+class LocalStorage:
+    """Results as files under one directory, served by the middleware or a web server."""
+
+    local = True
+
+    def __init__(self, directory: str, public_url: str):
+        self.directory = directory
+        self.public_url = public_url
+
+    def url(self, key: str) -> str:
+        return self.public_url + key
+
+    def path(self, key: str) -> str:
+        return os.path.join(self.directory, *key.split("/"))
+
+    def exists(self, key: str) -> bool:
+        return os.path.isfile(self.path(key))
+
+    def put(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        folder = os.path.dirname(target)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+            try:
+                with os.fdopen(handle, "wb") as stream:
+                    stream.write(data)
+                    stream.flush()
+                    os.fsync(stream.fileno())
+                os.chmod(temporary, 0o644)
+                os.replace(temporary, target)
+            except BaseException:
+                os.unlink(temporary)
+                raise
+        except OSError as error:
+            raise UnavailableError(f"result storage unavailable: cannot write ({error.strerror})") from None
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self.path(key))
+        except FileNotFoundError:
+            pass
+
+
+def open_storage(config: Config) -> LocalStorage:
+    """The storage a Config names; ``s3://`` arrives with the S3 backend."""
+    if config.storage.startswith("file://"):
+        return LocalStorage(config.storage[len("file://"):], config.public_url)
+    raise ConfigError(f"storage: {config.storage.split('://')[0]}:// storage is not available in this version")
