@@ -252,11 +252,17 @@ class Rotate(Operation):
             return width, height
         if angle in (90, 270):
             return height, width
-        # The same bounding-box arithmetic as Pillow's rotate(expand=True).
-        radians = math.radians(angle)
-        cos, sin = round(math.cos(radians), 15), round(math.sin(radians), 15)
-        xs = [cos * x - sin * y for x, y in ((0, 0), (width, 0), (width, height), (0, height))]
-        ys = [sin * x + cos * y for x, y in ((0, 0), (width, 0), (width, height), (0, height))]
+        # Pillow's own rotate(expand=True) arithmetic, so the prediction matches exactly:
+        # corners mapped by the inverse matrix about the centre, then floored and ceiled.
+        radians = -math.radians(-angle % 360)
+        a, b = round(math.cos(radians), 15), round(math.sin(radians), 15)
+        d, e = round(-math.sin(radians), 15), round(math.cos(radians), 15)
+        cx, cy = width / 2, height / 2
+        c = a * -cx + b * -cy + cx
+        f = d * -cx + e * -cy + cy
+        corners = ((0, 0), (width, 0), (width, height), (0, height))
+        xs = [a * x + b * y + c for x, y in corners]
+        ys = [d * x + e * y + f for x, y in corners]
         return math.ceil(max(xs)) - math.floor(min(xs)), math.ceil(max(ys)) - math.floor(min(ys))
 
     def apply(self, image: Image.Image) -> Image.Image:
