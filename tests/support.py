@@ -1,0 +1,87 @@
+"""Tiny source files made by the tests themselves, and helpers to read results back."""
+
+from __future__ import annotations
+
+import io
+import os
+
+from PIL import Image, ImageCms, ImageDraw
+
+RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
+
+
+def halves(width: int = 600, height: int = 400, left=RED, right=BLUE, mode: str = "RGB") -> Image.Image:
+    """Left half one colour, right half another: makes crops and flips visible."""
+    image = Image.new(mode, (width, height), left if mode == "RGB" else left + (255,))
+    ImageDraw.Draw(image).rectangle([width // 2, 0, width, height], fill=right if mode == "RGB" else right + (255,))
+    return image
+
+
+def write(directory, name: str, image: Image.Image, **params) -> str:
+    path = os.path.join(directory, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image.save(path, **params)
+    return path
+
+
+def srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def decode(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def colour_at(image: Image.Image, x: float, y: float):
+    """The pixel at fractional coordinates, as RGB(A) whatever the mode."""
+    pixel = image.convert("RGBA" if "A" in image.getbands() else "RGB").getpixel(
+        (min(int(x * image.width), image.width - 1), min(int(y * image.height), image.height - 1)))
+    return pixel
+
+
+def close_to(actual, expected, tolerance: int = 40) -> bool:
+    return all(abs(a - e) <= tolerance for a, e in zip(actual, expected))
+
+
+class Site:
+    """An embedded-default installation in a temporary directory, driven in-process."""
+
+    def __init__(self, root, **settings):
+        from fileproc_wsgi.config import Config
+        from fileproc_wsgi.middleware import FileProcessor
+        from fileproc_wsgi.registrar import Registrar
+
+        self.root = root
+        self.media = root / "media"
+        self.media.mkdir(exist_ok=True)
+        settings.setdefault("database_url", f"sqlite:///{root / 'fileproc.db'}")
+        settings.setdefault("storage", str(root / "results"))
+        self.config = Config(source_roots={"default": str(self.media)}, **settings)
+        self.registrar = Registrar(self.config)
+        self.store = self.registrar.store
+        self.app = FileProcessor(None, self.config, store=self.store)
+
+    def get(self, path: str, **options):
+        from webob import Request
+
+        return Request.blank(path, **options).get_response(self.app)
+
+    def request(self, text: str):
+        """Register ``text``, ask for its URL and follow the redirect like a browser."""
+        response = self.get(self.registrar.register(text).url)
+        if response.status_int in (301, 302, 307, 308):
+            response = self.get(response.location.replace("http://localhost", ""))
+        return response
+
+    def make(self, text: str):
+        representation = self.registrar.register(text)
+        response = self.request(text)
+        assert response.status_int == 200, response.text
+        image = decode(response.body)
+        image.fp_bytes = response.body
+        return representation, image
+
+    def close(self) -> None:
+        self.store.dispose()
