@@ -117,6 +117,14 @@ def _lex_plain(line: str, number: int) -> list[list[_Token]]:
     return steps
 
 
+def _step_name(tokens: list[_Token], *, first: bool) -> str | None:
+    """The step an unfinished list of tokens belongs to, for an error message."""
+    if not tokens:
+        return None
+    word = tokens[0].text.lower()
+    return "source" if first and word not in OPERATION_WORDS else word
+
+
 def _lex(text: str) -> list[list[_Token]]:
     """The non-empty steps of ``text``, each a list of tokens (the word first)."""
     steps: list[list[_Token]] = []
@@ -150,7 +158,7 @@ def _lex(text: str) -> list[list[_Token]]:
                     f"unterminated quote: expected a closing {match.group()} before the end of the line",
                     line=number,
                     column=column,
-                    step=step[0].text.lower() if step else None,
+                    step=_step_name(step, first=not steps),
                 )
         if step:
             steps.append(step)

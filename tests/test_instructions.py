@@ -528,6 +528,7 @@ def test_is_checksum(text, expected):
             id="unterminated-single-quote",
         ),
         pytest.param('"a.jpg\nfit 4x4', 1, 1, None, "unterminated quote", id="unterminated-quote-in-source"),
+        pytest.param("a.jpg 'b", 1, 7, "source", "unterminated quote", id="unterminated-quote-after-source"),
         pytest.param('a.jpg | fit "4x4\\"', 1, 13, "fit", "unterminated quote", id="escaped-closing-quote"),
         pytest.param(
             "a.jpg | background red",
