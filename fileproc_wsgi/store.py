@@ -1,0 +1,422 @@
+"""The instruction store: one table of jobs, the same SQL on SQLite and PostgreSQL.
+
+Each registered checksum is one row of ``fileproc_jobs`` holding its canonical
+instructions and the state of its processing (``pending`` → ``working`` → ``done`` or
+``failed``). Exactly-once processing across threads, processes and hosts comes from
+:meth:`InstructionStore.claim`, a single conditional ``UPDATE`` that hands out a lease
+and a fencing token; a worker's verdict (:meth:`~InstructionStore.complete`,
+:meth:`~InstructionStore.fail`, :meth:`~InstructionStore.release`) only lands while its
+token is still the current one.
+
+SQLAlchemy Core on its own ``MetaData``: a host application's ORM is never touched. Times
+are floats (unix seconds from an injectable clock) so comparisons behave the same on
+both databases. An outage surfaces as :class:`~fileproc_wsgi.errors.UnavailableError`,
+never as a SQLAlchemy exception.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from .errors import ConfigError, LeaseLostError, NotRegisteredError, UnavailableError
+
+STATES = ("pending", "working", "done", "failed")
+# Well under SQLite's bound-parameter limit, so one IN (...) or VALUES list always fits.
+_CHUNK = 500
+
+metadata = sa.MetaData()
+
+jobs = sa.Table(
+    "fileproc_jobs",
+    metadata,
+    sa.Column("checksum", sa.String(64), primary_key=True),
+    sa.Column("instructions", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("output_format", sa.String(8), nullable=False),
+    sa.Column("width", sa.Integer, nullable=True),
+    sa.Column("height", sa.Integer, nullable=True),
+    sa.Column("state", sa.String(10), nullable=False, index=True),
+    sa.Column("token", sa.Integer, nullable=False, default=0),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("failure_status", sa.Integer, nullable=True),
+    sa.Column("retry_at", sa.Float, nullable=True),
+    sa.Column("result_key", sa.Text, nullable=True),
+    sa.Column("content_type", sa.String(64), nullable=True),
+    sa.Column("result_bytes", sa.Integer, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("completed_at", sa.Float, nullable=True),
+    sa.Column("accessed_at", sa.Float, nullable=True),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A snapshot of one ``fileproc_jobs`` row; reading it again may give newer values.
+
+    ``reason`` and ``failure_status`` (the HTTP status a failed job answers with) are set
+    while ``state`` is ``failed``.
+    """
+
+    checksum: str
+    instructions: str
+    source: str
+    output_format: str
+    width: int | None
+    height: int | None
+    state: str
+    token: int
+    lease_until: float | None
+    attempts: int
+    reason: str | None
+    failure_status: int | None
+    retry_at: float | None
+    result_key: str | None
+    content_type: str | None
+    result_bytes: int | None
+    created_at: float
+    completed_at: float | None
+    accessed_at: float | None
+
+
+class InstructionStore:
+    """Registered instructions and their processing state, shared by every process.
+
+    Every method is one short transaction. ``claim`` returns a fencing token or ``None``;
+    ``complete``, ``fail`` and ``release`` raise :class:`LeaseLostError` when that token
+    is no longer current (the lease expired and another worker claimed the job). A
+    database that cannot be reached raises :class:`UnavailableError`. Tables are created
+    on first use.
+    """
+
+    def __init__(self, database_url: str, *, clock: Callable[[], float] = time.time):
+        url = sa.make_url(database_url)
+        connect_args: dict[str, Any] = {}
+        if url.get_backend_name() == "sqlite":
+            _make_parent_directory(url.database)
+        elif url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+            # A host that drops packets would otherwise hang a request for minutes.
+            connect_args["connect_timeout"] = 10
+        engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        self._setup(engine, clock)
+
+    @classmethod
+    def from_engine(cls, engine: Engine, *, clock: Callable[[], float] = time.time) -> InstructionStore:
+        """Use an existing engine (its pool and settings are left as they are)."""
+        store = cls.__new__(cls)
+        store._setup(engine, clock)
+        return store
+
+    def _setup(self, engine: Engine, clock: Callable[[], float]) -> None:
+        self.engine = engine
+        self._clock = clock
+        self._tables_ready = False
+        self._tables_lock = threading.Lock()
+        if engine.dialect.name not in ("sqlite", "postgresql"):
+            raise ConfigError(f"database_url: expected SQLite or PostgreSQL, got {engine.dialect.name!r}")
+        if engine.dialect.name == "sqlite" and not event.contains(engine, "connect", _sqlite_pragmas):
+            event.listen(engine, "connect", _sqlite_pragmas)
+
+    def create_tables(self) -> None:
+        """Create the table and index if missing; runs once per store, thread-safe."""
+        if self._tables_ready:
+            return
+        with self._tables_lock:
+            if self._tables_ready:
+                return
+            with self._outage_as_unavailable():
+                try:
+                    metadata.create_all(self.engine, checkfirst=True)
+                except (exc.ProgrammingError, exc.IntegrityError):
+                    # Another process created the table between our check and our CREATE.
+                    metadata.create_all(self.engine, checkfirst=True)
+            self._tables_ready = True
+
+    def add(
+        self,
+        checksum: str,
+        instructions: str,
+        *,
+        source: str,
+        output_format: str,
+        width: int | None,
+        height: int | None,
+    ) -> bool:
+        """Insert the row unless the checksum is already there; True when inserted."""
+        row = {
+            "checksum": checksum,
+            "instructions": instructions,
+            "source": source,
+            "output_format": output_format,
+            "width": width,
+            "height": height,
+        }
+        return self.add_many([row]) == 1
+
+    def add_many(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Insert-if-absent many rows in one transaction; returns how many were new.
+
+        Each row has the keyword arguments of :meth:`add` plus ``checksum`` and
+        ``instructions``.
+        """
+        now = self._clock()
+        values: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            values.setdefault(
+                row["checksum"],
+                {
+                    "checksum": row["checksum"],
+                    "instructions": row["instructions"],
+                    "source": row["source"],
+                    "output_format": row["output_format"],
+                    "width": row.get("width"),
+                    "height": row.get("height"),
+                    "state": "pending",
+                    "token": 0,
+                    "attempts": 0,
+                    "created_at": now,
+                },
+            )
+        if not values:
+            return 0
+        batch = list(values.values())
+        inserted = 0
+        with self._begin() as connection:
+            for start in range(0, len(batch), _CHUNK):
+                statement = (
+                    self._insert()
+                    .values(batch[start : start + _CHUNK])
+                    .on_conflict_do_nothing(index_elements=["checksum"])
+                    .returning(jobs.c.checksum)
+                )
+                inserted += len(connection.execute(statement).all())
+        return inserted
+
+    def find(self, checksum: str) -> Job | None:
+        """The row for ``checksum``, or None when nothing is registered under it."""
+        with self._begin() as connection:
+            row = connection.execute(sa.select(jobs).where(jobs.c.checksum == checksum)).mappings().first()
+        return Job(**row) if row is not None else None
+
+    def get(self, checksum: str) -> Job:
+        """The row for ``checksum``; :class:`NotRegisteredError` when there is none."""
+        job = self.find(checksum)
+        if job is None:
+            raise NotRegisteredError(f"no instructions registered under {checksum}")
+        return job
+
+    def claim(self, checksum: str, *, lease: float, redo: bool = False) -> int | None:
+        """Take the job for ``lease`` seconds; the new fencing token, or None if not claimable.
+
+        Claimable: pending, working with an expired lease, failed with a ``retry_at``
+        that has come, and with ``redo`` also done. One conditional UPDATE, so two
+        claimers can never both win, on SQLite or PostgreSQL.
+        """
+        now = self._clock()
+        claimable = [
+            jobs.c.state == "pending",
+            sa.and_(jobs.c.state == "working", jobs.c.lease_until < now),
+            sa.and_(jobs.c.state == "failed", jobs.c.retry_at.is_not(None), jobs.c.retry_at <= now),
+        ]
+        if redo:
+            claimable.append(jobs.c.state == "done")
+        statement = (
+            jobs.update()
+            .where(jobs.c.checksum == checksum, sa.or_(*claimable))
+            .values(
+                state="working", token=jobs.c.token + 1, lease_until=now + lease, attempts=jobs.c.attempts + 1
+            )
+            .returning(jobs.c.token)
+        )
+        with self._begin() as connection:
+            return connection.execute(statement).scalar_one_or_none()
+
+    def complete(
+        self,
+        checksum: str,
+        token: int,
+        *,
+        result_key: str,
+        content_type: str,
+        width: int | None,
+        height: int | None,
+        result_bytes: int | None,
+    ) -> None:
+        """Record the stored result of a claimed job (and its real size)."""
+        self._fenced(
+            checksum,
+            token,
+            state="done",
+            reason=None,
+            failure_status=None,
+            retry_at=None,
+            lease_until=None,
+            completed_at=self._clock(),
+            result_key=result_key,
+            content_type=content_type,
+            width=width,
+            height=height,
+            result_bytes=result_bytes,
+        )
+
+    def fail(
+        self, checksum: str, token: int, reason: str, *, retry_at: float | None, status: int | None = None
+    ) -> None:
+        """Record why a claimed job failed; ``retry_at=None`` means never retry by itself.
+
+        ``status`` is the HTTP status the failure answers with (404 for a missing
+        source, 422 for one that cannot be decoded, ...), kept as ``failure_status``.
+        """
+        self._fenced(
+            checksum,
+            token,
+            state="failed",
+            reason=reason,
+            failure_status=status,
+            retry_at=retry_at,
+            lease_until=None,
+        )
+
+    def release(self, checksum: str, token: int) -> None:
+        """Give a claimed job back without a verdict, so the next claimer can take it."""
+        self._fenced(checksum, token, state="pending", lease_until=None)
+
+    def reset(self, checksums: Iterable[str] | None = None, *, states: Iterable[str] = ("failed",)) -> int:
+        """Set rows in ``states`` (all of them, or only ``checksums``) back to pending.
+
+        Clears the reason, failure status, retry time, lease and attempt count; returns how many rows
+        changed. A worker still holding one of them loses its lease.
+        """
+        states = tuple(states)
+        values = {
+            "state": "pending",
+            "reason": None,
+            "failure_status": None,
+            "retry_at": None,
+            "lease_until": None,
+            "attempts": 0,
+        }
+        changed = 0
+        with self._begin() as connection:
+            if checksums is None:
+                return connection.execute(
+                    jobs.update().where(jobs.c.state.in_(states)).values(**values)
+                ).rowcount
+            for chunk in _chunks(checksums):
+                statement = jobs.update().where(jobs.c.state.in_(states), jobs.c.checksum.in_(chunk))
+                changed += connection.execute(statement.values(**values)).rowcount
+        return changed
+
+    def touch(self, checksums: Iterable[str]) -> None:
+        """Set ``accessed_at`` to now for many rows at once (for later purging of unused ones)."""
+        chunks = list(_chunks(checksums))
+        if not chunks:
+            return
+        now = self._clock()
+        with self._begin() as connection:
+            for chunk in chunks:
+                connection.execute(jobs.update().where(jobs.c.checksum.in_(chunk)).values(accessed_at=now))
+
+    def list(self, *, state: str | None = None, after: str | None = None, limit: int = 100) -> list[Job]:
+        """Up to ``limit`` rows ordered by checksum, starting after the checksum ``after``."""
+        statement = sa.select(jobs).order_by(jobs.c.checksum).limit(limit)
+        if state is not None:
+            statement = statement.where(jobs.c.state == state)
+        if after is not None:
+            statement = statement.where(jobs.c.checksum > after)
+        with self._begin() as connection:
+            return [Job(**row) for row in connection.execute(statement).mappings()]
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many rows are in each state; states with no rows are left out."""
+        statement = sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)
+        with self._begin() as connection:
+            return {state: count for state, count in connection.execute(statement)}
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def _fenced(self, checksum: str, token: int, **values: Any) -> None:
+        statement = (
+            jobs.update()
+            .where(jobs.c.checksum == checksum, jobs.c.token == token, jobs.c.state == "working")
+            .values(**values)
+        )
+        with self._begin() as connection:
+            if connection.execute(statement).rowcount != 1:
+                raise LeaseLostError(f"lease on {checksum} (token {token}) was lost to another worker")
+
+    def _insert(self) -> postgresql.Insert | sqlite.Insert:
+        return (postgresql if self.engine.dialect.name == "postgresql" else sqlite).insert(jobs)
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        self.create_tables()
+        with self._outage_as_unavailable(), self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _outage_as_unavailable(self) -> Iterator[None]:
+        try:
+            yield
+        except exc.DBAPIError as error:
+            if not (isinstance(error, exc.OperationalError) or error.connection_invalidated):
+                raise
+            raise UnavailableError(f"database unavailable: {self._short_reason(error)}") from None
+        except exc.TimeoutError as error:  # every pooled connection is busy
+            raise UnavailableError(f"database unavailable: {self._short_reason(error)}") from None
+
+    def _short_reason(self, error: Exception) -> str:
+        original = getattr(error, "orig", None) or error
+        lines = [line.strip() for line in str(original).splitlines() if line.strip()]
+        reason = lines[0] if lines else type(original).__name__
+        password = self.engine.url.password
+        if password:
+            reason = reason.replace(str(password), "***")
+        return reason[:200]
+
+
+def _chunks(items: Iterable[str]) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == _CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _make_parent_directory(database: str | None) -> None:
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+    except OSError as error:
+        raise UnavailableError(
+            f"database unavailable: cannot create its directory ({error.strerror})"
+        ) from None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # busy_timeout first, so switching to WAL waits for other connections instead of failing.
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()

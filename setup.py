@@ -1,0 +1,60 @@
+"""Packaging for fileproc-wsgi.
+
+The Django and Jinja2 adapters live under ``integrations/`` and are packaged only once
+they exist (a directory with an ``__init__.py``), decided when the package is built.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+README = HERE / "README.md"
+INTEGRATIONS = ("fileproc_django", "fileproc_jinja2")
+
+packages = find_packages(include=["fileproc_wsgi", "fileproc_wsgi.*"])
+package_dir = {}
+for name in INTEGRATIONS:
+    if (HERE / "integrations" / name / "__init__.py").is_file():
+        packages += find_packages("integrations", include=[name, f"{name}.*"])
+        package_dir[name] = f"integrations/{name}"
+
+TEST = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "psycopg[binary]>=3.1", "ruff>=0.5"]
+
+setup(
+    name="fileproc-wsgi",
+    version="0.1.0",
+    description="Thumbnails for any WSGI app: registered while rendering, processed on first request",
+    long_description=README.read_text(encoding="utf-8") if README.is_file() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=packages,
+    package_dir=package_dir,
+    include_package_data=True,
+    zip_safe=False,
+    install_requires=[
+        "WebOb>=1.8",
+        "Pillow>=11.3",
+        "SQLAlchemy>=2.0",
+        "waitress>=3.0",
+    ],
+    extras_require={
+        "pdf": ["pypdfium2>=4"],
+        "video": ["av>=12"],
+        "wand": ["Wand>=0.6"],
+        "django": ["Django>=4.2"],
+        "jinja2": ["Jinja2>=3.1"],
+        "s3": ["boto3>=1.34"],
+        "postgresql": ["psycopg[binary]>=3.1"],
+        "test": TEST,
+        "bench": ["pyvips>=2.2", "pyvips-binary>=8.16"],
+    },
+    entry_points={"console_scripts": ["fileproc = fileproc_wsgi.cli:main"]},
+    classifiers=[
+        "Framework :: Django",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Internet :: WWW/HTTP :: WSGI :: Middleware",
+        "Topic :: Multimedia :: Graphics",
+    ],
+)
