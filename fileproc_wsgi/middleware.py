@@ -64,10 +64,8 @@ class FileProcessor:
             if self.app is None:
                 return self._error_response(NotRegisteredError("not found"))(environ, start_response)
             return self.app(environ, start_response)
-        headers = self._redirects.get(path)
-        if headers is not None and environ.get("REQUEST_METHOD") in _READ_METHODS:
-            start_response(self._redirect_status, headers)
-            return [b""]
+        if path in self._redirects and environ.get("REQUEST_METHOD") in _READ_METHODS:
+            return self._redirect(environ, start_response)
         try:
             response = self._dispatch(Request(environ), path[len(self._mount):])
         except FileProcError as error:
@@ -77,7 +75,8 @@ class FileProcessor:
             response = self._error_response(FileProcError("internal error"))
         return response(environ, start_response)
 
-    def _dispatch(self, request: Request, name: str) -> Response:
+    def _dispatch(self, request: Request, name: str):
+        """A WSGI application answering the request (a Response, or the redirect)."""
         if name.startswith("files/") and getattr(self.storage, "local", False):
             self._allow(request, _READ_METHODS)
             return self._serve_file(name[len("files/"):])
@@ -100,8 +99,13 @@ class FileProcessor:
         if len(self._redirects) >= _REDIRECT_CACHE_SIZE:
             self._redirects.clear()
         self._redirects[request.path_info] = headers
-        response = Response(status=self._redirect_status, headerlist=list(headers))
-        return response
+        return self._redirect
+
+    def _redirect(self, environ, start_response):
+        # Sent as-is rather than through webob.Response, which would make Location
+        # absolute: the first answer and the cached ones must be byte-identical.
+        start_response(self._redirect_status, self._redirects[environ["PATH_INFO"]])
+        return [b""]
 
     def _allow(self, request: Request, methods: tuple[str, ...]) -> None:
         if request.method not in methods:
@@ -126,7 +130,7 @@ class FileProcessor:
                 raise UnavailableError("the result could not be stored; ask again shortly") from None
         info = os.fstat(handle.fileno())
         return Response(
-            app_iter=FileIter(handle),
+            app_iter=_ClosingFileIter(handle),
             content_type=CONTENT_TYPES[FORMAT_OF_EXTENSION[extension]],
             content_length=info.st_size,
             last_modified=info.st_mtime,
@@ -147,6 +151,14 @@ class FileProcessor:
         if isinstance(error, _MethodNotAllowed):
             response.allow = error.methods
         return response
+
+
+class _ClosingFileIter(FileIter):
+    """WebOb's FileIter closes its file only when iterated to the end; a 304, a HEAD or
+    a client that hangs up early must close it too (WSGI servers call ``close``)."""
+
+    def close(self) -> None:
+        self.file.close()
 
 
 class _MethodNotAllowed(FileProcError):

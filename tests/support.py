@@ -66,13 +66,15 @@ class Site:
     def get(self, path: str, **options):
         from webob import Request
 
-        return Request.blank(path, **options).get_response(self.app)
+        response = Request.blank(path, **options).get_response(self.app)
+        response.body  # noqa: B018 - read it all, as a server would, so files get closed
+        return response
 
     def request(self, text: str):
         """Register ``text``, ask for its URL and follow the redirect like a browser."""
         response = self.get(self.registrar.register(text).url)
         if response.status_int in (301, 302, 307, 308):
-            response = self.get(response.location.replace("http://localhost", ""))
+            response = self.get(response.location)
         return response
 
     def make(self, text: str):

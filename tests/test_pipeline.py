@@ -145,7 +145,7 @@ def test_blur_and_sharpen_change_detail(made):
     box = [round(edge[0] * 600) - 6, 100, round(edge[0] * 600) + 6, 300]
     spread = lambda image: ImageStat.Stat(image.crop(box).convert("L")).stddev[0]  # noqa: E731
     assert spread(blurred) < spread(original)
-    assert list(sharpened.getdata()) != list(original.getdata())
+    assert sharpened.tobytes() != original.tobytes()
 
 
 def test_quality_and_progressive(made):
@@ -165,7 +165,7 @@ def test_quality_shorthand_applies_to_the_source_format(made):
 def test_lossless_webp_keeps_every_pixel(made, site):
     _, image = made("photo.png | format webp lossless")
     original = Image.open(site.media / "photo.png").convert("RGB")
-    assert list(image.convert("RGB").getdata()) == list(original.getdata())
+    assert image.convert("RGB").tobytes() == original.tobytes()
 
 
 def test_colour_profile_kept_and_other_metadata_stripped(made):
@@ -220,12 +220,14 @@ def test_bad_sources_fail_with_a_reason(site, name, content, steps, status, mess
     content(path)
     response = site.get(url)
     if status == 200:
-        response = site.get(response.location.replace("http://localhost", ""))
+        response = site.get(response.location)
+        assert response.status_int == 200 and response.content_type == "image/png"
+        return
     assert response.status_int == status
     assert message in response.text
     assert "Traceback" not in response.text
     again = site.get(url)
-    assert (again.status_int, again.text) == (response.status_int, response.text) or status == 200
+    assert (again.status_int, again.text) == (response.status_int, response.text)
 
 
 @pytest.mark.parametrize(("name", "content", "message"), [
