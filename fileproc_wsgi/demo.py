@@ -75,12 +75,12 @@ def _landscape(path: str) -> None:
 
 
 def _phone(path: str) -> None:
-    # Stored landscape, displayed portrait: orientation 6 means "rotate 90° clockwise".
-    image = _scene(1600, 1200, seed=2)
-    ImageDraw.Draw(image).text((40, 40), "top", fill=(255, 255, 255))
+    # A portrait picture stored the way phones do: pixels turned on their side, plus
+    # EXIF orientation 6 ("turn 90° clockwise to display").
+    upright = _scene(1200, 1600, seed=2)
     exif = Image.Exif()
     exif[0x0112] = 6
-    image.save(path, quality=88, exif=exif)
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, quality=88, exif=exif)
 
 
 def _logo(path: str) -> None:
