@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import decimal
 import functools
-import hashlib
 import math
 import re
 from collections.abc import Callable
@@ -715,6 +714,8 @@ def checksum(canonical: str, source_version: str, *, processing_version: str = P
     another pair's bytes.
     """
     version = source_version.encode("utf-8", "surrogatepass")
+    import hashlib  # here, not at the top: OpenSSL costs a worker ~4 MiB it rarely needs
+
     digest = hashlib.sha256()
     digest.update(f"fileproc-wsgi processing v{processing_version}\n".encode("utf-8", "surrogatepass"))
     digest.update(b"%d:" % len(version) + version + b"\n")

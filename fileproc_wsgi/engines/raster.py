@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 
-from PIL import ExifTags, Image, ImageCms, ImageOps, features
+from PIL import ExifTags, Image, ImageOps, features
 
 from ..errors import LimitError, ProcessingError
 from ..operations import reduction_target
@@ -122,6 +122,8 @@ def _normalise(image: Image.Image, icc_profile: bytes | None) -> tuple[Image.Ima
         return image, icc_profile
     if mode == "CMYK":
         if icc_profile:
+            from PIL import ImageCms  # only CMYK sources need littlecms
+
             try:
                 source_profile = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
                 srgb = ImageCms.createProfile("sRGB")
