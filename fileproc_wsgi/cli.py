@@ -52,8 +52,9 @@ def _serve(application, arguments: argparse.Namespace, what: str) -> int:
     import waitress
 
     print(f"fileproc: {what} on http://{arguments.host}:{arguments.port}/", flush=True)
-    waitress.serve(application, host=arguments.host, port=arguments.port, threads=arguments.threads,
-                   ident="fileproc")
+    waitress.serve(
+        application, host=arguments.host, port=arguments.port, threads=arguments.threads, ident="fileproc"
+    )
     return 0
 
 

@@ -68,13 +68,15 @@ class Config:
         roots = dict(self.source_roots)
         for name, directory in roots.items():
             if not isinstance(name, str) or not _ROOT_NAME.match(name):
-                raise ConfigError(f"source_roots: root name {name!r} must be lower-case letters, digits, '-' or '_'")
+                raise ConfigError(
+                    f"source_roots: root name {name!r} must be lower-case letters, digits, '-' or '_'"
+                )
             if not isinstance(directory, (str, os.PathLike)) or not str(directory):
                 raise ConfigError(f"source_roots: root {name!r} needs a directory, got {directory!r}")
             roots[name] = os.path.abspath(os.fspath(directory))
         self._set("source_roots", MappingProxyType(roots))
 
-        hosts = (self.allowed_hosts.split(",") if isinstance(self.allowed_hosts, str) else self.allowed_hosts)
+        hosts = self.allowed_hosts.split(",") if isinstance(self.allowed_hosts, str) else self.allowed_hosts
         hosts = tuple(h.strip().lower() for h in hosts if h.strip())
         for host in hosts:
             if not _HOST.match(host):
@@ -82,13 +84,21 @@ class Config:
         self._set("allowed_hosts", hosts)
 
         if self.redirect_status not in REDIRECT_STATUSES:
-            raise ConfigError(f"redirect_status: expected one of {REDIRECT_STATUSES}, got {self.redirect_status!r}")
+            raise ConfigError(
+                f"redirect_status: expected one of {REDIRECT_STATUSES}, got {self.redirect_status!r}"
+            )
         if self.secret is not None and len(self.secret) < 16:
             raise ConfigError("secret: use at least 16 characters (it signs register requests)")
         for name in ("wait_timeout", "lease_seconds"):
             if not 0 < getattr(self, name) <= 3600:
                 raise ConfigError(f"{name}: expected seconds between 0 and 3600, got {getattr(self, name)!r}")
-        for name in ("retry_after", "cache_size", "max_source_bytes", "max_source_pixels", "max_output_pixels"):
+        for name in (
+            "retry_after",
+            "cache_size",
+            "max_source_bytes",
+            "max_source_pixels",
+            "max_output_pixels",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}: expected a positive whole number, got {value!r}")
@@ -122,10 +132,12 @@ class Config:
         for variable, text in environ.items():
             if not variable.startswith(ENV_PREFIX):
                 continue
-            name = variable[len(ENV_PREFIX):].lower()
+            name = variable[len(ENV_PREFIX) :].lower()
             if name not in fields:
-                raise ConfigError(f"unknown environment variable {variable}; known: "
-                                  + ", ".join(ENV_PREFIX + n.upper() for n in sorted(fields)))
+                raise ConfigError(
+                    f"unknown environment variable {variable}; known: "
+                    + ", ".join(ENV_PREFIX + n.upper() for n in sorted(fields))
+                )
             values[name] = _parse_env(variable, fields[name], text)
         values.update(overrides)
         return cls.from_mapping(values)
@@ -134,9 +146,11 @@ class Config:
 def _storage_url(value: str) -> str:
     if value.startswith("s3://"):
         return value
-    path = value[len("file://"):] if value.startswith("file://") else value
+    path = value[len("file://") :] if value.startswith("file://") else value
     if not path:
-        raise ConfigError(f"storage: expected 'file:///dir', a directory or 's3://bucket/prefix', got {value!r}")
+        raise ConfigError(
+            f"storage: expected 'file:///dir', a directory or 's3://bucket/prefix', got {value!r}"
+        )
     return "file://" + os.path.abspath(path)
 
 

@@ -28,11 +28,16 @@ EXAMPLES = (
     ("Pad with a colour", "logo.png | pad 300x300 color=#e2e8f0"),
     ("Transparency kept, lossless WebP", "logo.png | fit 300x | format webp lossless"),
     ("Transparency flattened for JPEG", "logo.png | fit 300x | background #1e293b | format jpeg"),
-    ("Crop in percent, resize, grayscale", "landscape.jpg | crop 10%,10%,50%,50% | resize 300x200 | grayscale"),
+    (
+        "Crop in percent, resize, grayscale",
+        "landscape.jpg | crop 10%,10%,50%,50% | resize 300x200 | grayscale",
+    ),
     ("Rotate 15°, PNG", "landscape.jpg | fit 300x300 | rotate 15 color=#ffffff | format png"),
     ("Blur", "landscape.jpg | fit 300x | blur 4"),
-    ("Sharpen and mirror, progressive JPEG",
-     "landscape.jpg | fit 300x | sharpen 2 | flip horizontal | format jpeg quality=80 progressive"),
+    (
+        "Sharpen and mirror, progressive JPEG",
+        "landscape.jpg | fit 300x | sharpen 2 | flip horizontal | format jpeg quality=80 progressive",
+    ),
     ("First frame of an animated GIF", "animated.gif | fit 200x200"),
     ("Second page of a TIFF", "scan.tiff | page 2 | fit 300x300"),
     ("A missing source fails softly", "missing.jpg | fit 300x300"),
@@ -42,8 +47,13 @@ EXAMPLES = (
 def make_samples(directory: str) -> None:
     """Write the demo's source images into ``directory`` (kept if already there)."""
     os.makedirs(directory, exist_ok=True)
-    makers = {"landscape.jpg": _landscape, "phone.jpg": _phone, "logo.png": _logo,
-              "animated.gif": _animation, "scan.tiff": _scan}
+    makers = {
+        "landscape.jpg": _landscape,
+        "phone.jpg": _phone,
+        "logo.png": _logo,
+        "animated.gif": _animation,
+        "scan.tiff": _scan,
+    }
     for name, maker in makers.items():
         path = os.path.join(directory, name)
         if not os.path.exists(path):
@@ -53,10 +63,17 @@ def make_samples(directory: str) -> None:
 def _scene(width: int, height: int, seed: int) -> Image.Image:
     rng = random.Random(seed)
     sky = Image.linear_gradient("L").resize((width, height)).convert("RGB")
-    sky = Image.merge("RGB", [band.point(lambda v, k=k: 90 + v * k) for band, k in
-                              zip(sky.split(), (0.3, 0.45, 0.6))])
+    sky = Image.merge(
+        "RGB",
+        [
+            band.point(lambda v, k=k: 90 + v * k)
+            for band, k in zip(sky.split(), (0.3, 0.45, 0.6), strict=True)
+        ],
+    )
     draw = ImageDraw.Draw(sky)
-    draw.ellipse([width * 0.7, height * 0.12, width * 0.82, height * 0.12 + width * 0.12], fill=(255, 214, 120))
+    draw.ellipse(
+        [width * 0.7, height * 0.12, width * 0.82, height * 0.12 + width * 0.12], fill=(255, 214, 120)
+    )
     for layer in range(4):
         base = height * (0.5 + 0.12 * layer)
         points = [(0, height)]
@@ -125,11 +142,14 @@ def page_app(registrar: Registrar):
                 picture = registrar.register(text).render(alt=title)
             except FileProcError as error:
                 picture = f'<p class="error">{html.escape(str(error))}</p>'
-            cards.append(f"<figure>{picture}<figcaption><b>{html.escape(title)}</b>"
-                         f"<code>{html.escape(text)}</code></figcaption></figure>")
+            cards.append(
+                f"<figure>{picture}<figcaption><b>{html.escape(title)}</b>"
+                f"<code>{html.escape(text)}</code></figcaption></figure>"
+            )
         body = _PAGE.format(cards="\n".join(cards)).encode()
-        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                                  ("Content-Length", str(len(body)))])
+        start_response(
+            "200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))]
+        )
         return [body]
 
     return application

@@ -14,8 +14,13 @@ from PIL import Image
 from .operations import WHITE, Format, flatten, has_alpha
 
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
-CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
-                 "avif": "image/avif", "gif": "image/gif"}
+CONTENT_TYPES = {
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "avif": "image/avif",
+    "gif": "image/gif",
+}
 FORMAT_OF_EXTENSION = {extension: name for name, extension in EXTENSIONS.items()}
 DEFAULT_QUALITY = {"jpeg": 85, "webp": 80, "avif": 60}
 # Source formats every current browser shows, kept as the output when none is asked for.
@@ -37,8 +42,9 @@ def _profile_fits(icc_profile: bytes | None, mode: str) -> bool:
     return space == b"GRAY" if mode in ("L", "LA") else space == b"RGB "
 
 
-def encode(image: Image.Image, name: str, options: Format | None, icc_profile: bytes | None,
-           background: str = WHITE) -> bytes:
+def encode(
+    image: Image.Image, name: str, options: Format | None, icc_profile: bytes | None, background: str = WHITE
+) -> bytes:
     """The image as ``name`` ('jpeg', 'png', ...) with the options of a ``format`` step."""
     quality = options.quality if options and options.quality else DEFAULT_QUALITY.get(name)
     params: dict = {}

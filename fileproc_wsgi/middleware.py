@@ -42,8 +42,9 @@ class FileProcessor:
     one store between a registrar and the middleware in the same process.
     """
 
-    def __init__(self, app, config: Config | None = None, *, store: InstructionStore | None = None,
-                 storage=None):
+    def __init__(
+        self, app, config: Config | None = None, *, store: InstructionStore | None = None, storage=None
+    ):
         self.app = app
         self.config = config or Config()
         self.store = store or InstructionStore(self.config.database_url)
@@ -51,8 +52,7 @@ class FileProcessor:
         self.processor = Processor(self.config, self.store, self.storage)
         self._mount = self.config.prefix + "/"
         self._redirect_status = _status_line(self.config.redirect_status)
-        self._redirect_cache_control = (IMMUTABLE if self.config.redirect_status in _PERMANENT
-                                        else "no-cache")
+        self._redirect_cache_control = IMMUTABLE if self.config.redirect_status in _PERMANENT else "no-cache"
         self._redirects: dict[str, list[tuple[str, str]]] = {}
         missing = [name for name, present in engines.available().items() if not present]
         if missing:
@@ -67,7 +67,7 @@ class FileProcessor:
         if path in self._redirects and environ.get("REQUEST_METHOD") in _READ_METHODS:
             return self._redirect(environ, start_response)
         try:
-            response = self._dispatch(Request(environ), path[len(self._mount):])
+            response = self._dispatch(Request(environ), path[len(self._mount) :])
         except FileProcError as error:
             response = self._error_response(error)
         except Exception:
@@ -79,7 +79,7 @@ class FileProcessor:
         """A WSGI application answering the request (a Response, or the redirect)."""
         if name.startswith("files/") and getattr(self.storage, "local", False):
             self._allow(request, _READ_METHODS)
-            return self._serve_file(name[len("files/"):])
+            return self._serve_file(name[len("files/") :])
         self._allow(request, _READ_METHODS)
         checksum, dot, extension = name.partition(".")
         if not is_checksum(checksum) or (dot and extension not in FORMAT_OF_EXTENSION):
@@ -88,14 +88,17 @@ class FileProcessor:
         if job is None:
             raise NotRegisteredError(f"no instructions registered under {checksum}")
         if dot and extension != EXTENSIONS[job.output_format]:
-            raise NotRegisteredError(f"{checksum} is registered as .{EXTENSIONS[job.output_format]}, "
-                                     f"not .{extension}")
+            raise NotRegisteredError(
+                f"{checksum} is registered as .{EXTENSIONS[job.output_format]}, not .{extension}"
+            )
         job = self.processor.ensure(checksum)
         if self.config.serve_results and getattr(self.storage, "local", False):
             return self._serve_file(job.result_key)
-        headers = [("Location", self.storage.url(job.result_key)),
-                   ("Cache-Control", self._redirect_cache_control),
-                   ("Content-Length", "0")]
+        headers = [
+            ("Location", self.storage.url(job.result_key)),
+            ("Cache-Control", self._redirect_cache_control),
+            ("Content-Length", "0"),
+        ]
         if len(self._redirects) >= _REDIRECT_CACHE_SIZE:
             self._redirects.clear()
         self._redirects[request.path_info] = headers
@@ -143,8 +146,12 @@ class FileProcessor:
     def _error_response(self, error: FileProcError) -> Response:
         """The only place an exception becomes an HTTP answer: status and one line of text."""
         message = str(error).splitlines()[0] if str(error) else HTTPStatus(error.status).phrase
-        response = Response(status=_status_line(error.status), content_type="text/plain",
-                            charset="utf-8", body=(message + "\n").encode())
+        response = Response(
+            status=_status_line(error.status),
+            content_type="text/plain",
+            charset="utf-8",
+            body=(message + "\n").encode(),
+        )
         response.cache_control = "no-store"
         if isinstance(error, UnavailableError):
             response.retry_after = error.retry_after

@@ -184,8 +184,11 @@ class Resize(Operation):
         return self.width, self.height
 
     def apply(self, image: Image.Image) -> Image.Image:
-        return image if image.size == (self.width, self.height) else image.resize(
-            (self.width, self.height), **_RESAMPLE)
+        return (
+            image
+            if image.size == (self.width, self.height)
+            else image.resize((self.width, self.height), **_RESAMPLE)
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,8 +274,9 @@ class Rotate(Operation):
             return image
         if angle in self._TRANSPOSE:
             return image.transpose(self._TRANSPOSE[angle])
-        return image.rotate(-angle, resample=Image.Resampling.BICUBIC, expand=True,
-                            fillcolor=_fill_color(image, self.color))
+        return image.rotate(
+            -angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=_fill_color(image, self.color)
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,7 +321,9 @@ class Sharpen(Operation):
     amount: float = 1.0
 
     def apply(self, image: Image.Image) -> Image.Image:
-        return image.filter(ImageFilter.UnsharpMask(radius=1.0, percent=round(self.amount * 100), threshold=2))
+        return image.filter(
+            ImageFilter.UnsharpMask(radius=1.0, percent=round(self.amount * 100), threshold=2)
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,19 +88,23 @@ class Processor:
                     del self._flights[checksum]
 
     def _busy(self) -> UnavailableError:
-        return UnavailableError("the result is still being made; ask again shortly",
-                                retry_after=self.config.retry_after)
+        return UnavailableError(
+            "the result is still being made; ask again shortly", retry_after=self.config.retry_after
+        )
 
     def _claim_or_wait(self, job: Job, redo: bool, deadline: float) -> Job:
         pause = 0.02
         while True:
-            token = self.store.claim(job.checksum, lease=self.config.lease_seconds,
-                                     redo=redo and job.state == "done")
+            token = self.store.claim(
+                job.checksum, lease=self.config.lease_seconds, redo=redo and job.state == "done"
+            )
             if token is not None:
                 try:
                     return self._run(job, token)
                 except LeaseLostError:
-                    log.warning("lease on %s expired while processing; another worker took over", job.checksum)
+                    log.warning(
+                        "lease on %s expired while processing; another worker took over", job.checksum
+                    )
             job = self.store.get(job.checksum)
             if job.state == "done":
                 return job
@@ -129,14 +133,23 @@ class Processor:
             with contextlib.suppress(FileProcError):  # the store may be what is down
                 self.store.fail(job.checksum, token, reason, retry_at=time.time() + delay, status=503)
             raise
-        self.store.complete(job.checksum, token, result_key=key, content_type=CONTENT_TYPES[job.output_format],
-                            width=result.width, height=result.height, result_bytes=len(result.data))
+        self.store.complete(
+            job.checksum,
+            token,
+            result_key=key,
+            content_type=CONTENT_TYPES[job.output_format],
+            width=result.width,
+            height=result.height,
+            result_bytes=len(result.data),
+        )
         return self.store.get(job.checksum)
 
     def make(self, job: Job) -> Result:
         """Decode, transform and encode the job's source, without touching the store."""
         instructions = parse(job.instructions)
-        return produce(instructions, self.sources.resolve(instructions.source), job.output_format, self.config)
+        return produce(
+            instructions, self.sources.resolve(instructions.source), job.output_format, self.config
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -159,10 +172,13 @@ def produce(instructions: Instructions, source: LocalSource, output_format: str,
         except Exception as error:  # e.g. a filter that does not support this mode
             raise ProcessingError(f"step {operation.word!r} failed: {error}") from None
     if image.width * image.height > config.max_output_pixels:
-        raise LimitError(f"the result would have {image.width}x{image.height} pixels, "
-                         f"more than max_output_pixels={config.max_output_pixels}")
-    background = next((step.color for step in reversed(instructions.steps)
-                       if isinstance(step, Background)), WHITE)
+        raise LimitError(
+            f"the result would have {image.width}x{image.height} pixels, "
+            f"more than max_output_pixels={config.max_output_pixels}"
+        )
+    background = next(
+        (step.color for step in reversed(instructions.steps) if isinstance(step, Background)), WHITE
+    )
     data = encode(image, output_format, instructions.output, decoded.icc_profile, background)
     return Result(data, image.width, image.height)
 
@@ -170,6 +186,8 @@ def produce(instructions: Instructions, source: LocalSource, output_format: str,
 def failure_of(job: Job) -> FileProcError:
     """The error a failed job answers with until it may be retried."""
     if job.retry_at is not None:
-        return UnavailableError(job.reason or "processing failed; it will be retried",
-                                retry_after=max(1, round(job.retry_at - time.time())))
+        return UnavailableError(
+            job.reason or "processing failed; it will be retried",
+            retry_after=max(1, round(job.retry_at - time.time())),
+        )
     return RecordedFailureError(job.reason or "processing failed", job.failure_status or 422)

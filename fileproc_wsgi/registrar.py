@@ -69,8 +69,14 @@ class Registrar:
         output = choose_format(info.format, info.has_alpha and not flattened, instructions.output)
         size = instructions.predict_size(info.width, info.height)
         width, height = size if size else (None, None)
-        self.store.add(checksum, instructions.canonical, source=instructions.source,
-                       output_format=output, width=width, height=height)
+        self.store.add(
+            checksum,
+            instructions.canonical,
+            source=instructions.source,
+            output_format=output,
+            width=width,
+            height=height,
+        )
         representation = Representation(
             checksum=checksum,
             url=f"{self._url_base}{checksum}.{EXTENSIONS[output]}",

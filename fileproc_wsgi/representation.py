@@ -30,8 +30,14 @@ class Representation:
         return self.render()
 
     def render(self, attributes: Mapping[str, object] | None = None, **more: object) -> str:
-        values: dict[str, object] = {"src": self.url, "width": self.width, "height": self.height,
-                                     "alt": "", "loading": "lazy", "decoding": "async"}
+        values: dict[str, object] = {
+            "src": self.url,
+            "width": self.width,
+            "height": self.height,
+            "alt": "",
+            "loading": "lazy",
+            "decoding": "async",
+        }
         for name, value in {**(attributes or {}), **more}.items():
             name = name[:-1] if name.endswith("_") else name
             if not _ATTRIBUTE_NAME.match(name):

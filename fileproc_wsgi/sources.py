@@ -50,8 +50,9 @@ class LocalSource:
             raise SourceError(f"source {self.reference!r} is not a regular file")
         if info.st_size > max_bytes:
             handle.close()
-            raise LimitError(f"source {self.reference!r} has {info.st_size} bytes, "
-                             f"more than max_source_bytes={max_bytes}")
+            raise LimitError(
+                f"source {self.reference!r} has {info.st_size} bytes, more than max_source_bytes={max_bytes}"
+            )
         return handle
 
 
@@ -68,15 +69,16 @@ class Sources:
             scheme = reference.split(":", 1)[0]
             raise SourceError(f"source {reference!r}: {scheme} sources are not enabled on this server")
         match = _ROOT_PREFIX.match(reference)
-        root, relative = (match.group(1), reference[match.end():]) if match else ("default", reference)
+        root, relative = (match.group(1), reference[match.end() :]) if match else ("default", reference)
         if root not in self._roots:
             known = ", ".join(sorted(self._roots)) or "none"
             raise SourceError(f"source {reference!r}: unknown root {root!r} (configured roots: {known})")
         if "\0" in relative or not relative.strip():
             raise SourceError(f"source {reference!r}: expected a file path after the root")
         if relative.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", relative):
-            raise SourceError(f"source {reference!r}: absolute paths are not allowed, "
-                              "use a path relative to a source root")
+            raise SourceError(
+                f"source {reference!r}: absolute paths are not allowed, use a path relative to a source root"
+            )
         if ".." in re.split(r"[\\/]", relative):
             raise SourceError(f"source {reference!r}: '..' is not allowed in a source path")
         real_root = self._real_root(root)

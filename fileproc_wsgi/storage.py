@@ -75,5 +75,7 @@ class LocalStorage:
 def open_storage(config: Config) -> LocalStorage:
     """The storage a Config names; ``s3://`` arrives with the S3 backend."""
     if config.storage.startswith("file://"):
-        return LocalStorage(config.storage[len("file://"):], config.public_url)
-    raise ConfigError(f"storage: {config.storage.split('://')[0]}:// storage is not available in this version")
+        return LocalStorage(config.storage[len("file://") :], config.public_url)
+    raise ConfigError(
+        f"storage: {config.storage.split('://')[0]}:// storage is not available in this version"
+    )

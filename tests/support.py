@@ -13,7 +13,9 @@ RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
 def halves(width: int = 600, height: int = 400, left=RED, right=BLUE, mode: str = "RGB") -> Image.Image:
     """Left half one colour, right half another: makes crops and flips visible."""
     image = Image.new(mode, (width, height), left if mode == "RGB" else left + (255,))
-    ImageDraw.Draw(image).rectangle([width // 2, 0, width, height], fill=right if mode == "RGB" else right + (255,))
+    ImageDraw.Draw(image).rectangle(
+        [width // 2, 0, width, height], fill=right if mode == "RGB" else right + (255,)
+    )
     return image
 
 
@@ -37,12 +39,13 @@ def decode(data: bytes) -> Image.Image:
 def colour_at(image: Image.Image, x: float, y: float):
     """The pixel at fractional coordinates, as RGB(A) whatever the mode."""
     pixel = image.convert("RGBA" if "A" in image.getbands() else "RGB").getpixel(
-        (min(int(x * image.width), image.width - 1), min(int(y * image.height), image.height - 1)))
+        (min(int(x * image.width), image.width - 1), min(int(y * image.height), image.height - 1))
+    )
     return pixel
 
 
 def close_to(actual, expected, tolerance: int = 40) -> bool:
-    return all(abs(a - e) <= tolerance for a, e in zip(actual, expected))
+    return all(abs(a - e) <= tolerance for a, e in zip(actual, expected, strict=False))
 
 
 class Site:

@@ -59,32 +59,61 @@ def test_from_env(tmp_path):
     assert dict(config.source_roots) == {"default": str(tmp_path), "static": f"{tmp_path}/static"}
     assert config.allowed_hosts == ("a.example.com", "*.b.example.com")
     assert (config.max_source_pixels, config.wait_timeout, config.serve_results) == (1000, 2.5, True)
-    assert Config.from_env({"FILEPROC_SOURCE_ROOTS": '{"default": "/srv"}'}).source_roots == {"default": "/srv"}
+    assert Config.from_env({"FILEPROC_SOURCE_ROOTS": '{"default": "/srv"}'}).source_roots == {
+        "default": "/srv"
+    }
     assert Config.from_env({}, prefix="/o").prefix == "/o"
 
 
-@pytest.mark.parametrize(("build", "message"), [
-    pytest.param(lambda: Config.from_mapping({"database": "x"}), "unknown setting 'database'", id="unknown-key"),
-    pytest.param(lambda: Config.from_env({"FILEPROC_DATABASE": "x"}),
-                 "unknown environment variable FILEPROC_DATABASE", id="unknown-env"),
-    pytest.param(lambda: Config.from_env({"FILEPROC_MAX_SOURCE_BYTES": "lots"}),
-                 "FILEPROC_MAX_SOURCE_BYTES: cannot read 'lots' as int", id="env-not-a-number"),
-    pytest.param(lambda: Config.from_env({"FILEPROC_SERVE_RESULTS": "maybe"}),
-                 "FILEPROC_SERVE_RESULTS: cannot read 'maybe'", id="env-not-a-bool"),
-    pytest.param(lambda: Config.from_env({"FILEPROC_SOURCE_ROOTS": "nodirectory"}),
-                 "FILEPROC_SOURCE_ROOTS: cannot read", id="env-bad-roots"),
-    pytest.param(lambda: Config(prefix="/"), "prefix: expected a URL path", id="empty-prefix"),
-    pytest.param(lambda: Config(prefix="/a b"), "prefix: expected a URL path", id="prefix-with-space"),
-    pytest.param(lambda: Config(redirect_status=200), "redirect_status: expected one of", id="redirect-status"),
-    pytest.param(lambda: Config(source_roots={"Media": "."}), "root name 'Media'", id="root-name"),
-    pytest.param(lambda: Config(source_roots={"media": ""}), "root 'media' needs a directory", id="root-dir"),
-    pytest.param(lambda: Config(allowed_hosts=("exa mple.com",)), "allowed_hosts: 'exa mple.com'", id="host"),
-    pytest.param(lambda: Config(secret="short"), "secret: use at least 16 characters", id="secret"),
-    pytest.param(lambda: Config(wait_timeout=0), "wait_timeout: expected seconds", id="wait-timeout"),
-    pytest.param(lambda: Config(max_source_pixels=0), "max_source_pixels: expected a positive", id="limit"),
-    pytest.param(lambda: Config(max_source_bytes=True), "max_source_bytes: expected a positive", id="bool-limit"),
-    pytest.param(lambda: Config(storage="file://"), "storage: expected", id="storage"),
-])
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        pytest.param(
+            lambda: Config.from_mapping({"database": "x"}), "unknown setting 'database'", id="unknown-key"
+        ),
+        pytest.param(
+            lambda: Config.from_env({"FILEPROC_DATABASE": "x"}),
+            "unknown environment variable FILEPROC_DATABASE",
+            id="unknown-env",
+        ),
+        pytest.param(
+            lambda: Config.from_env({"FILEPROC_MAX_SOURCE_BYTES": "lots"}),
+            "FILEPROC_MAX_SOURCE_BYTES: cannot read 'lots' as int",
+            id="env-not-a-number",
+        ),
+        pytest.param(
+            lambda: Config.from_env({"FILEPROC_SERVE_RESULTS": "maybe"}),
+            "FILEPROC_SERVE_RESULTS: cannot read 'maybe'",
+            id="env-not-a-bool",
+        ),
+        pytest.param(
+            lambda: Config.from_env({"FILEPROC_SOURCE_ROOTS": "nodirectory"}),
+            "FILEPROC_SOURCE_ROOTS: cannot read",
+            id="env-bad-roots",
+        ),
+        pytest.param(lambda: Config(prefix="/"), "prefix: expected a URL path", id="empty-prefix"),
+        pytest.param(lambda: Config(prefix="/a b"), "prefix: expected a URL path", id="prefix-with-space"),
+        pytest.param(
+            lambda: Config(redirect_status=200), "redirect_status: expected one of", id="redirect-status"
+        ),
+        pytest.param(lambda: Config(source_roots={"Media": "."}), "root name 'Media'", id="root-name"),
+        pytest.param(
+            lambda: Config(source_roots={"media": ""}), "root 'media' needs a directory", id="root-dir"
+        ),
+        pytest.param(
+            lambda: Config(allowed_hosts=("exa mple.com",)), "allowed_hosts: 'exa mple.com'", id="host"
+        ),
+        pytest.param(lambda: Config(secret="short"), "secret: use at least 16 characters", id="secret"),
+        pytest.param(lambda: Config(wait_timeout=0), "wait_timeout: expected seconds", id="wait-timeout"),
+        pytest.param(
+            lambda: Config(max_source_pixels=0), "max_source_pixels: expected a positive", id="limit"
+        ),
+        pytest.param(
+            lambda: Config(max_source_bytes=True), "max_source_bytes: expected a positive", id="bool-limit"
+        ),
+        pytest.param(lambda: Config(storage="file://"), "storage: expected", id="storage"),
+    ],
+)
 def test_bad_settings_name_the_setting(build, message):
     with pytest.raises(ConfigError) as raised:
         build()
@@ -98,7 +127,8 @@ def test_nothing_is_read_at_import(tmp_path):
 
     code = "import fileproc_wsgi, fileproc_wsgi.config, fileproc_wsgi.middleware, fileproc_wsgi.registrar"
     environ = {**os.environ, "FILEPROC_BOGUS": "1"}
-    result = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True,
-                            cwd=tmp_path, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / ".fileproc").exists()

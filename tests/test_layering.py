@@ -15,8 +15,16 @@ def _modules_after(code: str) -> set[str]:
     return set(result.stdout.split())
 
 
-@pytest.mark.parametrize("module", ["fileproc_wsgi", "fileproc_wsgi.middleware", "fileproc_wsgi.registrar",
-                                    "fileproc_wsgi.cli", "fileproc_wsgi.demo"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "fileproc_wsgi",
+        "fileproc_wsgi.middleware",
+        "fileproc_wsgi.registrar",
+        "fileproc_wsgi.cli",
+        "fileproc_wsgi.demo",
+    ],
+)
 def test_core_never_imports_a_framework(module):
     loaded = _modules_after(f"import {module}")
     assert not {"django", "jinja2", "flask", "fileproc_django", "fileproc_jinja2"} & loaded

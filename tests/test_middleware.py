@@ -10,7 +10,6 @@ from webob import Request
 
 from fileproc_wsgi.config import Config
 from fileproc_wsgi.middleware import IMMUTABLE, FileProcessor
-
 from support import Site, decode, halves, write
 
 CHECKSUM = "0123456789abcdef0123456789abcdef"
@@ -33,7 +32,9 @@ def test_first_request_processes_then_redirects_permanently(site):
     response = site.get(representation.url)
     assert response.status_int == 301
     assert response.headers["Cache-Control"] == IMMUTABLE
-    assert _path(response.location) == f"/_fp/files/{representation.checksum[:2]}/{representation.checksum}.jpg"
+    assert (
+        _path(response.location) == f"/_fp/files/{representation.checksum[:2]}/{representation.checksum}.jpg"
+    )
     result = site.get(_path(response.location))
     assert result.status_int == 200
     assert result.content_type == "image/jpeg"
@@ -64,19 +65,22 @@ def test_url_without_extension_is_accepted(site):
     assert response.status_int == 301
 
 
-@pytest.mark.parametrize(("path", "status", "message"), [
-    pytest.param(f"/_fp/{CHECKSUM}.jpg", 404, "no instructions registered", id="unknown-checksum"),
-    pytest.param("/_fp/0123.jpg", 404, "not a fileproc URL", id="short-checksum"),
-    pytest.param(f"/_fp/{CHECKSUM}00.jpg", 404, "not a fileproc URL", id="overlong-checksum"),
-    pytest.param(f"/_fp/{CHECKSUM.upper()}.jpg", 404, "not a fileproc URL", id="upper-case-checksum"),
-    pytest.param(f"/_fp/{CHECKSUM}.exe", 404, "not a fileproc URL", id="unknown-extension"),
-    pytest.param("/_fp/..%2f..%2fetc%2fpasswd", 404, "not a fileproc URL", id="encoded-traversal"),
-    pytest.param("/_fp/files/../fileproc.db", 404, "no such result", id="files-traversal"),
-    pytest.param(f"/_fp/files/01/{CHECKSUM}.jpg", 404, "no such result", id="files-wrong-fanout"),
-    pytest.param(f"/_fp/files/01/{CHECKSUM}.jpg/x", 404, "no such result", id="files-trailing"),
-    pytest.param("/_fp", 404, "not a fileproc URL", id="bare-prefix"),
-    pytest.param("/_fp/", 404, "not a fileproc URL", id="prefix-slash"),
-])
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        pytest.param(f"/_fp/{CHECKSUM}.jpg", 404, "no instructions registered", id="unknown-checksum"),
+        pytest.param("/_fp/0123.jpg", 404, "not a fileproc URL", id="short-checksum"),
+        pytest.param(f"/_fp/{CHECKSUM}00.jpg", 404, "not a fileproc URL", id="overlong-checksum"),
+        pytest.param(f"/_fp/{CHECKSUM.upper()}.jpg", 404, "not a fileproc URL", id="upper-case-checksum"),
+        pytest.param(f"/_fp/{CHECKSUM}.exe", 404, "not a fileproc URL", id="unknown-extension"),
+        pytest.param("/_fp/..%2f..%2fetc%2fpasswd", 404, "not a fileproc URL", id="encoded-traversal"),
+        pytest.param("/_fp/files/../fileproc.db", 404, "no such result", id="files-traversal"),
+        pytest.param(f"/_fp/files/01/{CHECKSUM}.jpg", 404, "no such result", id="files-wrong-fanout"),
+        pytest.param(f"/_fp/files/01/{CHECKSUM}.jpg/x", 404, "no such result", id="files-trailing"),
+        pytest.param("/_fp", 404, "not a fileproc URL", id="bare-prefix"),
+        pytest.param("/_fp/", 404, "not a fileproc URL", id="prefix-slash"),
+    ],
+)
 def test_bad_urls_are_not_found_and_write_nothing(site, path, status, message):
     before = site.store.count_by_state()
     response = site.get(path)

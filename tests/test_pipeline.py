@@ -11,8 +11,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageStat
 
 from fileproc_wsgi.errors import FileProcError
-
-from support import BLUE, GREEN, RED, close_to, colour_at, decode, halves, srgb_profile, write
+from support import BLUE, GREEN, RED, close_to, colour_at, halves, srgb_profile, write
 
 
 def _phone(directory):
@@ -45,8 +44,14 @@ def _sources(directory):
     pages = [Image.new("L", (300, 400), shade) for shade in (30, 220)]
     write(directory, "scan.tiff", pages[0], save_all=True, append_images=pages[1:])
     write(directory, "photo.bmp", halves(90, 60))
-    write(directory, "with-profile.jpg", halves(), icc_profile=srgb_profile(), quality=90,
-          exif=_exif_with_camera())
+    write(
+        directory,
+        "with-profile.jpg",
+        halves(),
+        icc_profile=srgb_profile(),
+        quality=90,
+        exif=_exif_with_camera(),
+    )
 
 
 def _exif_with_camera() -> Image.Exif:
@@ -112,20 +117,25 @@ def test_operation_output(made, text, size, mode, image_format):
         assert image.size == size
 
 
-@pytest.mark.parametrize(("text", "where", "colour"), [
-    pytest.param("photo.jpg | fill 100x100 gravity=west", (0.5, 0.5), RED, id="gravity-west"),
-    pytest.param("photo.jpg | fill 100x100 gravity=east", (0.5, 0.5), BLUE, id="gravity-east"),
-    pytest.param("photo.jpg | fill 100x100 focus=0.95,0.5", (0.5, 0.5), BLUE, id="focus-right"),
-    pytest.param("photo.jpg | flip horizontal", (0.1, 0.5), BLUE, id="flip-horizontal"),
-    pytest.param("photo.jpg | crop 50%,0%,50%,100%", (0.5, 0.5), BLUE, id="crop-right-half"),
-    pytest.param("photo.jpg | pad 600x600 color=#00ff00", (0.5, 0.02), GREEN, id="pad-colour"),
-    pytest.param("photo.jpg | rotate 90", (0.5, 0.1), RED, id="rotate-clockwise"),
-    pytest.param("phone.jpg", (0.95, 0.05), RED, id="exif-turns-clockwise"),
-    pytest.param("logo.png | background #00ff00 | format jpeg", (0.05, 0.05), GREEN, id="background-colour"),
-    pytest.param("logo.png | format jpeg", (0.05, 0.05), (255, 255, 255), id="jpeg-flattens-on-white"),
-    pytest.param("animated.gif", (0.5, 0.5), RED, id="gif-frame-one"),
-    pytest.param("cmyk.jpg", (0.5, 0.5), RED, id="cmyk-red"),
-])
+@pytest.mark.parametrize(
+    ("text", "where", "colour"),
+    [
+        pytest.param("photo.jpg | fill 100x100 gravity=west", (0.5, 0.5), RED, id="gravity-west"),
+        pytest.param("photo.jpg | fill 100x100 gravity=east", (0.5, 0.5), BLUE, id="gravity-east"),
+        pytest.param("photo.jpg | fill 100x100 focus=0.95,0.5", (0.5, 0.5), BLUE, id="focus-right"),
+        pytest.param("photo.jpg | flip horizontal", (0.1, 0.5), BLUE, id="flip-horizontal"),
+        pytest.param("photo.jpg | crop 50%,0%,50%,100%", (0.5, 0.5), BLUE, id="crop-right-half"),
+        pytest.param("photo.jpg | pad 600x600 color=#00ff00", (0.5, 0.02), GREEN, id="pad-colour"),
+        pytest.param("photo.jpg | rotate 90", (0.5, 0.1), RED, id="rotate-clockwise"),
+        pytest.param("phone.jpg", (0.95, 0.05), RED, id="exif-turns-clockwise"),
+        pytest.param(
+            "logo.png | background #00ff00 | format jpeg", (0.05, 0.05), GREEN, id="background-colour"
+        ),
+        pytest.param("logo.png | format jpeg", (0.05, 0.05), (255, 255, 255), id="jpeg-flattens-on-white"),
+        pytest.param("animated.gif", (0.5, 0.5), RED, id="gif-frame-one"),
+        pytest.param("cmyk.jpg", (0.5, 0.5), RED, id="cmyk-red"),
+    ],
+)
 def test_operation_pixels(made, text, where, colour):
     _, image = made(text)
     assert close_to(colour_at(image, *where)[:3], colour, tolerance=60)
@@ -190,27 +200,85 @@ def test_large_jpeg_is_decoded_at_reduced_size(site):
     assert 200 <= decoded.image.width <= 1000
 
 
-@pytest.mark.parametrize(("name", "content", "steps", "status", "message"), [
-    pytest.param("png-named.jpg", lambda path: halves(40, 20).save(path, "PNG"), "fit 20x", 200, "",
-                 id="format-from-bytes-not-name"),
-    pytest.param("vector.jpg", lambda path: path.write_text('<svg xmlns="http://www.w3.org/2000/svg"/>'),
-                 "", 422, "'vector.jpg' is a SVG file", id="svg-named-jpg"),
-    pytest.param("script.png", lambda path: path.write_text("%!PS\n showpage"),
-                 "", 422, "'script.png' is a PostScript file", id="postscript-named-png"),
-    pytest.param("notes.jpg", lambda path: path.write_text("hello"),
-                 "", 422, "not in a recognised image format", id="text-named-jpg"),
-    pytest.param("truncated.jpg", lambda path: path.write_bytes(_truncated_jpeg()),
-                 "", 422, "'truncated.jpg' could not be decoded", id="truncated-jpeg"),
-    pytest.param("empty.png", lambda path: path.write_bytes(b""),
-                 "", 422, "not in a recognised image format", id="empty-file"),
-    pytest.param("two.tiff", lambda path: Image.new("L", (10, 10)).save(
-        path, "TIFF", save_all=True, append_images=[Image.new("L", (10, 10))]),
-                 "page 3", 422, "page 3: 'two.tiff' has only 2 page(s)", id="page-beyond-last"),
-    pytest.param("still.png", lambda path: None, "frame 2", 422, "frame applies to video sources",
-                 id="frame-on-image"),
-    pytest.param("tiny.png", lambda path: None, "crop 100,100,10,10", 422,
-                 "crop 100,100,10,10 lies outside the 40x20 image", id="crop-outside"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "steps", "status", "message"),
+    [
+        pytest.param(
+            "png-named.jpg",
+            lambda path: halves(40, 20).save(path, "PNG"),
+            "fit 20x",
+            200,
+            "",
+            id="format-from-bytes-not-name",
+        ),
+        pytest.param(
+            "vector.jpg",
+            lambda path: path.write_text('<svg xmlns="http://www.w3.org/2000/svg"/>'),
+            "",
+            422,
+            "'vector.jpg' is a SVG file",
+            id="svg-named-jpg",
+        ),
+        pytest.param(
+            "script.png",
+            lambda path: path.write_text("%!PS\n showpage"),
+            "",
+            422,
+            "'script.png' is a PostScript file",
+            id="postscript-named-png",
+        ),
+        pytest.param(
+            "notes.jpg",
+            lambda path: path.write_text("hello"),
+            "",
+            422,
+            "not in a recognised image format",
+            id="text-named-jpg",
+        ),
+        pytest.param(
+            "truncated.jpg",
+            lambda path: path.write_bytes(_truncated_jpeg()),
+            "",
+            422,
+            "'truncated.jpg' could not be decoded",
+            id="truncated-jpeg",
+        ),
+        pytest.param(
+            "empty.png",
+            lambda path: path.write_bytes(b""),
+            "",
+            422,
+            "not in a recognised image format",
+            id="empty-file",
+        ),
+        pytest.param(
+            "two.tiff",
+            lambda path: Image.new("L", (10, 10)).save(
+                path, "TIFF", save_all=True, append_images=[Image.new("L", (10, 10))]
+            ),
+            "page 3",
+            422,
+            "page 3: 'two.tiff' has only 2 page(s)",
+            id="page-beyond-last",
+        ),
+        pytest.param(
+            "still.png",
+            lambda path: None,
+            "frame 2",
+            422,
+            "frame applies to video sources",
+            id="frame-on-image",
+        ),
+        pytest.param(
+            "tiny.png",
+            lambda path: None,
+            "crop 100,100,10,10",
+            422,
+            "crop 100,100,10,10 lies outside the 40x20 image",
+            id="crop-outside",
+        ),
+    ],
+)
 def test_bad_sources_fail_with_a_reason(site, name, content, steps, status, message):
     # Registered while the file was a good image, then replaced: the processing path
     # must refuse it by its bytes and record why.
@@ -230,12 +298,19 @@ def test_bad_sources_fail_with_a_reason(site, name, content, steps, status, mess
     assert (again.status_int, again.text) == (response.status_int, response.text)
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    pytest.param("vector.jpg", '<svg xmlns="http://www.w3.org/2000/svg"/>', "is a SVG file", id="svg"),
-    pytest.param("script.pdf", "%!PS-Adobe-3.0\n", "is a PostScript file", id="postscript-named-pdf"),
-    pytest.param("list.mp4", "#EXTM3U\n#EXTINF:1,\nhttp://example.com/a.ts\n", "is a HLS playlist file",
-                 id="playlist-named-mp4"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        pytest.param("vector.jpg", '<svg xmlns="http://www.w3.org/2000/svg"/>', "is a SVG file", id="svg"),
+        pytest.param("script.pdf", "%!PS-Adobe-3.0\n", "is a PostScript file", id="postscript-named-pdf"),
+        pytest.param(
+            "list.mp4",
+            "#EXTM3U\n#EXTINF:1,\nhttp://example.com/a.ts\n",
+            "is a HLS playlist file",
+            id="playlist-named-mp4",
+        ),
+    ],
+)
 def test_registration_refuses_disguised_files(site, name, content, message):
     (site.media / name).write_text(content)
     with pytest.raises(FileProcError, match=message):

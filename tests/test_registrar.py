@@ -9,7 +9,6 @@ import sqlalchemy
 from PIL import Image
 
 from fileproc_wsgi.errors import InstructionError, SourceError, SourceNotFoundError
-
 from support import Site, halves, write
 
 
@@ -22,16 +21,23 @@ def site(tmp_path):
     site.close()
 
 
-@pytest.mark.parametrize(("text", "width", "height", "url_end", "content_type"), [
-    pytest.param("photo.jpg | fit 300x300", 300, 200, ".jpg", "image/jpeg", id="fit"),
-    pytest.param("photo.jpg | fill 100x100 | format webp", 100, 100, ".webp", "image/webp", id="fill-webp"),
-    pytest.param("photo.jpg | pad 320x100", 320, 100, ".jpg", "image/jpeg", id="pad"),
-    pytest.param("photo.jpg | resize 17x33 | format avif", 17, 33, ".avif", "image/avif", id="resize-avif"),
-    pytest.param("photo.jpg | crop 25%,25%,50%,50%", 300, 200, ".jpg", "image/jpeg", id="crop"),
-    pytest.param("photo.jpg | rotate 270 | fit x300", 200, 300, ".jpg", "image/jpeg", id="rotate"),
-    pytest.param("logo.png | fit 100x", 100, 100, ".png", "image/png", id="png-stays-png"),
-    pytest.param("logo.png | background #ffffff | format gif", 300, 300, ".gif", "image/gif", id="gif"),
-])
+@pytest.mark.parametrize(
+    ("text", "width", "height", "url_end", "content_type"),
+    [
+        pytest.param("photo.jpg | fit 300x300", 300, 200, ".jpg", "image/jpeg", id="fit"),
+        pytest.param(
+            "photo.jpg | fill 100x100 | format webp", 100, 100, ".webp", "image/webp", id="fill-webp"
+        ),
+        pytest.param("photo.jpg | pad 320x100", 320, 100, ".jpg", "image/jpeg", id="pad"),
+        pytest.param(
+            "photo.jpg | resize 17x33 | format avif", 17, 33, ".avif", "image/avif", id="resize-avif"
+        ),
+        pytest.param("photo.jpg | crop 25%,25%,50%,50%", 300, 200, ".jpg", "image/jpeg", id="crop"),
+        pytest.param("photo.jpg | rotate 270 | fit x300", 200, 300, ".jpg", "image/jpeg", id="rotate"),
+        pytest.param("logo.png | fit 100x", 100, 100, ".png", "image/png", id="png-stays-png"),
+        pytest.param("logo.png | background #ffffff | format gif", 300, 300, ".gif", "image/gif", id="gif"),
+    ],
+)
 def test_predicted_size_and_format(site, text, width, height, url_end, content_type):
     representation = site.registrar.register(text)
     assert (representation.width, representation.height) == (width, height)
@@ -59,8 +65,10 @@ def test_tiff_without_transparency_defaults_to_jpeg_and_with_it_to_png(site):
 def test_html_escapes_every_attribute(site):
     representation = site.registrar.register("photo.jpg | fit 30x")
     html = representation.render(alt='a "quoted" <b>&', class_="thumb x", data_id=None)
-    assert html == (f'<img src="{representation.url}" width="30" height="20" '
-                    'alt="a &quot;quoted&quot; &lt;b&gt;&amp;" loading="lazy" decoding="async" class="thumb x">')
+    assert html == (
+        f'<img src="{representation.url}" width="30" height="20" '
+        'alt="a &quot;quoted&quot; &lt;b&gt;&amp;" loading="lazy" decoding="async" class="thumb x">'
+    )
     assert representation.html == representation.__html__() == str(representation)
     with pytest.raises(ValueError, match="not a valid HTML attribute name"):
         representation.render({"on click": "x"})
@@ -75,8 +83,9 @@ def test_equivalent_texts_share_a_checksum(site):
 
 def test_repeated_registration_does_no_database_work(site):
     statements = []
-    sqlalchemy.event.listen(site.store.engine, "before_cursor_execute",
-                            lambda *args: statements.append(args[2]))
+    sqlalchemy.event.listen(
+        site.store.engine, "before_cursor_execute", lambda *args: statements.append(args[2])
+    )
     first = site.registrar.register("photo.jpg | fit 300x300")
     cold = len(statements)
     for _ in range(5):
@@ -104,17 +113,25 @@ def test_cache_is_bounded(tmp_path):
     site.close()
 
 
-@pytest.mark.parametrize(("text", "error", "message"), [
-    pytest.param("missing.jpg | fit 10x", SourceNotFoundError, "source 'missing.jpg' does not exist",
-                 id="missing"),
-    pytest.param("/etc/passwd", SourceError, "absolute paths are not allowed", id="absolute"),
-    pytest.param("../secret.jpg", SourceError, "'..' is not allowed", id="dot-dot"),
-    pytest.param("photos/../../x.jpg", SourceError, "'..' is not allowed", id="dot-dot-inside"),
-    pytest.param("static:photo.jpg", SourceError, "unknown root 'static' (configured roots: default)",
-                 id="unknown-root"),
-    pytest.param("https://example.com/a.jpg", SourceError, "https sources are not enabled", id="remote"),
-    pytest.param("photo.jpg | fit 0x0", InstructionError, "line 1, column", id="bad-instructions"),
-])
+@pytest.mark.parametrize(
+    ("text", "error", "message"),
+    [
+        pytest.param(
+            "missing.jpg | fit 10x", SourceNotFoundError, "source 'missing.jpg' does not exist", id="missing"
+        ),
+        pytest.param("/etc/passwd", SourceError, "absolute paths are not allowed", id="absolute"),
+        pytest.param("../secret.jpg", SourceError, "'..' is not allowed", id="dot-dot"),
+        pytest.param("photos/../../x.jpg", SourceError, "'..' is not allowed", id="dot-dot-inside"),
+        pytest.param(
+            "static:photo.jpg",
+            SourceError,
+            "unknown root 'static' (configured roots: default)",
+            id="unknown-root",
+        ),
+        pytest.param("https://example.com/a.jpg", SourceError, "https sources are not enabled", id="remote"),
+        pytest.param("photo.jpg | fit 0x0", InstructionError, "line 1, column", id="bad-instructions"),
+    ],
+)
 def test_refusals_are_clear(site, text, error, message):
     with pytest.raises(error) as raised:
         site.registrar.register(text)
@@ -151,8 +168,11 @@ def test_named_roots(tmp_path):
     from fileproc_wsgi.config import Config
     from fileproc_wsgi.registrar import Registrar
 
-    config = Config(source_roots={"default": str(site.media), "static": str(static)},
-                    database_url=site.config.database_url, storage=site.config.storage)
+    config = Config(
+        source_roots={"default": str(site.media), "static": str(static)},
+        database_url=site.config.database_url,
+        storage=site.config.storage,
+    )
     registrar = Registrar(config, store=site.store)
     assert registrar.register("static:icon.png | fit 20x").height == 10
     site.close()

@@ -31,8 +31,14 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def _running(arguments: list[str], *, cwd, env=None):
     port = _free_port()
-    process = subprocess.Popen([*FILEPROC, *arguments, "--port", str(port)], cwd=cwd, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [*FILEPROC, *arguments, "--port", str(port)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -78,11 +84,20 @@ def test_demo_serves_a_page_of_real_thumbnails(tmp_path):
 def test_processing_server_with_environment_settings(tmp_path):
     media = tmp_path / "media"
     write(media, "a.png", halves(80, 40))
-    env = {**os.environ, "FILEPROC_SOURCE_ROOTS": f"default={media}",
-           "FILEPROC_DATABASE_URL": f"sqlite:///{tmp_path / 'fp.db'}",
-           "FILEPROC_STORAGE": str(tmp_path / "results")}
-    registered = subprocess.run([*FILEPROC, "register", "a.png | fit 40x | format webp"], env=env,
-                                capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "FILEPROC_SOURCE_ROOTS": f"default={media}",
+        "FILEPROC_DATABASE_URL": f"sqlite:///{tmp_path / 'fp.db'}",
+        "FILEPROC_STORAGE": str(tmp_path / "results"),
+    }
+    registered = subprocess.run(
+        [*FILEPROC, "register", "a.png | fit 40x | format webp"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert registered.returncode == 0, registered.stderr
     representation = json.loads(registered.stdout)
     assert (representation["width"], representation["height"]) == (40, 20)
@@ -93,21 +108,33 @@ def test_processing_server_with_environment_settings(tmp_path):
         assert status == 200 and Image.open(io.BytesIO(data)).format == "WEBP"
         status, _, body = _get(port, "/_fp/" + "f" * 32 + ".jpg")
         assert status == 404 and b"no instructions registered" in body
-    shown = subprocess.run([*FILEPROC, "show", representation["checksum"]], env=env, capture_output=True,
-                           text=True, timeout=60, cwd=tmp_path)
+    shown = subprocess.run(
+        [*FILEPROC, "show", representation["checksum"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     job = json.loads(shown.stdout)
     assert (job["state"], job["width"], job["height"]) == ("done", 40, 20)
 
 
-@pytest.mark.parametrize(("arguments", "message"), [
-    pytest.param(["register", "missing.png | fit 10x"], "source 'missing.png' does not exist", id="missing"),
-    pytest.param(["register", "a.png | fit 10by10"], "line 1, column 13, step 'fit'", id="bad-text"),
-    pytest.param(["show", "0" * 32], "no instructions registered", id="unknown-checksum"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        pytest.param(
+            ["register", "missing.png | fit 10x"], "source 'missing.png' does not exist", id="missing"
+        ),
+        pytest.param(["register", "a.png | fit 10by10"], "line 1, column 13, step 'fit'", id="bad-text"),
+        pytest.param(["show", "0" * 32], "no instructions registered", id="unknown-checksum"),
+    ],
+)
 def test_command_line_errors_are_one_line(tmp_path, arguments, message):
     env = {**os.environ, "FILEPROC_DATABASE_URL": f"sqlite:///{tmp_path / 'fp.db'}"}
-    result = subprocess.run([*FILEPROC, *arguments], env=env, capture_output=True, text=True, timeout=60,
-                            cwd=tmp_path)
+    result = subprocess.run(
+        [*FILEPROC, *arguments], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr

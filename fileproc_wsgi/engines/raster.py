@@ -57,8 +57,10 @@ def _open(handle, found: str, reference: str, max_pixels: int) -> Image.Image:
     width, height = image.size
     if width * height > max_pixels:
         image.close()
-        raise LimitError(f"source {reference!r} has {width}x{height} = {width * height} pixels, "
-                         f"more than max_source_pixels={max_pixels}")
+        raise LimitError(
+            f"source {reference!r} has {width}x{height} = {width * height} pixels, "
+            f"more than max_source_pixels={max_pixels}"
+        )
     return image
 
 
@@ -97,8 +99,10 @@ def decode(handle, found: str, reference: str, instructions, config) -> tuple[Im
     upright = _upright(image, orientation)
     predicted = instructions.predict_size(*upright)
     if predicted and predicted[0] * predicted[1] > config.max_output_pixels:
-        raise LimitError(f"the result would have {predicted[0]}x{predicted[1]} pixels, "
-                         f"more than max_output_pixels={config.max_output_pixels}")
+        raise LimitError(
+            f"the result would have {predicted[0]}x{predicted[1]} pixels, "
+            f"more than max_output_pixels={config.max_output_pixels}"
+        )
     if found == "JPEG":
         target = reduction_target(instructions.operations, *upright)
         if target and target[0] < upright[0]:
