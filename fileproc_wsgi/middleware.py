@@ -91,7 +91,7 @@ class FileProcessor:
             raise NotRegisteredError(
                 f"{checksum} is registered as .{EXTENSIONS[job.output_format]}, not .{extension}"
             )
-        job = self.processor.ensure(checksum)
+        job = self.processor.ensure(job)
         if self.config.serve_results and getattr(self.storage, "local", False):
             return self._serve_file(job.result_key)
         headers = [
@@ -126,7 +126,7 @@ class FileProcessor:
             if job is None or EXTENSIONS[job.output_format] != extension:
                 raise NotRegisteredError("no such result") from None
             log.info("fileproc_wsgi: result %s is missing from storage; making it again", key)
-            self.processor.ensure(checksum, redo=True)
+            self.processor.ensure(job, redo=True)
             try:
                 handle = open(self.storage.path(key), "rb")  # noqa: SIM115
             except FileNotFoundError:

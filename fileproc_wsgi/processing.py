@@ -52,19 +52,20 @@ class Processor:
         self._flights: dict[str, list] = {}
         self._flights_lock = threading.Lock()
 
-    def ensure(self, checksum: str, *, redo: bool = False) -> Job:
-        """The finished job for ``checksum``, processing it first if needed.
+    def ensure(self, job: Job, *, redo: bool = False) -> Job:
+        """The finished version of ``job`` (as just read from the store), made first if needed.
 
         ``redo`` makes a finished result again (its file has gone missing). Raises
-        NotRegisteredError, RecordedFailureError for a failure on record, and
-        UnavailableError when another worker still holds the job past ``wait_timeout``.
+        RecordedFailureError for a failure on record, and UnavailableError when another
+        worker still holds the job past ``wait_timeout``.
         """
-        job = self.store.get(checksum)
         if job.state == "done" and not redo:
             return job
+        if job.state == "failed" and (job.retry_at is None or job.retry_at > time.time()):
+            raise failure_of(job)
         deadline = time.monotonic() + self.config.wait_timeout
-        with self._single_flight(checksum, deadline):
-            job = self.store.get(checksum)
+        with self._single_flight(job.checksum, deadline):
+            job = self.store.get(job.checksum)  # another thread may have finished it meanwhile
             if job.state == "done" and not (redo and not self.storage.exists(job.result_key)):
                 return job
             return self._claim_or_wait(job, redo, deadline)
