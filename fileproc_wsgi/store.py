@@ -126,6 +126,10 @@ class InstructionStore:
         self._tables_lock = threading.Lock()
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise ConfigError(f"database_url: expected SQLite or PostgreSQL, got {engine.dialect.name!r}")
+        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+        self._insert_if_absent = (
+            dialect.insert(jobs).on_conflict_do_nothing(index_elements=["checksum"]).returning(jobs.c.checksum)
+        )
         if engine.dialect.name == "sqlite" and not event.contains(engine, "connect", _sqlite_pragmas):
             event.listen(engine, "connect", _sqlite_pragmas)
 
@@ -191,18 +195,10 @@ class InstructionStore:
             )
         if not values:
             return 0
-        batch = list(values.values())
-        inserted = 0
+        # One cached statement with many parameter sets: SQLAlchemy's "insertmanyvalues"
+        # batches it into multi-row INSERTs, and nothing is compiled per call.
         with self._begin() as connection:
-            for start in range(0, len(batch), _CHUNK):
-                statement = (
-                    self._insert()
-                    .values(batch[start : start + _CHUNK])
-                    .on_conflict_do_nothing(index_elements=["checksum"])
-                    .returning(jobs.c.checksum)
-                )
-                inserted += len(connection.execute(statement).all())
-        return inserted
+            return len(connection.execute(self._insert_if_absent, list(values.values())).all())
 
     def find(self, checksum: str) -> Job | None:
         """The row for ``checksum``, or None when nothing is registered under it."""
@@ -359,8 +355,6 @@ class InstructionStore:
             if connection.execute(statement).rowcount != 1:
                 raise LeaseLostError(f"lease on {checksum} (token {token}) was lost to another worker")
 
-    def _insert(self) -> postgresql.Insert | sqlite.Insert:
-        return (postgresql if self.engine.dialect.name == "postgresql" else sqlite).insert(jobs)
 
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
