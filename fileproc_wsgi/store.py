@@ -128,7 +128,9 @@ class InstructionStore:
             raise ConfigError(f"database_url: expected SQLite or PostgreSQL, got {engine.dialect.name!r}")
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._insert_if_absent = (
-            dialect.insert(jobs).on_conflict_do_nothing(index_elements=["checksum"]).returning(jobs.c.checksum)
+            dialect.insert(jobs)
+            .on_conflict_do_nothing(index_elements=["checksum"])
+            .returning(jobs.c.checksum)
         )
         if engine.dialect.name == "sqlite" and not event.contains(engine, "connect", _sqlite_pragmas):
             event.listen(engine, "connect", _sqlite_pragmas)
@@ -354,7 +356,6 @@ class InstructionStore:
         with self._begin() as connection:
             if connection.execute(statement).rowcount != 1:
                 raise LeaseLostError(f"lease on {checksum} (token {token}) was lost to another worker")
-
 
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
