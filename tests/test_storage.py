@@ -1,0 +1,68 @@
+"""Local result storage: atomic writes, safe keys, and what an unwritable disk looks like."""
+
+from __future__ import annotations
+
+import pytest
+
+from fileproc_wsgi.errors import UnavailableError
+from fileproc_wsgi.storage import LocalStorage, parse_key, result_key
+from support import Site, halves, write
+
+CHECKSUM = "0123456789abcdef0123456789abcdef"
+
+
+def test_put_writes_the_whole_file_and_leaves_no_temporary(tmp_path):
+    storage = LocalStorage(str(tmp_path), "/_fp/files/")
+    key = result_key(CHECKSUM, "jpg")
+    storage.put(key, b"x" * 100_000)
+    assert key == f"01/{CHECKSUM}.jpg"
+    assert (tmp_path / "01" / f"{CHECKSUM}.jpg").read_bytes() == b"x" * 100_000
+    assert [p.name for p in (tmp_path / "01").iterdir()] == [f"{CHECKSUM}.jpg"]
+    assert storage.url(key) == f"/_fp/files/01/{CHECKSUM}.jpg"
+    assert storage.exists(key)
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    storage = LocalStorage(str(tmp_path), "/_fp/files/")
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", disk_full)
+    with pytest.raises(UnavailableError, match="result storage unavailable: cannot write"):
+        storage.put(result_key(CHECKSUM, "png"), b"data")
+    assert list((tmp_path / "01").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param("../x.jpg", id="dot-dot"),
+        pytest.param(f"01/../{CHECKSUM}.jpg", id="dot-dot-inside"),
+        pytest.param(f"/01/{CHECKSUM}.jpg", id="absolute"),
+        pytest.param(f"01/{CHECKSUM}.jpg.part", id="temporary"),
+        pytest.param(f"01/{CHECKSUM[:-1]}.jpg", id="short"),
+        pytest.param(f"01\\{CHECKSUM}.jpg", id="backslash"),
+    ],
+)
+def test_only_well_formed_keys_parse(key):
+    assert parse_key(key) is None
+
+
+def test_unwritable_storage_answers_503_and_recovers(tmp_path):
+    site = Site(tmp_path)
+    write(site.media, "photo.png", halves(40, 20))
+    (tmp_path / "results").write_text("a file where the results directory should be")
+    representation = site.registrar.register("photo.png | fit 20x")
+    response = site.get(representation.url)
+    assert response.status_int == 503
+    assert response.headers["Retry-After"] and response.headers["Cache-Control"] == "no-store"
+    assert "result storage unavailable" in response.text
+    job = site.store.get(representation.checksum)
+    assert job.state == "failed" and job.retry_at is not None, "an outage must be retried later"
+
+    (tmp_path / "results").unlink()
+    assert site.get(representation.url).status_int == 503, "backs off instead of retrying at once"
+    site.store.reset([representation.checksum])
+    assert site.get(representation.url).status_int == 301
+    site.close()
