@@ -127,3 +127,25 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
     name = f"t_{uuid.uuid4().hex[:16]}"
     _create_database(int(base.rpartition(":")[2]), name)
     return f"{base}/{name}"
+
+
+@pytest.fixture
+def make_site(tmp_path):
+    """Build embedded-default installations in this test's directory; closed afterwards."""
+    from support import Site
+
+    sites = []
+
+    def make(**settings) -> Site:
+        site = Site(tmp_path, **settings)
+        sites.append(site)
+        return site
+
+    yield make
+    for site in sites:
+        site.close()
+
+
+@pytest.fixture
+def site(make_site):
+    return make_site()

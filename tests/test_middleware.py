@@ -10,17 +10,16 @@ from webob import Request
 
 from fileproc_wsgi.config import Config
 from fileproc_wsgi.middleware import IMMUTABLE, FileProcessor
-from support import Site, decode, halves, write
+from support import decode, halves, write
 
 CHECKSUM = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture
-def site(tmp_path):
-    site = Site(tmp_path)
+def site(make_site):
+    site = make_site()
     write(site.media, "photo.jpg", halves(), quality=90)
-    yield site
-    site.close()
+    return site
 
 
 def _path(url: str) -> str:
@@ -204,33 +203,30 @@ def test_unexpected_errors_answer_500_without_a_traceback(site, monkeypatch, cap
 
 
 @pytest.mark.parametrize("status", [302, 307, 308])
-def test_redirect_status_is_configurable(tmp_path, status):
-    site = Site(tmp_path, redirect_status=status)
+def test_redirect_status_is_configurable(make_site, status):
+    site = make_site(redirect_status=status)
     write(site.media, "photo.png", halves(40, 20))
     response = site.get(site.registrar.register("photo.png").url)
     assert response.status_int == status
     assert response.headers["Cache-Control"] == (IMMUTABLE if status == 308 else "no-cache")
-    site.close()
 
 
-def test_results_can_be_served_directly(tmp_path):
-    site = Site(tmp_path, serve_results=True)
+def test_results_can_be_served_directly(make_site):
+    site = make_site(serve_results=True)
     write(site.media, "photo.png", halves(40, 20))
     response = site.get(site.registrar.register("photo.png | fit 20x").url)
     assert response.status_int == 200
     assert Image.open(__import__("io").BytesIO(response.body)).size == (20, 10)
-    site.close()
 
 
-def test_custom_prefix(tmp_path):
-    site = Site(tmp_path, prefix="/media/thumbs")
+def test_custom_prefix(make_site):
+    site = make_site(prefix="/media/thumbs")
     write(site.media, "photo.png", halves(40, 20))
     representation = site.registrar.register("photo.png")
     assert representation.url.startswith("/media/thumbs/")
     response = site.get(representation.url)
     assert _path(response.location).startswith("/media/thumbs/files/")
     assert site.get(_path(response.location)).status_int == 200
-    site.close()
 
 
 def test_database_outage_is_503(tmp_path):

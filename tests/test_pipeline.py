@@ -325,20 +325,16 @@ def _truncated_jpeg() -> bytes:
     return buffer.getvalue()[:1500]
 
 
-def test_source_pixel_limit_checked_before_decoding(tmp_path):
-    from support import Site
-
-    site = Site(tmp_path, max_source_pixels=10_000)
+def test_source_pixel_limit_checked_before_decoding(make_site):
+    site = make_site(max_source_pixels=10_000)
     write(site.media, "big.png", Image.new("RGB", (200, 100)))
     response = site.request("big.png | fit 10x")
     assert response.status_int == 422
     assert "200x100 = 20000 pixels, more than max_source_pixels=10000" in response.text
 
 
-def test_output_pixel_limit(tmp_path):
-    from support import Site
-
-    site = Site(tmp_path, max_output_pixels=5_000)
+def test_output_pixel_limit(make_site):
+    site = make_site(max_output_pixels=5_000)
     write(site.media, "small.png", Image.new("RGB", (50, 50)))
     response = site.request("small.png | upscale | fit 1000x1000")
     assert response.status_int == 422
@@ -348,12 +344,3 @@ def test_output_pixel_limit(tmp_path):
 def test_failures_are_errors_not_crashes(site):
     with pytest.raises(FileProcError):
         site.registrar.register("missing.jpg | fit 10x10")
-
-
-@pytest.fixture
-def site(tmp_path):
-    from support import Site
-
-    site = Site(tmp_path)
-    yield site
-    site.close()

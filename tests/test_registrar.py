@@ -8,17 +8,18 @@ import pytest
 import sqlalchemy
 from PIL import Image
 
+from fileproc_wsgi.config import Config
 from fileproc_wsgi.errors import InstructionError, SourceError, SourceNotFoundError
-from support import Site, halves, write
+from fileproc_wsgi.registrar import Registrar
+from support import halves, write
 
 
 @pytest.fixture
-def site(tmp_path):
-    site = Site(tmp_path)
+def site(make_site):
+    site = make_site()
     write(site.media, "photo.jpg", halves(600, 400), quality=90)
     write(site.media, "logo.png", Image.new("RGBA", (300, 300), (0, 0, 0, 0)))
-    yield site
-    site.close()
+    return site
 
 
 @pytest.mark.parametrize(
@@ -104,13 +105,12 @@ def test_replaced_source_gets_a_new_checksum(site):
     assert (after.width, after.height) == (300, 150)
 
 
-def test_cache_is_bounded(tmp_path):
-    site = Site(tmp_path, cache_size=3)
+def test_cache_is_bounded(make_site):
+    site = make_site(cache_size=3)
     write(site.media, "photo.jpg", halves(60, 40))
     for width in range(10, 20):
         site.registrar.register(f"photo.jpg | fit {width}x")
     assert len(site.registrar._cache) == 3
-    site.close()
 
 
 @pytest.mark.parametrize(
@@ -161,18 +161,11 @@ def test_directory_and_device_are_not_sources(site):
         site.registrar.register("zero.jpg")
 
 
-def test_named_roots(tmp_path):
-    static = tmp_path / "static"
-    write(static, "icon.png", halves(40, 20))
-    site = Site(tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
-    from fileproc_wsgi.config import Config
-    from fileproc_wsgi.registrar import Registrar
-
+def test_named_roots(site, tmp_path):
+    write(tmp_path / "static", "icon.png", halves(40, 20))
     config = Config(
-        source_roots={"default": str(site.media), "static": str(static)},
+        source_roots={"default": str(site.media), "static": str(tmp_path / "static")},
         database_url=site.config.database_url,
         storage=site.config.storage,
     )
-    registrar = Registrar(config, store=site.store)
-    assert registrar.register("static:icon.png | fit 20x").height == 10
-    site.close()
+    assert Registrar(config, store=site.store).register("static:icon.png | fit 20x").height == 10

@@ -6,7 +6,7 @@ import pytest
 
 from fileproc_wsgi.errors import UnavailableError
 from fileproc_wsgi.storage import LocalStorage, parse_key, result_key
-from support import Site, halves, write
+from support import halves, write
 
 CHECKSUM = "0123456789abcdef0123456789abcdef"
 
@@ -49,8 +49,7 @@ def test_only_well_formed_keys_parse(key):
     assert parse_key(key) is None
 
 
-def test_unwritable_storage_answers_503_and_recovers(tmp_path):
-    site = Site(tmp_path)
+def test_unwritable_storage_answers_503_and_recovers(site, tmp_path):
     write(site.media, "photo.png", halves(40, 20))
     (tmp_path / "results").write_text("a file where the results directory should be")
     representation = site.registrar.register("photo.png | fit 20x")
@@ -65,4 +64,3 @@ def test_unwritable_storage_answers_503_and_recovers(tmp_path):
     assert site.get(representation.url).status_int == 503, "backs off instead of retrying at once"
     site.store.reset([representation.checksum])
     assert site.get(representation.url).status_int == 301
-    site.close()
