@@ -49,7 +49,7 @@ class Processor:
         self.store = store
         self.storage = storage
         self.sources = sources or Sources(config.source_roots)
-        self._flights: dict[str, list] = {}
+        self._flights: dict[str, _Flight] = {}
         self._flights_lock = threading.Lock()
 
     def ensure(self, job: Job, *, redo: bool = False) -> Job:
@@ -72,20 +72,21 @@ class Processor:
 
     @contextlib.contextmanager
     def _single_flight(self, checksum: str, deadline: float):
+        """Hold the in-process lock for ``checksum``: one thread works, the rest queue."""
         with self._flights_lock:
-            flight = self._flights.setdefault(checksum, [threading.Lock(), 0])
-            flight[1] += 1
+            flight = self._flights.setdefault(checksum, _Flight())
+            flight.users += 1
         try:
-            if not flight[0].acquire(timeout=max(0.0, deadline - time.monotonic())):
+            if not flight.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 raise self._busy()
             try:
                 yield
             finally:
-                flight[0].release()
+                flight.lock.release()
         finally:
             with self._flights_lock:
-                flight[1] -= 1
-                if flight[1] == 0:
+                flight.users -= 1
+                if not flight.users:
                     del self._flights[checksum]
 
     def _busy(self) -> UnavailableError:
@@ -151,6 +152,12 @@ class Processor:
         return produce(
             instructions, self.sources.resolve(instructions.source), job.output_format, self.config
         )
+
+
+@dataclasses.dataclass(slots=True)
+class _Flight:
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    users: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
