@@ -38,15 +38,26 @@ _REDIRECT_CACHE_SIZE = 100_000
 class FileProcessor:
     """WSGI middleware serving fileproc_wsgi's URLs in front of ``app`` (or of nothing).
 
-    ``store`` and ``storage`` default to the ones the config names; pass them to share
-    one store between a registrar and the middleware in the same process.
+    ``store`` and ``storage`` default to the ones the config names. Given the
+    ``registrar`` the application renders with, every request passed to the application
+    runs inside ``registrar.batch()``: the page's new registrations are written in one
+    transaction when the application returns, before its body is sent.
     """
 
     def __init__(
-        self, app, config: Config | None = None, *, store: InstructionStore | None = None, storage=None
+        self,
+        app,
+        config: Config | None = None,
+        *,
+        store: InstructionStore | None = None,
+        storage=None,
+        registrar=None,
     ):
         self.app = app
         self.config = config or Config()
+        self.registrar = registrar
+        if store is None and registrar is not None and getattr(registrar, "store", None) is not None:
+            store = registrar.store
         self.store = store or InstructionStore(self.config.database_url)
         self.storage = storage or open_storage(self.config)
         self.processor = Processor(self.config, self.store, self.storage)
@@ -63,7 +74,9 @@ class FileProcessor:
         if not path.startswith(self._mount) and path != self.config.prefix:
             if self.app is None:
                 return self._error_response(NotRegisteredError("not found"))(environ, start_response)
-            return self.app(environ, start_response)
+            if self.registrar is None:
+                return self.app(environ, start_response)
+            return self._call_app_in_batch(environ, start_response)
         if path in self._redirects and environ.get("REQUEST_METHOD") in _READ_METHODS:
             return self._redirect(environ, start_response)
         try:
@@ -74,6 +87,20 @@ class FileProcessor:
             log.exception("fileproc_wsgi: unexpected error answering %s", path)
             response = self._error_response(FileProcError("internal error"))
         return response(environ, start_response)
+
+    def _call_app_in_batch(self, environ, start_response):
+        result = None
+        try:
+            with self.registrar.batch():
+                result = self.app(environ, start_response)
+        except FileProcError as error:
+            if result is None:  # raised by the application itself, not by the write
+                raise
+            # The page is made but its new registrations could not be written (an
+            # outage). Send the page anyway, as an unregistered thumbnail would be sent:
+            # they were not remembered, so the next render registers them again.
+            log.error("fileproc_wsgi: could not save this page's registrations: %s", error)
+        return result
 
     def _dispatch(self, request: Request, name: str):
         """A WSGI application answering the request (a Response, or the redirect)."""

@@ -10,14 +10,17 @@ also how a replaced source gets a new checksum on the next render.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 
 from . import engines
 from .config import Config
 from .encode import CONTENT_TYPES, EXTENSIONS, choose_format
-from .instructions import Instructions, parse
+from .instructions import parse
 from .operations import Background
 from .representation import Representation
 from .sources import LocalSource, Sources
@@ -31,57 +34,161 @@ class _Entry:
     representation: Representation
 
 
-class Registrar:
-    """Registers instruction texts for one configuration; safe to share between threads."""
+@dataclasses.dataclass(frozen=True)
+class _Cold:
+    """A registration worked out but not yet written: its text, entry and store row."""
 
-    def __init__(self, config: Config | None = None, *, store: InstructionStore | None = None):
+    text: str
+    entry: _Entry
+    row: dict
+
+
+class Registrar:
+    """Registers instruction texts for one configuration; safe to share between threads.
+
+    ``cache`` is an optional shared cache (anything with ``get(key)`` and
+    ``set(key, value)``, such as a Django cache) that lets a fleet of app servers share
+    what one of them registered: a hit skips the header read and the database.
+
+    Inside ``with registrar.batch():`` new registrations are written together, in one
+    transaction, when the block ends; :class:`~fileproc_wsgi.middleware.FileProcessor`
+    given this registrar wraps every request of the application in such a block, so a
+    page with a hundred new thumbnails costs one commit, made before the page is sent.
+    """
+
+    def __init__(self, config: Config | None = None, *, store: InstructionStore | None = None, cache=None):
         self.config = config or Config()
         self.store = store or InstructionStore(self.config.database_url)
         self.sources = Sources(self.config.source_roots)
+        self.cache = cache
         self._url_base = self.config.prefix + "/"
-        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._lru: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
+        self._pending: ContextVar[list[_Cold] | None] = ContextVar(f"fileproc_batch_{id(self)}", default=None)
 
     def register(self, text: str) -> Representation:
         """The representation of ``text``; raises InstructionError, SourceError or
         another FileProcError naming what is wrong."""
-        entry = self._cache.get(text)
-        if entry is not None and entry.source.version() == entry.version:
-            try:
-                self._cache.move_to_end(text)
-            except KeyError:  # evicted by another thread meanwhile
-                pass
+        entry = self._warm(text)
+        if entry is not None:
             return entry.representation
-        entry = self._register(parse(text))
-        with self._lock:
-            self._cache[text] = entry
-            if len(self._cache) > self.config.cache_size:
-                self._cache.popitem(last=False)
-        return entry.representation
+        return self._save([self._cold(text)])[0]
 
-    def _register(self, instructions: Instructions) -> _Entry:
+    def register_many(self, texts: Iterable[str]) -> list[Representation]:
+        """Representations of several texts, the new ones written in one transaction."""
+        found: list[Representation | None] = []
+        cold: list[_Cold] = []
+        for text in texts:
+            entry = self._warm(text)
+            if entry is None:
+                cold.append(self._cold(text))
+            found.append(None if entry is None else entry.representation)
+        made = iter(self._save(cold))
+        return [representation or next(made) for representation in found]
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Defer writing new registrations to the end of the block (nested blocks join
+        the outer one). If that write fails the registrations are forgotten, so the
+        next render tries again, and the error is raised."""
+        if self._pending.get() is not None:
+            yield
+            return
+        pending: list[_Cold] = []
+        token = self._pending.set(pending)
+        try:
+            yield
+        finally:
+            self._pending.reset(token)
+            if pending:
+                self._write(pending)
+
+    def _warm(self, text: str) -> _Entry | None:
+        entry = self._lru.get(text)
+        if entry is None or entry.source.version() != entry.version:
+            return None
+        with contextlib.suppress(KeyError):  # evicted by another thread meanwhile
+            self._lru.move_to_end(text)
+        return entry
+
+    def _cold(self, text: str) -> _Cold:
+        instructions = parse(text)
         source = self.sources.resolve(instructions.source)
         version = source.version()
         checksum = instructions.checksum(version)
+        shared = self.cache.get(_cache_key(checksum)) if self.cache is not None else None
+        if shared is not None:  # written by another app server: no header read, no row
+            representation = self._representation(checksum, *shared)
+            return _Cold(text, _Entry(source, version, representation), {})
         with source.open(self.config.max_source_bytes) as handle:
             info = engines.probe(handle, source.reference)
         flattened = any(isinstance(step, Background) for step in instructions.steps)
         output = choose_format(info.format, info.has_alpha and not flattened, instructions.output)
         size = instructions.predict_size(info.width, info.height)
         width, height = size if size else (None, None)
-        self.store.add(
-            checksum,
-            instructions.canonical,
-            source=instructions.source,
-            output_format=output,
-            width=width,
-            height=height,
-        )
-        representation = Representation(
+        row = {
+            "checksum": checksum,
+            "instructions": instructions.canonical,
+            "source": instructions.source,
+            "output_format": output,
+            "width": width,
+            "height": height,
+        }
+        representation = self._representation(checksum, output, width, height)
+        return _Cold(text, _Entry(source, version, representation), row)
+
+    def _representation(self, checksum: str, output: str, width: int | None, height: int | None):
+        return Representation(
             checksum=checksum,
             url=f"{self._url_base}{checksum}.{EXTENSIONS[output]}",
             width=width,
             height=height,
             content_type=CONTENT_TYPES[output],
         )
-        return _Entry(source, version, representation)
+
+    def _save(self, cold: list[_Cold]) -> list[Representation]:
+        """Remember new registrations, writing them now or at the end of the batch."""
+        pending = self._pending.get()
+        if pending is not None:
+            pending.extend(cold)
+            self._remember(cold)
+        elif cold:
+            self._write(cold)
+        return [item.entry.representation for item in cold]
+
+    def _write(self, cold: list[_Cold]) -> None:
+        rows = [item.row for item in cold if item.row]
+        try:
+            if rows:
+                self.store.add_many(rows)
+        except BaseException:
+            with self._lock:
+                for item in cold:
+                    self._lru.pop(item.text, None)
+            raise
+        self._remember(cold)
+        if self.cache is not None:
+            for row in rows:
+                shared = (row["output_format"], row["width"], row["height"])
+                self.cache.set(_cache_key(row["checksum"]), shared)
+
+    def _remember(self, cold: list[_Cold]) -> None:
+        with self._lock:
+            for item in cold:
+                self._lru[item.text] = item.entry
+            while len(self._lru) > self.config.cache_size:
+                self._lru.popitem(last=False)
+
+
+def _cache_key(checksum: str) -> str:
+    return f"fileproc:{checksum}"
+
+
+def registrar_for(config: Config, *, cache=None):
+    """The registrar a template host should use: in-process, or over HTTP when the
+    config names a processing server (``registrar_url`` with its ``secret``)."""
+    if config.registrar_url:
+        from .remote import RemoteRegistrar
+
+        return RemoteRegistrar(config.registrar_url, secret=config.secret, cache=cache)
+    return Registrar(config, cache=cache)
