@@ -16,8 +16,6 @@ _EXPORTS = {
     "Config": "config",
     "FileProcessor": "middleware",
     "Registrar": "registrar",
-    "RemoteRegistrar": "remote",
-    "registrar_for": "registrar",
     "Rendition": "tags",
     "Representation": "representation",
     "InstructionStore": "store",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 
@@ -26,7 +27,9 @@ def write(directory, name: str, image: Image.Image, **params) -> str:
     return path
 
 
+@functools.cache
 def srgb_profile() -> bytes:
+    # Cached: littlecms stamps a new profile with the current time, so two calls differ.
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 

@@ -110,7 +110,7 @@ def test_cache_is_bounded(make_site):
     write(site.media, "photo.jpg", halves(60, 40))
     for width in range(10, 20):
         site.registrar.register(f"photo.jpg | fit {width}x")
-    assert len(site.registrar._cache) == 3
+    assert len(site.registrar._lru) == 3
 
 
 @pytest.mark.parametrize(

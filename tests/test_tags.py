@@ -1,0 +1,114 @@
+"""The shared meaning of a template block: attributes, srcset, picture, soft failures."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import sqlalchemy
+from webob import Request
+
+from fileproc_wsgi.errors import InstructionError
+from fileproc_wsgi.middleware import FileProcessor
+from fileproc_wsgi.tags import build, render_block
+from support import halves, write
+
+
+@pytest.fixture
+def site(make_site):
+    site = make_site()
+    write(site.media, "photo.jpg", halves(1000, 600), quality=90)
+    return site
+
+
+def test_plain_block_is_an_escaped_img(site):
+    rendition = build(site.registrar, "photo.jpg | fit 300x", {"alt": 'a "b" <c>', "class": "thumb"})
+    assert rendition.html == (
+        f'<img src="{rendition.url}" width="300" height="180" alt="a &quot;b&quot; &lt;c&gt;" '
+        'loading="lazy" decoding="async" class="thumb">'
+    )
+    assert (rendition.width, rendition.height, rendition.content_type) == (300, 180, "image/jpeg")
+
+
+def test_widths_give_srcset_and_drop_widths_above_the_result(site):
+    rendition = build(site.registrar, "photo.jpg | fit 900x", {"widths": "400,800,1200", "sizes": "50vw"})
+    srcset = re.search(r'srcset="([^"]+)"', rendition.html).group(1)
+    assert [item.split()[1] for item in srcset.split(", ")] == ["400w", "800w"]
+    assert 'sizes="50vw"' in rendition.html
+    assert rendition.width == 900
+
+
+def test_formats_give_a_picture_with_the_img_as_fallback(site):
+    html = build(site.registrar, "photo.jpg | fit 500x", {"formats": "avif,webp", "widths": [250]}).html
+    assert html.startswith('<picture><source type="image/avif" srcset="/_fp/')
+    assert '<source type="image/webp"' in html and html.endswith("></picture>")
+    assert re.search(r'<img src="/_fp/[0-9a-f]{32}\.jpg" width="500"', html)
+    assert html.count(" 250w") == 3
+
+
+def test_all_variants_are_registered_in_one_transaction(site):
+    site.store.create_tables()
+    commits = []
+    sqlalchemy.event.listen(site.store.engine, "commit", lambda connection: commits.append(1))
+    build(site.registrar, "photo.jpg | fit 500x", {"formats": "avif,webp", "widths": "100,200"})
+    assert len(commits) == 1
+    assert site.store.count_by_state() == {"pending": 9}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        pytest.param({"widths": "wide"}, "widths= expects whole numbers", id="bad-width"),
+        pytest.param({"formats": "bmp"}, "formats= expects some of", id="bad-format"),
+        pytest.param({"widths": ""}, None, id="empty-widths-ignored"),
+    ],
+)
+def test_bad_arguments(site, arguments, message):
+    if message is None:
+        assert build(site.registrar, "photo.jpg", arguments).html.startswith("<img")
+        return
+    with pytest.raises(InstructionError, match=message):
+        build(site.registrar, "photo.jpg", arguments)
+
+
+def test_soft_failures(site, caplog):
+    assert render_block(site.registrar, "missing.jpg | fit 10x", {}, strict=True) is None
+    assert "source 'missing.jpg' does not exist" in caplog.text
+    assert render_block(site.registrar, "photo.jpg | fit 10by", {}, strict=False) is None
+    with pytest.raises(InstructionError, match="line 1, column 17"):
+        render_block(site.registrar, "photo.jpg | fit 10by", {}, strict=True)
+
+
+def test_a_page_of_new_thumbnails_costs_one_commit(site):
+    site.store.create_tables()
+    commits = []
+    sqlalchemy.event.listen(site.store.engine, "commit", lambda connection: commits.append(1))
+
+    def page(environ, start_response):
+        tags = [site.registrar.register(f"photo.jpg | fit {width}x").html for width in range(10, 110)]
+        assert commits == [], "nothing is written while the page renders"
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return ["\n".join(tags).encode()]
+
+    app = FileProcessor(page, site.config, registrar=site.registrar)
+    response = Request.blank("/").get_response(app)
+    assert response.text.count("<img") == 100
+    assert len(commits) == 1
+    assert site.store.count_by_state() == {"pending": 100}
+    first = re.search(r'src="([^"]+)"', response.text).group(1)
+    assert Request.blank(first).get_response(app).status_int == 301
+
+
+def test_a_failed_batch_write_is_forgotten_and_retried(site, monkeypatch):
+    def outage(rows):
+        from fileproc_wsgi.errors import UnavailableError
+
+        raise UnavailableError("database unavailable: test")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(site.store, "add_many", outage)
+        with pytest.raises(Exception, match="database unavailable"), site.registrar.batch():
+            site.registrar.register("photo.jpg | fit 50x")
+    assert site.store.count_by_state() == {}
+    site.registrar.register("photo.jpg | fit 50x")
+    assert site.store.count_by_state() == {"pending": 1}
