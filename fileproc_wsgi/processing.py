@@ -61,8 +61,8 @@ class Processor:
         """
         if job.state == "done" and not redo:
             return job
-        if job.state == "failed" and (job.retry_at is None or job.retry_at > time.time()):
-            raise failure_of(job)
+        if job.state == "failed" and (job.retry_at is None or job.retry_at > self.store.now()):
+            raise failure_of(job, self.store.now())
         deadline = time.monotonic() + self.config.wait_timeout
         with self._single_flight(job.checksum, deadline):
             job = self.store.get(job.checksum)  # another thread may have finished it meanwhile
@@ -111,7 +111,7 @@ class Processor:
             if job.state == "done":
                 return job
             if job.state == "failed":
-                raise failure_of(job)
+                raise failure_of(job, self.store.now())
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._busy()
@@ -133,7 +133,7 @@ class Processor:
             delay = min(_FIRST_RETRY * 2 ** max(0, job.attempts), _LAST_RETRY)
             reason = str(error) if isinstance(error, FileProcError) else "internal error while processing"
             with contextlib.suppress(FileProcError):  # the store may be what is down
-                self.store.fail(job.checksum, token, reason, retry_at=time.time() + delay, status=503)
+                self.store.fail(job.checksum, token, reason, retry_at=self.store.now() + delay, status=503)
             raise
         self.store.complete(
             job.checksum,
@@ -191,11 +191,11 @@ def produce(instructions: Instructions, source: LocalSource, output_format: str,
     return Result(data, image.width, image.height)
 
 
-def failure_of(job: Job) -> FileProcError:
+def failure_of(job: Job, now: float) -> FileProcError:
     """The error a failed job answers with until it may be retried."""
     if job.retry_at is not None:
         return UnavailableError(
             job.reason or "processing failed; it will be retried",
-            retry_after=max(1, round(job.retry_at - time.time())),
+            retry_after=max(1, round(job.retry_at - now)),
         )
     return RecordedFailureError(job.reason or "processing failed", job.failure_status or 422)

@@ -182,4 +182,3 @@ class Registrar:
 
 def _cache_key(checksum: str) -> str:
     return f"fileproc:{checksum}"
-

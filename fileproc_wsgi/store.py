@@ -135,6 +135,10 @@ class InstructionStore:
         if engine.dialect.name == "sqlite" and not event.contains(engine, "connect", _sqlite_pragmas):
             event.listen(engine, "connect", _sqlite_pragmas)
 
+    def now(self) -> float:
+        """The store's clock: lease, retry and access times are all read from it."""
+        return self._clock()
+
     def create_tables(self) -> None:
         """Create the table and index if missing; runs once per store, thread-safe."""
         if self._tables_ready:

@@ -64,3 +64,25 @@ def test_unwritable_storage_answers_503_and_recovers(site, tmp_path):
     assert site.get(representation.url).status_int == 503, "backs off instead of retrying at once"
     site.store.reset([representation.checksum])
     assert site.get(representation.url).status_int == 301
+
+
+def test_an_outage_is_retried_once_its_backoff_has_passed(site, tmp_path):
+    from webob import Request
+
+    from fileproc_wsgi.middleware import FileProcessor
+    from fileproc_wsgi.registrar import Registrar
+    from fileproc_wsgi.store import InstructionStore
+
+    clock = [1_000_000.0]
+    store = InstructionStore(site.config.database_url, clock=lambda: clock[0])
+    app = FileProcessor(None, site.config, registrar=Registrar(site.config, store=store))
+    write(site.media, "photo.png", halves(40, 20))
+    url = app.registrar.register("photo.png | fit 20x").url
+    (tmp_path / "results").write_text("a file where the results directory should be")
+    assert Request.blank(url).get_response(app).status_int == 503
+    (tmp_path / "results").unlink()
+    waiting = Request.blank(url).get_response(app)
+    assert waiting.status_int == 503 and int(waiting.headers["Retry-After"]) == 30
+    clock[0] += 31
+    assert Request.blank(url).get_response(app).status_int == 301
+    store.dispose()
