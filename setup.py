@@ -19,7 +19,21 @@ for name in INTEGRATIONS:
         packages += find_packages("integrations", include=[name, f"{name}.*"])
         package_dir[name] = f"integrations/{name}"
 
-TEST = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "psycopg[binary]>=3.1", "ruff>=0.5"]
+DJANGO = ["Django>=4.2"]
+JINJA2 = ["Jinja2>=3.1"]
+# The test suite runs both adapters, the Flask example and a real browser (Playwright
+# driving the system's Chromium, so no browser download).
+TEST = [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "hypothesis>=6.100",
+    "psycopg[binary]>=3.1",
+    "ruff>=0.5",
+    *DJANGO,
+    *JINJA2,
+    "Flask>=3.0",
+    "playwright>=1.45",
+]
 
 setup(
     name="fileproc-wsgi",
@@ -42,12 +56,12 @@ setup(
         "pdf": ["pypdfium2>=4"],
         "video": ["av>=12"],
         "wand": ["Wand>=0.6"],
-        "django": ["Django>=4.2"],
-        "jinja2": ["Jinja2>=3.1"],
+        "django": DJANGO,
+        "jinja2": JINJA2,
         "s3": ["boto3>=1.34"],
         "postgresql": ["psycopg[binary]>=3.1"],
         "test": TEST,
-        "bench": ["pyvips>=2.2", "pyvips-binary>=8.16"],
+        "bench": ["pyvips>=2.2", "pyvips-binary>=8.16", "sorl-thumbnail>=12.10", "easy-thumbnails>=2.9", *DJANGO],
     },
     entry_points={"console_scripts": ["fileproc = fileproc_wsgi.cli:main"]},
     classifiers=[

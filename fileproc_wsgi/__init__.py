@@ -16,6 +16,8 @@ _EXPORTS = {
     "Config": "config",
     "FileProcessor": "middleware",
     "Registrar": "registrar",
+    "RemoteRegistrar": "remote",
+    "registrar_for": "registrar",
     "Rendition": "tags",
     "Representation": "representation",
     "InstructionStore": "store",

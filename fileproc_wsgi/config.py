@@ -42,6 +42,7 @@ class Config:
     public_url: str = ""
     prefix: str = "/_fp"
     secret: str | None = None
+    registrar_url: str | None = None
     allowed_hosts: tuple[str, ...] = ()
     redirect_status: int = 301
     serve_results: bool = False
@@ -87,6 +88,14 @@ class Config:
             raise ConfigError(
                 f"redirect_status: expected one of {REDIRECT_STATUSES}, got {self.redirect_status!r}"
             )
+        if self.registrar_url is not None:
+            if not re.match(r"^https?://[^/\s]+(/\S*)?$", self.registrar_url):
+                raise ConfigError(
+                    f"registrar_url: expected the processing server's URL such as "
+                    f"'https://img.example.com/_fp', got {self.registrar_url!r}"
+                )
+            if not self.secret:
+                raise ConfigError("registrar_url: remote registration needs the shared secret too")
         if self.secret is not None and len(self.secret) < 16:
             raise ConfigError("secret: use at least 16 characters (it signs register requests)")
         for name in ("wait_timeout", "lease_seconds"):

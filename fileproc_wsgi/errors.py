@@ -26,20 +26,27 @@ class InstructionError(FileProcError, ValueError):
     """Instruction text that does not parse, with where and what was expected.
 
     ``line`` and ``column`` are 1-based positions in the text that was registered;
-    ``step`` is the operation word (or ``None`` when the text has no step at all).
+    ``step`` is the operation word (or ``None`` when the text has no step at all);
+    ``where`` names the template when the text came from one (``line`` is then the
+    template's line).
     """
 
     status = 400
 
-    def __init__(self, problem: str, *, line: int, column: int, step: str | None = None):
+    def __init__(
+        self, problem: str, *, line: int, column: int, step: str | None = None, where: str | None = None
+    ):
         self.problem = problem
         self.line = line
         self.column = column
         self.step = step
-        where = f"line {line}, column {column}"
+        self.where = where
+        position = f"line {line}, column {column}"
         if step:
-            where += f", step {step!r}"
-        super().__init__(f"{where}: {problem}")
+            position += f", step {step!r}"
+        if where:
+            position = f"{where}, {position}"
+        super().__init__(f"{position}: {problem}")
 
 
 class SourceError(FileProcError):

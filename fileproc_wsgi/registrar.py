@@ -182,3 +182,13 @@ class Registrar:
 
 def _cache_key(checksum: str) -> str:
     return f"fileproc:{checksum}"
+
+
+def registrar_for(config: Config, *, cache=None):
+    """The registrar a template host should use: in-process, or over HTTP when the
+    config names a processing server (``registrar_url``, signed with ``secret``)."""
+    if config.registrar_url:
+        from .remote import RemoteRegistrar
+
+        return RemoteRegistrar(config.registrar_url, secret=config.secret, cache=cache)
+    return Registrar(config, cache=cache)

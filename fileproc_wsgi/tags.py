@@ -161,18 +161,31 @@ def build(registrar, text: str, arguments: Mapping[str, object]) -> Rendition:
 
 
 def render_block(
-    registrar, text: str, arguments: Mapping[str, object], *, strict: bool, where: str = "template"
+    registrar,
+    text: str,
+    arguments: Mapping[str, object],
+    *,
+    strict: bool,
+    where: str = "template",
+    line: int = 1,
 ) -> Rendition | None:
     """:func:`build`, failing softly: None (and a logged warning) instead of an error.
 
-    With ``strict`` (Django's DEBUG, or the Jinja2 environment's
-    ``fileprocessor_strict``) bad instruction text raises, so a developer sees it; a
-    missing source or an outage never breaks a page, strict or not.
+    ``where`` names the template and ``line`` is the template line the block's text
+    starts on, so an error points at the template rather than at the text. With
+    ``strict`` (Django's DEBUG, or the Jinja2 environment's ``fileprocessor_strict``)
+    bad instruction text raises, so a developer sees it; a missing source or an outage
+    never breaks a page, strict or not.
     """
     try:
         return build(registrar, text, arguments)
+    except InstructionError as error:
+        located = InstructionError(
+            error.problem, line=error.line + line - 1, column=error.column, step=error.step, where=where
+        )
+        if strict:
+            raise located from None
+        log.warning("fileprocessor block: %s", located)
     except FileProcError as error:
-        if strict and isinstance(error, InstructionError):
-            raise
-        log.warning("fileprocessor block in %s: %s", where, error)
+        log.warning("fileprocessor block in %s, line %d: %s", where, line, error)
     return None
