@@ -53,6 +53,7 @@ class Config:
     max_source_bytes: int = 100 * 1024 * 1024
     max_source_pixels: int = 50_000_000
     max_output_pixels: int = 25_000_000
+    max_register_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         prefix = "/" + self.prefix.strip("/")
@@ -107,6 +108,7 @@ class Config:
             "max_source_bytes",
             "max_source_pixels",
             "max_output_pixels",
+            "max_register_bytes",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

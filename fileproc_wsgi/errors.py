@@ -104,6 +104,24 @@ class UnavailableError(FileProcError):
         super().__init__(message)
 
 
+class RequestError(FileProcError):
+    """A request to ``<prefix>/register`` that is malformed (not JSON, wrong shape)."""
+
+    status = 400
+
+
+class SignatureError(FileProcError):
+    """A ``register`` request whose signature or timestamp is missing, wrong or stale."""
+
+    status = 401
+
+
+class RequestTooLargeError(FileProcError):
+    """A ``register`` request body over ``max_register_bytes``."""
+
+    status = 413
+
+
 # Failures that will give the same answer however often they are retried.
 PERMANENT_FAILURES = (SourceError, UnsupportedSourceError, LimitError, ProcessingError)
 

@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from http import HTTPStatus
 
 from webob import Request, Response
 from webob.static import FileIter
 
-from . import engines
+from . import engines, remote
 from .config import Config
 from .encode import CONTENT_TYPES, EXTENSIONS, FORMAT_OF_EXTENSION
-from .errors import FileProcError, NotRegisteredError, UnavailableError
+from .errors import FileProcError, NotRegisteredError, RequestTooLargeError, UnavailableError
 from .instructions import is_checksum
 from .processing import Processor
+from .registrar import Registrar
 from .storage import open_storage, parse_key
 from .store import InstructionStore
 
@@ -56,6 +58,7 @@ class FileProcessor:
         self.app = app
         self.config = config or Config()
         self.registrar = registrar
+        self._endpoint_registrar: Registrar | None = None
         if store is None and registrar is not None and getattr(registrar, "store", None) is not None:
             store = registrar.store
         self.store = store or InstructionStore(self.config.database_url)
@@ -104,6 +107,10 @@ class FileProcessor:
 
     def _dispatch(self, request: Request, name: str):
         """A WSGI application answering the request (a Response, or the redirect)."""
+        if name == "register":
+            if not self.config.secret:
+                raise NotRegisteredError("remote registration is off here: it needs a secret")
+            return self._register(request)
         if name.startswith("files/") and getattr(self.storage, "local", False):
             self._allow(request, _READ_METHODS)
             return self._serve_file(name[len("files/") :])
@@ -130,6 +137,34 @@ class FileProcessor:
             self._redirects.clear()
         self._redirects[request.path_info] = headers
         return self._redirect
+
+    def _register(self, request: Request) -> Response:
+        """``POST <prefix>/register``: signed JSON texts in, representations out."""
+        self._allow(request, ("POST",))
+        limit = self.config.max_register_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise RequestTooLargeError(f"the body is over max_register_bytes ({limit} bytes)")
+        body = request.body_file_seekable.read(limit + 1)
+        if len(body) > limit:
+            raise RequestTooLargeError(f"the body is over max_register_bytes ({limit} bytes)")
+        remote.verify(
+            self.config.secret,
+            request.headers.get(remote.TIMESTAMP_HEADER),
+            request.headers.get(remote.SIGNATURE_HEADER),
+            body,
+            now=time.time(),
+        )
+        reply = remote.answer(self._local_registrar(), remote.texts_of(body))
+        response = Response(body=reply, content_type="application/json", charset=None)
+        response.cache_control = "no-store"
+        return response
+
+    def _local_registrar(self) -> Registrar:
+        if isinstance(self.registrar, Registrar):
+            return self.registrar
+        if self._endpoint_registrar is None:  # built on first use: most sites never register remotely
+            self._endpoint_registrar = Registrar(self.config, store=self.store)
+        return self._endpoint_registrar
 
     def _redirect(self, environ, start_response):
         # Sent as-is rather than through webob.Response, which would make Location

@@ -1,10 +1,17 @@
-"""Tiny source files made by the tests themselves, and helpers to read results back."""
+"""Tiny source files made by the tests themselves, helpers to read results back, and
+real servers started on 127.0.0.1 for the tests that need one."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import http.client
 import io
 import os
+import signal
+import socket
+import subprocess
+import time
 
 from PIL import Image, ImageCms, ImageDraw
 
@@ -93,3 +100,43 @@ class Site:
 
     def close(self) -> None:
         self.store.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(command: list[str], *, port: int, cwd, env=None, timeout: float = 30):
+    """Run a server process until the block ends; its output is shown if it fails to start."""
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                os.killpg(process.pid, signal.SIGKILL)
+                raise AssertionError(f"server did not start: {process.communicate(timeout=10)[0].decode()}")
+            time.sleep(0.1)
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+        process.stdout.close()
+
+
+def http_get(port: int, path: str, method: str = "GET"):
+    """(status, headers, body) of one request to a server on 127.0.0.1."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()

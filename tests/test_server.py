@@ -3,65 +3,30 @@
 from __future__ import annotations
 
 import contextlib
-import http.client
 import io
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from PIL import Image
 
-from support import halves, write
+from support import free_port, halves, http_get, serving, write
 
 FILEPROC = [sys.executable, "-m", "fileproc_wsgi.cli"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _running(arguments: list[str], *, cwd, env=None):
-    port = _free_port()
-    process = subprocess.Popen(
-        [*FILEPROC, *arguments, "--port", str(port)],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not start: {process.stdout.read().decode()}")
-            time.sleep(0.1)
+    port = free_port()
+    with serving([*FILEPROC, *arguments, "--port", str(port)], port=port, cwd=cwd, env=env):
         yield port
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
-        process.stdout.close()
 
 
 def _get(port: int, path: str, method: str = "GET"):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        connection.request(method, path)
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
+    return http_get(port, path, method)
 
 
 def test_demo_serves_a_page_of_real_thumbnails(tmp_path):
