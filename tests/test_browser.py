@@ -1,0 +1,122 @@
+"""The examples in a real browser: headless Chromium (Playwright driving the system's
+``/usr/bin/chromium``) against each example served by waitress on 127.0.0.1.
+
+For each page: rendering it processes nothing; every picture then loads through a
+redirect and shows at the size the page predicted; afterwards each result is in storage.
+A screenshot of each page is kept in ``test-artifacts/`` (or ``$FILEPROC_TEST_ARTIFACTS``).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import sys
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from support import free_port, http_get, serving
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+ARTIFACTS = pathlib.Path(os.environ.get("FILEPROC_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+CHROMIUM = "/usr/bin/chromium"
+# What works as root with no network (see ENVIRONMENT.md); Playwright adds --headless
+# and a fresh profile directory itself.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+_CHECKSUM = re.compile(r"/_fp/([0-9a-f]{32})\.([a-z]+)$")
+
+# name, command (run in the test's directory), results directory relative to it
+EXAMPLES = [
+    pytest.param(
+        [sys.executable, str(ROOT / "examples" / "django_site" / "serve.py"), "--directory", "site"],
+        "site/results",
+        id="django",
+    ),
+    pytest.param(
+        [sys.executable, str(ROOT / "examples" / "flask_app.py"), "--directory", "site"],
+        "site/results",
+        id="flask",
+    ),
+    pytest.param(
+        [sys.executable, str(ROOT / "examples" / "bare_wsgi.py"), "--directory", "site"],
+        "site/results",
+        id="bare-wsgi",
+    ),
+    pytest.param(
+        [sys.executable, "-m", "fileproc_wsgi.cli", "demo", "--directory", "site"],
+        ".fileproc/results",
+        id="fileproc-demo",
+    ),
+]
+
+# Every <img> once the page is done: where it came from, what it shows, what it promised.
+_IMAGES = """() => Array.from(document.images).map(img => ({
+    src: img.getAttribute("src"),
+    current: img.currentSrc,
+    srcset: img.getAttribute("srcset") || img.parentElement.querySelector("source")?.getAttribute("srcset"),
+    width: img.getAttribute("width"),
+    naturalWidth: img.naturalWidth,
+    complete: img.complete,
+}))"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def _results(directory: pathlib.Path) -> set[str]:
+    return {path.stem for path in directory.glob("*/*") if not path.name.startswith(".")}
+
+
+def _expected_width(image: dict) -> int:
+    """The width the page promised for the variant the browser chose."""
+    current = image["current"]
+    for candidate in (image["srcset"] or "").split(","):
+        url, _, descriptor = candidate.strip().partition(" ")
+        if current.endswith(url) and descriptor.endswith("w"):
+            return int(descriptor[:-1])
+    return int(image["width"])
+
+
+@pytest.mark.parametrize(("command", "results"), EXAMPLES)
+def test_every_picture_loads_through_the_redirect(browser, tmp_path, request, command, results):
+    port = free_port()
+    with serving([*command, "--port", str(port)], port=port, cwd=tmp_path, timeout=60):
+        status, _, body = http_get(port, "/")
+        assert status == 200
+        page_html = body.decode()
+        assert page_html.count("<img") >= 4
+        assert _results(tmp_path / results) == set(), "rendering the page processed something"
+
+        redirected: dict[str, int] = {}
+        page = browser.new_page(viewport={"width": 1280, "height": 4000})
+        page.on("response", lambda response: redirected.setdefault(response.url, response.status))
+        page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
+        page.wait_for_function("Array.from(document.images).every(img => img.complete)", timeout=30_000)
+        images = page.evaluate(_IMAGES)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"browser-{request.node.callspec.id}.png"), full_page=True)
+        page.close()
+
+    made = _results(tmp_path / results)
+    assert images
+    for image in images:
+        where = _CHECKSUM.search(image["current"])
+        assert where, f"{image['current']} is not a fileproc URL"
+        assert redirected.get(image["current"]) == 301, f"{image['current']} did not redirect"
+        assert image["naturalWidth"] == _expected_width(image), image
+        assert where.group(1) in made, f"{image['current']} has no result in storage"
