@@ -1,0 +1,1 @@
+"""Template libraries of fileproc_django: ``{% load fileprocessor %}``."""
