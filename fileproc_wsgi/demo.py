@@ -161,7 +161,7 @@ def build(directory: str) -> FileProcessor:
     make_samples(media)
     config = Config(source_roots={"default": media})
     registrar = Registrar(config)
-    return FileProcessor(page_app(registrar), config, store=registrar.store)
+    return FileProcessor(page_app(registrar), config, registrar=registrar)
 
 
 _PAGE = """<!doctype html>
