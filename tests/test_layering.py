@@ -21,6 +21,7 @@ def _modules_after(code: str) -> set[str]:
         "fileproc_wsgi",
         "fileproc_wsgi.middleware",
         "fileproc_wsgi.registrar",
+        "fileproc_wsgi.remote",
         "fileproc_wsgi.cli",
         "fileproc_wsgi.demo",
     ],
@@ -38,3 +39,24 @@ def test_instructions_stay_light():
 def test_pipeline_needs_no_database_or_http():
     loaded = _modules_after("import fileproc_wsgi.processing")
     assert not {"sqlalchemy", "webob"} & loaded
+
+
+@pytest.mark.parametrize(
+    ("adapter", "other", "framework_of_other"),
+    [
+        pytest.param("fileproc_django.templatetags.fileprocessor", "fileproc_jinja2", "jinja2", id="django"),
+        pytest.param("fileproc_jinja2", "fileproc_django", "django", id="jinja2"),
+    ],
+)
+def test_adapters_never_import_each_other(adapter, other, framework_of_other):
+    setup = "import django; from django.conf import settings; settings.configure(); django.setup()\n"
+    loaded = _modules_after((setup if "django" in adapter else "") + f"import {adapter}")
+    assert adapter.split(".")[0] in loaded
+    assert other not in loaded
+    if framework_of_other == "jinja2":
+        assert "jinja2" not in loaded, "the Django adapter pulled in Jinja2"
+
+
+def test_a_template_host_registering_remotely_needs_no_database():
+    loaded = _modules_after("import fileproc_wsgi.remote")
+    assert not {"sqlalchemy", "webob", "PIL"} & loaded
