@@ -1,0 +1,163 @@
+"""The Jinja2 extension behind ``{% fileprocessor %}``: tag syntax in, core calls out.
+
+Parsing happens once per template, so everything knowable then is decided then: the
+argument names, the template's name, the line the instructions start on, and whether
+the result is printed or stored under ``as NAME``. A render only evaluates the
+argument values, renders the body to text and calls the core's ``render_block``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from jinja2 import nodes
+from jinja2.ext import Extension
+from jinja2.lexer import describe_token
+from jinja2.parser import Parser
+from jinja2.runtime import Undefined
+
+from fileproc_wsgi.errors import ConfigError
+from fileproc_wsgi.tags import Rendition, render_block
+
+_END_OF_BODY = ("name:empty", "name:endfileprocessor")
+
+
+class FileProcessorExtension(Extension):
+    """Adds ``{% fileprocessor [as NAME] [key=value ...] %}…[{% empty %}…]{% endfileprocessor %}``.
+
+    Configuration lives on the environment (an extension takes no arguments):
+    ``fileprocessor_registrar`` is what registers the text (a ``Registrar``, a
+    ``RemoteRegistrar`` or anything with their ``register_many``), and
+    ``fileprocessor_strict`` makes bad instruction text raise instead of being logged
+    and rendered as the ``empty`` branch. A missing source never raises.
+    """
+
+    tags = {"fileprocessor"}
+
+    def __init__(self, environment) -> None:
+        super().__init__(environment)
+        environment.extend(fileprocessor_registrar=None, fileprocessor_strict=False)
+
+    def parse(self, parser: Parser) -> list[nodes.Node]:
+        lineno = next(parser.stream).lineno
+        target, arguments = self._parse_arguments(parser, lineno)
+
+        parser.stream.expect("block_end")
+        # The body's first token, not the tag, gives the line its text starts on: with
+        # trim_blocks or "-%}" the text begins on a later line than the tag.
+        first_line = parser.stream.current.lineno
+        body = self._parse_until(parser, _END_OF_BODY, lineno)
+        empty: list[nodes.Node] = []
+        if next(parser.stream).value == "empty":
+            self._expect_end_of_tag(parser, "empty")
+            parser.stream.expect("block_end")
+            empty = self._parse_until(parser, ("name:endfileprocessor",), lineno)
+            next(parser.stream)
+        self._expect_end_of_tag(parser, "endfileprocessor")
+
+        text = parser.free_identifier(lineno)
+        rendition = nodes.Name(target, "store") if target else parser.free_identifier(lineno)
+        found = nodes.Name(target, "load") if target else rendition
+        where = parser.name or "<template>"
+        call = self.call_method(
+            "_render", [text, arguments, nodes.Const(where), nodes.Const(first_line)], lineno=lineno
+        )
+        statements: list[nodes.Node] = [
+            # Instruction text is not HTML: "a&b.jpg" must reach the registrar as it is.
+            nodes.ScopedEvalContextModifier(
+                [nodes.Keyword("autoescape", nodes.Const(False))],
+                [nodes.AssignBlock(text, None, body, lineno=first_line)],
+                lineno=lineno,
+            ),
+            nodes.Assign(rendition, call, lineno=lineno),
+        ]
+        if target:
+            if empty:
+                statements.append(nodes.If(nodes.Not(found), empty, [], [], lineno=lineno))
+        else:
+            statements.append(nodes.If(found, [nodes.Output([found])], [], empty, lineno=lineno))
+        # Nodes built here carry no line of their own; Jinja's tracebacks need one.
+        return [node.set_lineno(lineno) for node in statements]
+
+    def _parse_arguments(self, parser: Parser, lineno: int) -> tuple[str | None, nodes.Dict]:
+        """``as NAME`` (anywhere, once) and ``key=value`` pairs whose values are expressions."""
+        stream = parser.stream
+        target: str | None = None
+        pairs: list[nodes.Pair] = []
+        seen: set[str] = set()
+        while stream.current.type != "block_end":
+            token = stream.current
+            if token.test("name:as") and stream.look().type != "assign":
+                next(stream)
+                if target is not None:
+                    self._fail(parser, "'as' is given twice", token.lineno)
+                name = stream.current
+                if name.type != "name" or not nodes.Name(name.value, "store").can_assign():
+                    self._fail(
+                        parser, f"'as' needs a variable name, got {describe_token(name)}", token.lineno
+                    )
+                target = next(stream).value
+            elif token.type == "name":
+                key = next(stream).value
+                # Attribute names such as aria-label and data-id lex as name - name.
+                while stream.current.type == "sub" and stream.look().type == "name":
+                    next(stream)
+                    key += "-" + next(stream).value
+                if not stream.skip_if("assign"):
+                    self._fail(parser, f"expected key=value, got {key!r} without a value", token.lineno)
+                if stream.current.type == "block_end":
+                    self._fail(parser, f"{key}= needs a value", token.lineno)
+                if key.lower() in seen:
+                    self._fail(parser, f"argument {key!r} is given twice", token.lineno)
+                seen.add(key.lower())
+                pairs.append(nodes.Pair(nodes.Const(key), parser.parse_expression(), lineno=token.lineno))
+            else:
+                self._fail(
+                    parser, f"expected key=value or 'as NAME', got {describe_token(token)}", token.lineno
+                )
+        return target, nodes.Dict(pairs, lineno=lineno)
+
+    def _parse_until(self, parser: Parser, end_tokens: tuple[str, ...], lineno: int) -> list[nodes.Node]:
+        body = parser.subparse(end_tokens)
+        if parser.stream.current.type == "eof":
+            # Jinja's own message points at the last line; the opening tag is what to fix.
+            self._fail(parser, f"the block opened on line {lineno} has no endfileprocessor", lineno)
+        return body
+
+    def _expect_end_of_tag(self, parser: Parser, tag: str) -> None:
+        token = parser.stream.current
+        if token.type != "block_end":
+            self._fail(parser, f"'{tag}' takes no arguments, got {describe_token(token)}", token.lineno)
+
+    def _fail(self, parser: Parser, problem: str, lineno: int):
+        start, end = self.environment.block_start_string, self.environment.block_end_string
+        parser.fail(
+            f"fileprocessor: {problem}. Expected {start} fileprocessor [as NAME] [key=value ...] {end}"
+            f"…[{start} empty {end}…]{start} endfileprocessor {end}",
+            lineno,
+        )
+
+    def _render(self, text: str, arguments: dict, where: str, line: int) -> Rendition | None:
+        registrar = self.environment.fileprocessor_registrar
+        if registrar is None:
+            raise ConfigError(
+                "fileprocessor: no registrar; set environment.fileprocessor_registrar to a "
+                "fileproc_wsgi Registrar (or RemoteRegistrar) before rendering"
+            )
+        return render_block(
+            registrar,
+            text,
+            _defined(arguments),
+            strict=self.environment.fileprocessor_strict,
+            where=where,
+            line=line,
+        )
+
+
+def _defined(arguments: dict) -> Mapping[str, object]:
+    """Undefined values as the text they print (usually ""), as Django prints a missing
+    variable; a StrictUndefined raises here, as it would when printed."""
+    for name, value in arguments.items():
+        if isinstance(value, Undefined):
+            arguments[name] = str(value)
+    return arguments
