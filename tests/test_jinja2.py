@@ -1,0 +1,505 @@
+"""The Jinja2 block: what a page prints, what reaches the registrar, what the browser then gets.
+
+Templates here are written with ``{% %}`` and run with both the default delimiters and
+``<% %>``, with autoescaping on and off; sources are real images in the test's
+directory, registered in a real SQLite store.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import pathlib
+import re
+import sys
+
+import pytest
+import sqlalchemy
+from jinja2 import DictLoader, Environment, TemplateSyntaxError
+from webob import Request
+
+from fileproc_jinja2 import FileProcessorExtension
+from fileproc_wsgi import Config, ConfigError, FileProcessor, InstructionError, Registrar
+from fileproc_wsgi.tags import build
+from support import decode, free_port, halves, http_get, serving, write
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+ANGLE = {"block_start_string": "<%", "block_end_string": "%>"}
+ENVIRONMENTS = [
+    pytest.param(({}, True), id="braces-autoescape"),
+    pytest.param(({}, False), id="braces-plain"),
+    pytest.param((ANGLE, True), id="angle-autoescape"),
+    pytest.param((ANGLE, False), id="angle-plain"),
+]
+_URL = re.compile(r"/_fp/[0-9a-f]{32}\.[a-z]+")
+
+
+@pytest.fixture
+def registrar(tmp_path):
+    media = tmp_path / "media"
+    write(media, "photo.jpg", halves(1000, 600), quality=90)
+    write(media, "a&b.png", halves(400, 400))
+    registrar = Registrar(
+        Config(
+            source_roots={"default": str(media)},
+            database_url=f"sqlite:///{tmp_path / 'fp.db'}",
+            storage=str(tmp_path / "results"),
+        )
+    )
+    yield registrar
+    registrar.store.dispose()
+
+
+@pytest.fixture(params=ENVIRONMENTS)
+def env(request, registrar):
+    delimiters, autoescape = request.param
+    environment = Environment(
+        extensions=[FileProcessorExtension], autoescape=autoescape, loader=DictLoader({}), **delimiters
+    )
+    environment.fileprocessor_registrar = registrar
+    return environment
+
+
+def template(env: Environment, source: str, name: str = "page.html"):
+    """``source`` (written with ``{% %}``) in this environment's block delimiters."""
+    env.loader.mapping[name] = source.replace("{%", env.block_start_string).replace(
+        "%}", env.block_end_string
+    )
+    return env.get_template(name)
+
+
+def fetch(app, url: str):
+    """Follow a thumbnail URL through its redirect like a browser; the decoded image."""
+    redirect = Request.blank(url).get_response(app)
+    assert redirect.status_int == 301, redirect.text
+    result = Request.blank(redirect.location).get_response(app)
+    assert result.status_int == 200, result.text
+    return decode(result.body)
+
+
+def stored_files(directory: pathlib.Path) -> list[pathlib.Path]:
+    return [path for path in directory.rglob("*") if path.is_file()] if directory.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("source", "context", "text", "expected"),
+    [
+        pytest.param(
+            "{% fileprocessor %}photo.jpg | fit 300x{% endfileprocessor %}",
+            {},
+            "photo.jpg | fit 300x",
+            '<img src="{url}" width="300" height="180" alt="" loading="lazy" decoding="async">',
+            id="plain",
+        ),
+        pytest.param(
+            """{% fileprocessor alt='"Tom & Jerry"' class="thumb" %}"""
+            "photo.jpg | fit 300x{% endfileprocessor %}",
+            {},
+            "photo.jpg | fit 300x",
+            '<img src="{url}" width="300" height="180" alt="&quot;Tom &amp; Jerry&quot;" loading="lazy" '
+            'decoding="async" class="thumb">',
+            id="attributes-escaped",
+        ),
+        pytest.param(
+            "{% fileprocessor alt=photo.title|upper class=kind ~ '-thumb' data-id=photo.id %}"
+            "{{ photo.path }} | fill 200x100{% endfileprocessor %}",
+            {"photo": {"title": "tom & jerry", "path": "photo.jpg", "id": 7}, "kind": "card"},
+            "photo.jpg | fill 200x100",
+            '<img src="{url}" width="200" height="100" alt="TOM &amp; JERRY" loading="lazy" '
+            'decoding="async" class="card-thumb" data-id="7">',
+            id="expressions-and-filters",
+        ),
+        pytest.param(
+            "{% fileprocessor %}{{ name }} | fill 200x100 | format webp{% endfileprocessor %}",
+            {"name": "a&b.png"},
+            "a&b.png | fill 200x100 | format webp",
+            '<img src="{url}" width="200" height="100" alt="" loading="lazy" decoding="async">',
+            id="body-is-not-escaped",
+        ),
+        pytest.param(
+            "<p>{% fileprocessor %}\n  photo.jpg\n  # half size\n  fit x300\n{% endfileprocessor %}</p>",
+            {},
+            "photo.jpg | fit x300",
+            '<p><img src="{url}" width="500" height="300" alt="" loading="lazy" decoding="async"></p>',
+            id="multiline-body",
+        ),
+        pytest.param(
+            "{% fileprocessor alt=nothing %}photo.jpg | fit 300x{% endfileprocessor %}",
+            {},
+            "photo.jpg | fit 300x",
+            '<img src="{url}" width="300" height="180" alt="" loading="lazy" decoding="async">',
+            id="undefined-argument-prints-empty",
+        ),
+    ],
+)
+def test_block_prints_an_img(env, registrar, source, context, text, expected):
+    printed = template(env, source).render(context)
+    url = registrar.register(text).url
+    assert _URL.fullmatch(url)
+    assert printed == expected.format(url=url)
+
+
+def test_prints_exactly_what_the_core_renders(env, registrar):
+    # The Django adapter prints the same function's result: this is the parity contract.
+    printed = template(
+        env,
+        '{% fileprocessor alt="A & B" class="hero" widths="300,600" formats="avif,webp" sizes="50vw" %}'
+        "photo.jpg | fit 800x{% endfileprocessor %}",
+    ).render()
+    arguments = {
+        "alt": "A & B",
+        "class": "hero",
+        "widths": "300,600",
+        "formats": "avif,webp",
+        "sizes": "50vw",
+    }
+    assert printed == build(registrar, "photo.jpg | fit 800x", arguments).html
+    assert printed.startswith('<picture><source type="image/avif" srcset="/_fp/')
+
+
+def test_as_name_stores_the_rendition_and_prints_nothing(env, registrar):
+    page = template(
+        env,
+        '{% fileprocessor as thumb alt="x" %}photo.jpg | fill 200x100 | format webp{% endfileprocessor %}'
+        "[{{ thumb.url }}|{{ thumb.width }}|{{ thumb.height }}|{{ thumb.checksum }}|{{ thumb.content_type }}]"
+        "{{ thumb }}",
+    ).render()
+    representation = registrar.register("photo.jpg | fill 200x100 | format webp")
+    assert page == (
+        f"[{representation.url}|200|100|{representation.checksum}|image/webp]"
+        f'<img src="{representation.url}" width="200" height="100" alt="x" loading="lazy" decoding="async">'
+    )
+
+
+def test_as_name_in_a_loop_is_set_each_time(env):
+    page = template(
+        env,
+        "{% for name in names %}{% fileprocessor as t %}{{ name }} | fit 100x{% endfileprocessor %}"
+        "{{ t.width }}x{{ t.height }};{% endfor %}",
+    ).render(names=["photo.jpg", "a&b.png"])
+    assert page == "100x60;100x100;"
+
+
+def test_widths_give_a_srcset_of_real_widths(env, registrar):
+    printed = template(
+        env,
+        '{% fileprocessor widths="300,600,2000" sizes="50vw" %}photo.jpg | fit 800x{% endfileprocessor %}',
+    ).render()
+    match = re.fullmatch(
+        r'<img src="(/_fp/\w+\.jpg)" width="800" height="480" alt="" loading="lazy" decoding="async" '
+        r'srcset="([^"]+)" sizes="50vw">',
+        printed,
+    )
+    assert match, printed
+    candidates = [candidate.split(" ") for candidate in match.group(2).split(", ")]
+    assert [descriptor for _, descriptor in candidates] == ["300w", "600w"], "2000 is wider than the result"
+    app = FileProcessor(None, registrar.config, store=registrar.store)
+    assert fetch(app, match.group(1)).size == (800, 480)
+    for url, descriptor in candidates:
+        assert fetch(app, url).width == int(descriptor[:-1])
+
+
+def test_formats_give_a_picture_with_the_img_as_fallback(env, registrar):
+    printed = template(
+        env,
+        '{% fileprocessor formats="webp" widths="300" alt="p" %}photo.jpg | fit 600x{% endfileprocessor %}',
+    ).render()
+    match = re.fullmatch(
+        r'<picture><source type="image/webp" srcset="(/_fp/\w+\.webp) 300w" sizes="100vw">'
+        r'<img src="(/_fp/\w+\.jpg)" width="600" height="360" alt="p" loading="lazy" decoding="async" '
+        r'srcset="(/_fp/\w+\.jpg) 300w" sizes="100vw"></picture>',
+        printed,
+    )
+    assert match, printed
+    app = FileProcessor(None, registrar.config, store=registrar.store)
+    webp = fetch(app, match.group(1))
+    assert (webp.format, webp.width) == ("WEBP", 300)
+    assert fetch(app, match.group(2)).size == (600, 360)
+
+
+@pytest.mark.parametrize(
+    ("text", "strict", "logged"),
+    [
+        pytest.param(
+            "missing.jpg | fit 100x", False, "source 'missing.jpg' does not exist", id="missing-source"
+        ),
+        pytest.param(
+            "missing.jpg | fit 100x", True, "source 'missing.jpg' does not exist", id="missing-source-strict"
+        ),
+        pytest.param(
+            "photo.jpg | fit 10by",
+            False,
+            "page.html, line 1, column 17, step 'fit'",
+            id="bad-text-not-strict",
+        ),
+    ],
+)
+def test_failures_render_the_empty_branch_and_log(env, caplog, text, strict, logged):
+    env.fileprocessor_strict = strict
+    source = (
+        "A{% fileprocessor alt='x' %}{{ text }}{% empty %}<em>none</em>{% endfileprocessor %}B"
+        "{% fileprocessor %}{{ text }}{% endfileprocessor %}C"
+        "{% fileprocessor as t %}{{ text }}{% empty %}[{{ t }}]{% endfileprocessor %}{{ t is none }}"
+    )
+    with caplog.at_level(logging.WARNING, logger="fileproc_wsgi.tags"):
+        page = template(env, source).render(text=text)
+    assert page == "A<em>none</em>BC[None]True"
+    assert len(caplog.records) == 3
+    assert all(logged in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("options", "source", "where", "line", "message"),
+    [
+        pytest.param(
+            {},
+            "<h1>Gallery</h1>\n{% fileprocessor alt='x' %}\n  photo.jpg\n  fit 300x | rotate ninety\n"
+            "{% endfileprocessor %}",
+            "gallery.html",
+            4,
+            "gallery.html, line 4, column 21, step 'rotate'",
+            id="multiline",
+        ),
+        pytest.param(
+            {"trim_blocks": True, "lstrip_blocks": True},
+            "<h1>Gallery</h1>\n  {% fileprocessor %}\n  photo.jpg\n  fit 300x | rotate ninety\n"
+            "  {% endfileprocessor %}",
+            "gallery.html",
+            4,
+            "gallery.html, line 4, column 21",
+            id="trim-blocks",
+        ),
+        pytest.param(
+            {},
+            "<h1>Gallery</h1>\n{% fileprocessor -%}\n\n  photo.jpg | fit 300x | rotate ninety\n"
+            "{% endfileprocessor %}",
+            "gallery.html",
+            4,
+            "gallery.html, line 4, column",
+            id="whitespace-control",
+        ),
+        pytest.param(
+            {},
+            '\n\n{% fileprocessor widths="wide" %}photo.jpg{% endfileprocessor %}',
+            "gallery.html",
+            3,
+            "gallery.html, line 3, column 1, step 'widths': widths= expects whole numbers",
+            id="bad-argument",
+        ),
+        pytest.param(
+            {},
+            "x\n{% fileprocessor %}photo.jpg | fit{% endfileprocessor %}",
+            None,
+            2,
+            "<template>, line 2",
+            id="unnamed",
+        ),
+    ],
+)
+@pytest.mark.parametrize("delimiters", [pytest.param({}, id="braces"), pytest.param(ANGLE, id="angle")])
+def test_strict_errors_name_the_template_and_its_line(
+    registrar, delimiters, options, source, where, line, message
+):
+    env = Environment(extensions=[FileProcessorExtension], loader=DictLoader({}), **delimiters, **options)
+    env.fileprocessor_registrar = registrar
+    env.fileprocessor_strict = True
+    if where is None:
+        page = env.from_string(
+            source.replace("{%", env.block_start_string).replace("%}", env.block_end_string)
+        )
+    else:
+        page = template(env, source, where)
+    with pytest.raises(InstructionError) as raised:
+        page.render()
+    assert (raised.value.where, raised.value.line) == (where or "<template>", line)
+    assert str(raised.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("source", "lineno", "message"),
+    [
+        pytest.param(
+            "x\n{% fileprocessor as %}photo.jpg{% endfileprocessor %}",
+            2,
+            "'as' needs a variable name",
+            id="as-no-name",
+        ),
+        pytest.param(
+            "{% fileprocessor as none %}photo.jpg{% endfileprocessor %}",
+            1,
+            "'as' needs a variable name",
+            id="as-none",
+        ),
+        pytest.param(
+            "{% fileprocessor as a as b %}photo.jpg{% endfileprocessor %}",
+            1,
+            "'as' is given twice",
+            id="as-twice",
+        ),
+        pytest.param(
+            "\n\n{% fileprocessor alt %}photo.jpg{% endfileprocessor %}",
+            3,
+            "expected key=value, got 'alt' without a value",
+            id="not-key-value",
+        ),
+        pytest.param(
+            "{% fileprocessor 'photo.jpg' %}{% endfileprocessor %}",
+            1,
+            "expected key=value or 'as NAME', got string",
+            id="positional-value",
+        ),
+        pytest.param(
+            "{% fileprocessor alt= %}photo.jpg{% endfileprocessor %}",
+            1,
+            "alt= needs a value",
+            id="missing-value",
+        ),
+        pytest.param(
+            "x\n{% fileprocessor alt='a'\n class='b' alt='c' %}photo.jpg{% endfileprocessor %}",
+            3,
+            "argument 'alt' is given twice",
+            id="duplicate-keyword",
+        ),
+        pytest.param(
+            "x\n{% fileprocessor %}\nphoto.jpg\n",
+            2,
+            "the block opened on line 2 has no endfileprocessor",
+            id="no-end",
+        ),
+        pytest.param(
+            "{% fileprocessor %}photo.jpg{% empty %}\nnone\n",
+            1,
+            "the block opened on line 1 has no endfileprocessor",
+            id="no-end-after-empty",
+        ),
+        pytest.param(
+            "{% fileprocessor %}photo.jpg{% empty now %}{% endfileprocessor %}",
+            1,
+            "'empty' takes no arguments",
+            id="empty-with-arguments",
+        ),
+        pytest.param(
+            "{% fileprocessor %}photo.jpg\n{% endfileprocessor thumb %}",
+            2,
+            "'endfileprocessor' takes no arguments",
+            id="end-with-arguments",
+        ),
+    ],
+)
+def test_syntax_errors_give_the_line_and_the_expected_syntax(env, source, lineno, message):
+    with pytest.raises(TemplateSyntaxError) as raised:
+        template(env, source, "broken.html")
+    start, end = env.block_start_string, env.block_end_string
+    assert raised.value.lineno == lineno
+    assert raised.value.name == "broken.html"
+    assert raised.value.message.startswith(f"fileprocessor: {message}")
+    assert raised.value.message.endswith(
+        f"Expected {start} fileprocessor [as NAME] [key=value ...] {end}…[{start} empty {end}…]"
+        f"{start} endfileprocessor {end}"
+    )
+
+
+def test_settings_live_on_the_environment_and_a_missing_registrar_is_named():
+    env = Environment(extensions=["fileproc_jinja2.FileProcessorExtension"])
+    assert (env.fileprocessor_registrar, env.fileprocessor_strict) == (None, False)
+    page = env.from_string("{% fileprocessor %}photo.jpg{% endfileprocessor %}")
+    with pytest.raises(ConfigError, match="set environment.fileprocessor_registrar"):
+        page.render()
+
+
+def test_rendering_touches_no_pixel(env, registrar, tmp_path):
+    page = template(
+        env,
+        "{% fileprocessor %}photo.jpg | fit 300x{% endfileprocessor %}"
+        '{% fileprocessor widths="100,200" formats="webp" %}photo.jpg | fill 300x300{% endfileprocessor %}'
+        "{% fileprocessor as t %}a&b.png | grayscale{% endfileprocessor %}",
+    ).render()
+    assert page.count("<img") == 2
+    assert stored_files(tmp_path / "results") == []
+    # fit 300x; fill, +webp, +100w, +100w webp, +200w, +200w webp; grayscale.
+    assert registrar.store.count_by_state() == {"pending": 8}
+
+
+def test_a_page_through_the_middleware_is_one_commit_and_every_src_answers(env, registrar, tmp_path):
+    page = template(
+        env,
+        "{% for name in names %}"
+        "{% fileprocessor alt=name %}{{ name }} | fit {{ 100 + loop.index }}x{% endfileprocessor %}\n"
+        "{% endfor %}"
+        '{% fileprocessor widths="150,250" %}photo.jpg | fill 300x200 | format webp{% endfileprocessor %}\n'
+        "{% fileprocessor %}missing.jpg{% empty %}<p>gone</p>{% endfileprocessor %}",
+    )
+    registrar.store.create_tables()
+    commits = []
+    sqlalchemy.event.listen(registrar.store.engine, "commit", lambda connection: commits.append(1))
+
+    def application(environ, start_response):
+        body = page.render(names=["photo.jpg", "a&b.png", "photo.jpg"]).encode()
+        assert commits == [], "nothing is written while the page renders"
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+        return [body]
+
+    app = FileProcessor(application, registrar.config, registrar=registrar)
+    response = Request.blank("/").get_response(app)
+    assert response.status_int == 200
+    assert len(commits) == 1
+    assert "<p>gone</p>" in response.text
+    assert stored_files(tmp_path / "results") == []
+
+    images = re.findall(r'<img src="([^"]+)" width="(\d+)" height="(\d+)"', response.text)
+    assert [(int(width), int(height)) for _, width, height in images] == [
+        (101, 61),
+        (102, 102),
+        (103, 62),
+        (300, 200),
+    ]
+    for url, width, height in images:
+        assert fetch(app, url).size == (int(width), int(height))
+    for url, descriptor in re.findall(r"(/_fp/\w+\.webp) (\d+)w", response.text):
+        image = fetch(app, url)
+        assert (image.format, image.size) == ("WEBP", (int(descriptor), round(int(descriptor) * 2 / 3)))
+
+
+def _flask_example():
+    spec = importlib.util.spec_from_file_location("flask_app", EXAMPLES / "flask_app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flask_example_serves_a_gallery_whose_pictures_load(tmp_path):
+    directory = tmp_path / "site"
+    app = _flask_example().create_app(directory)
+    try:
+        client = app.test_client()
+        page = client.get("/")
+        assert page.status_code == 200
+        text = page.get_data(as_text=True)
+        assert "<%" not in text and "fileprocessor" not in text
+        assert "No picture: missing.jpg" in text
+        assert "<picture>" in text and 'sizes="(max-width: 640px) 100vw, 400px"' in text
+        assert stored_files(directory / "results") == []
+        assert (directory / "media" / "landscape.jpg").is_file() and (directory / "fileproc.db").is_file()
+
+        images = re.findall(r'<img src="([^"]+)" width="(\d+)" height="(\d+)"', text)
+        assert len(images) == 5
+        for url, width, height in images:
+            redirect = client.get(url)
+            assert redirect.status_code == 301
+            result = client.get(redirect.location)
+            assert result.status_code == 200
+            assert decode(result.data).size == (int(width), int(height))
+        assert len(stored_files(directory / "results")) == 5
+    finally:
+        app.jinja_env.fileprocessor_registrar.store.dispose()
+
+
+def test_flask_example_runs_with_one_command(tmp_path):
+    port = free_port()
+    command = [sys.executable, str(EXAMPLES / "flask_app.py"), "--port", str(port), "--directory", "site"]
+    with serving(command, port=port, cwd=tmp_path, timeout=60) as process:
+        assert process.stdout.readline().decode().strip().endswith(f"http://127.0.0.1:{port}/")
+        status, _, body = http_get(port, "/")
+    assert status == 200
+    assert body.decode().count("<img") == 5
+    assert {"media", "fileproc.db"} <= {path.name for path in (tmp_path / "site").iterdir()}
