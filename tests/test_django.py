@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import pathlib
 import re
 import sys
@@ -165,6 +166,51 @@ def test_block_prints_an_img(fileprocessor, tmp_path, source, context, expected)
 def test_printed_url_is_the_registrars(fileprocessor):
     html = render("{% fileprocessor %}photo.jpg\nfit 300x{% endfileprocessor %}")
     assert f'src="{conf.get_registrar().register("photo.jpg | fit 300x").url}"' in html
+
+
+class Caption:
+    """Like a model instance: equal to its older self while printing something new."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __eq__(self, other):
+        return isinstance(other, Caption)
+
+    def __hash__(self):
+        return 0
+
+    def __str__(self):
+        return self.text
+
+
+def test_a_warm_block_prints_what_it_printed_only_while_nothing_changed(fileprocessor, media, caplog):
+    block = (
+        "{% for alt in alts %}{% fileprocessor alt=alt %}photo.jpg | fit 300x{% empty %}gone"
+        "{% endfileprocessor %}\n{% endfor %}"
+    )
+    caption = Caption("old")
+    first = render(block, {"alts": ["a", "b", caption]}).splitlines()
+    assert [re.search(r'width="(\d+)" height="(\d+)" alt="(\w+)"', line).groups() for line in first] == [
+        ("300", "180", "a"),
+        ("300", "180", "b"),
+        ("300", "180", "old"),
+    ]
+    assert len({re.search(r'src="([^"]+)"', line).group(1) for line in first}) == 1
+
+    caption.text = "new"
+    assert render(block, {"alts": [caption]}).splitlines() == [first[2].replace('"old"', '"new"')]
+
+    path = write(media, "photo.jpg", halves(600, 600))
+    os.utime(path, ns=(os.stat(path).st_mtime_ns + 10**9,) * 2)
+    replaced = render(block, {"alts": ["a"]})
+    assert 'width="300" height="300" alt="a"' in replaced
+    assert re.search(r'src="([^"]+)"', replaced).group(1) != re.search(r'src="([^"]+)"', first[0]).group(1)
+
+    os.remove(path)
+    with caplog.at_level(logging.WARNING, logger="fileproc_wsgi.tags"):
+        assert render(block, {"alts": ["a"]}) == "gone\n"
+    assert "source 'photo.jpg' does not exist" in caplog.text
 
 
 def test_as_name_exposes_the_rendition_and_prints_nothing(fileprocessor):

@@ -19,12 +19,14 @@ import re
 
 from django import template
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.template.base import FilterExpression, Node, NodeList, Parser, Token, TokenType
 from django.utils.safestring import SafeString, mark_safe
 
-from fileproc_django.conf import get_registrar
-from fileproc_wsgi.errors import InstructionError
-from fileproc_wsgi.tags import render_block
+from fileproc_django.conf import SETTINGS, get_registrar
+from fileproc_wsgi.errors import FileProcError, InstructionError
+from fileproc_wsgi.tags import Rendition, render_block
 
 register = template.Library()
 
@@ -33,6 +35,7 @@ SYNTAX = (
 )
 # Wider than Django's own key=value pattern: data-* and aria-* attributes have dashes.
 _ARGUMENT = re.compile(r"^([A-Za-z_][-\w]*)=(.+)$", re.DOTALL)
+_PLAIN = (str, int, float, type(None))
 
 
 class FileProcessorNode(Node):
@@ -54,23 +57,28 @@ class FileProcessorNode(Node):
         finally:
             context.autoescape = autoescape
         arguments = {key: value.resolve(context) for key, value in self.arguments.items()}
-        try:
-            rendition = render_block(
-                get_registrar(),
-                text,
-                arguments,
-                strict=settings.DEBUG,
-                where=self.origin.template_name or self.origin.name,
-                line=self.token.lineno,
-            )
-        except InstructionError as error:
-            self._point_debug_page_at(error, context)
-            raise
+        registrar = get_registrar()
+        key, printed = _printed.find(registrar, text, arguments)
+        if printed is None:
+            try:
+                rendition = render_block(
+                    registrar,
+                    text,
+                    arguments,
+                    strict=settings.DEBUG,
+                    where=self.origin.template_name or self.origin.name,
+                    line=self.token.lineno,
+                )
+            except InstructionError as error:
+                self._point_debug_page_at(error, context)
+                raise
+            if rendition is not None:
+                printed = _printed.remember(key, registrar, rendition)
         if self.name is not None:
-            context[self.name] = rendition
-        if rendition is None:
+            context[self.name] = None if printed is None else printed.rendition
+        if printed is None:
             return self.empty.render(context)
-        return "" if self.name is not None else mark_safe(rendition.html)
+        return "" if self.name is not None else printed.html
 
     def _point_debug_page_at(self, error: InstructionError, context) -> None:
         """Make Django's debug page highlight the instruction line the error names,
@@ -85,6 +93,65 @@ class FileProcessorNode(Node):
         end = start + len(lines[error.line - 1].rstrip("\r\n"))
         token = Token(TokenType.TEXT, current.source[start:end], (start, end), error.line)
         error.template_debug = current.get_exception_info(error, token)
+
+
+class _Printed:
+    """A block that rendered before: what it registered and the HTML it printed."""
+
+    __slots__ = ("registrar", "rendition", "html")
+
+    def __init__(self, registrar, rendition: Rendition):
+        self.registrar = registrar
+        self.rendition = rendition
+        self.html = mark_safe(rendition.html)
+
+
+class _PrintedBlocks:
+    """Blocks by text and arguments, so that a warm block costs one registration of its
+    text (a ``stat`` of the source) rather than rebuilding its ``<img>`` or ``<picture>``.
+
+    An entry holds while the registrar answers the text with the very representation it
+    gave before: a replaced source, an evicted entry or new settings give a new one.
+    """
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._blocks: dict[tuple, _Printed] = {}
+
+    def find(self, registrar, text: str, arguments: dict) -> tuple[tuple | None, _Printed | None]:
+        # Only plain values make a key: an object (a model instance, a list) may print
+        # differently next time while comparing equal, or not be hashable at all.
+        if not all(isinstance(value, _PLAIN) for value in arguments.values()):
+            return None, None
+        key = (text, tuple(arguments.items()))
+        printed = self._blocks.get(key)
+        if printed is None or printed.registrar is not registrar:
+            return key, None
+        try:
+            current = registrar.register(text)
+        except FileProcError:  # render_block logs it, or raises it under DEBUG
+            return key, None
+        return key, (printed if current is printed.rendition.image else None)
+
+    def clear(self) -> None:
+        self._blocks.clear()
+
+    def remember(self, key: tuple | None, registrar, rendition: Rendition) -> _Printed:
+        printed = _Printed(registrar, rendition)
+        if key is not None:
+            if len(self._blocks) >= self.size:
+                self._blocks.clear()  # simpler than an LRU, and rare: a warm page fits
+            self._blocks[key] = printed
+        return printed
+
+
+_printed = _PrintedBlocks()
+
+
+@receiver(setting_changed)
+def _forget_printed_blocks(*, setting: str, **kwargs) -> None:
+    if setting in SETTINGS:
+        _printed.clear()
 
 
 @register.tag("fileprocessor")
