@@ -400,9 +400,10 @@ def print_checks(cases: list[Case]) -> None:
             print(f"{name} / {baseline}: not measured (adapter missing)   target <= {target:.0f}x   n/a")
             return
         ratio = by_name[name].figure()[0] / by_name[baseline].figure()[0]
+        best = by_name[name].figure()[1] / by_name[baseline].figure()[1]
         print(
             f"{name} / {baseline} (median): {ratio:.2f}x   target <= {target:.0f}x   "
-            f"{verdict(ratio <= target)}"
+            f"{verdict(ratio <= target)}   (best / best: {best:.2f}x)"
         )
 
     ratio_check("Django fileproc warm", "Django {{ var }}", DJANGO_TARGET)
