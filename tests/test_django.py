@@ -7,12 +7,14 @@ reads its settings again when they change.
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import logging
 import os
 import pathlib
 import re
 import sys
+import threading
 
 import django
 import pytest
@@ -45,6 +47,7 @@ from django.template import Context, Template, TemplateSyntaxError, engines  # n
 from django.template.base import Origin  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
 from django.urls import path  # noqa: E402
+from django.utils import translation  # noqa: E402
 from django.views.debug import ExceptionReporter  # noqa: E402
 from webob import Request  # noqa: E402
 
@@ -161,6 +164,23 @@ def test_block_prints_an_img(fileprocessor, tmp_path, source, context, expected)
     html = render(source, context)
     assert re.fullmatch(pattern(expected), html), html
     assert results(tmp_path) == [], "rendering processed an image"
+
+
+@pytest.mark.parametrize(
+    ("language", "thousands"),
+    [
+        pytest.param("en", True, id="thousand-separator"),
+        pytest.param("de", False, id="decimal-comma"),
+    ],
+)
+def test_numbers_in_the_body_are_not_localized(fileprocessor, language, thousands):
+    block = (
+        "{% fileprocessor %}photo.jpg | upscale | fill {{ w }}x{{ h }} focus={{ x }},{{ y }}"
+        "{% endfileprocessor %}"
+    )
+    with override_settings(USE_THOUSAND_SEPARATOR=thousands), translation.override(language):
+        html = render(block, {"w": 1200, "h": 1000, "x": 0.25, "y": 0.5})
+    assert 'width="1200" height="1000"' in html
 
 
 def test_printed_url_is_the_registrars(fileprocessor):
@@ -462,6 +482,19 @@ def test_missing_settings_mean_the_embedded_defaults():
     assert not hasattr(settings, "FILEPROCESSOR")
     assert checks.run_checks() == []
     assert conf.config_from_settings() == Config()
+
+
+def test_threads_share_one_registrar(fileprocessor):
+    conf.reset()
+    start = threading.Barrier(8)
+
+    def first_use():
+        start.wait()
+        return conf.get_registrar()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        registrars = list(pool.map(lambda _: first_use(), range(8)))
+    assert len({id(registrar) for registrar in registrars}) == 1
 
 
 def test_shared_cache_answers_a_new_registrar_without_the_database(fileprocessor):

@@ -50,12 +50,14 @@ class FileProcessorNode(Node):
         self.name = name
 
     def render(self, context) -> SafeString | str:
-        # The body is instructions, not HTML: 'a&b.jpg' must reach the registrar as it is.
-        autoescape, context.autoescape = context.autoescape, False
+        # The body is instructions, not HTML or prose: 'a&b.jpg' must reach the registrar
+        # as it is, and 1200 or 0.5 must not become '1,200' or '0,5' in some locales.
+        autoescape, use_l10n = context.autoescape, context.use_l10n
+        context.autoescape = context.use_l10n = False
         try:
             text = self.nodelist.render(context)
         finally:
-            context.autoescape = autoescape
+            context.autoescape, context.use_l10n = autoescape, use_l10n
         arguments = {key: value.resolve(context) for key, value in self.arguments.items()}
         registrar = get_registrar()
         key, printed = _printed.find(registrar, text, arguments)
@@ -121,8 +123,9 @@ class _PrintedBlocks:
     def find(self, registrar, text: str, arguments: dict) -> tuple[tuple | None, _Printed | None]:
         # Only plain values make a key: an object (a model instance, a list) may print
         # differently next time while comparing equal, or not be hashable at all.
-        if not all(isinstance(value, _PLAIN) for value in arguments.values()):
-            return None, None
+        for value in arguments.values():
+            if not isinstance(value, _PLAIN):
+                return None, None
         key = (text, tuple(arguments.items()))
         printed = self._blocks.get(key)
         if printed is None or printed.registrar is not registrar:
