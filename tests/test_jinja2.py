@@ -180,6 +180,43 @@ def test_as_name_in_a_loop_is_set_each_time(env):
     assert page == "100x60;100x100;"
 
 
+def test_a_replaced_source_gets_a_new_url_on_the_next_render(env, registrar, tmp_path):
+    page = template(env, '{% fileprocessor alt="p" %}photo.jpg | fit 400x{% endfileprocessor %}')
+    before = page.render()
+    assert page.render() == before
+    write(tmp_path / "media", "photo.jpg", halves(800, 800))
+    after = page.render()
+    assert re.search(r'width="400" height="400"', after)
+    assert _URL.search(after).group() != _URL.search(before).group()
+
+
+def test_values_that_compare_equal_but_print_differently_are_not_confused(env):
+    page = template(env, "{% fileprocessor hidden=flag %}photo.jpg | fit 50x{% endfileprocessor %}")
+    assert page.render(flag=True).endswith('decoding="async" hidden>')
+    assert page.render(flag=1).endswith('decoding="async" hidden="1">')
+    assert page.render(flag=True).endswith('decoding="async" hidden>')
+
+
+def test_list_values_and_a_new_registrar_are_rendered_afresh(env, registrar, tmp_path):
+    page = template(env, "{% fileprocessor widths=widths %}photo.jpg | fit 600x{% endfileprocessor %}")
+    assert page.render(widths=[300]).count(" 300w") == 1
+    assert page.render(widths=[200, 300]).count("w, ") == 1
+    other = Registrar(
+        Config(
+            source_roots={"default": str(tmp_path / "media")},
+            database_url=f"sqlite:///{tmp_path / 'other.db'}",
+            storage=str(tmp_path / "results"),
+            prefix="/other",
+        )
+    )
+    try:
+        env.fileprocessor_registrar = other
+        assert page.render(widths="300").startswith('<img src="/other/')
+        assert other.store.count_by_state() == {"pending": 2}
+    finally:
+        other.store.dispose()
+
+
 def test_widths_give_a_srcset_of_real_widths(env, registrar):
     printed = template(
         env,

@@ -3,23 +3,27 @@
 Parsing happens once per template, so everything knowable then is decided then: the
 argument names, the template's name, the line the instructions start on, and whether
 the result is printed or stored under ``as NAME``. A render only evaluates the
-argument values, renders the body to text and calls the core's ``render_block``.
+argument values, renders the body to text and hands both to the core's
+``render_block``, which decides what is printed; a block seen before with the same text
+and values is answered from what it printed then, once the registrar confirms that its
+registration is unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from jinja2 import nodes
+from jinja2 import Environment, nodes, pass_environment
 from jinja2.ext import Extension
 from jinja2.lexer import describe_token
 from jinja2.parser import Parser
 from jinja2.runtime import Undefined
+from markupsafe import Markup
 
-from fileproc_wsgi.errors import ConfigError
+from fileproc_wsgi.errors import ConfigError, FileProcError
 from fileproc_wsgi.tags import Rendition, render_block
 
 _END_OF_BODY = ("name:empty", "name:endfileprocessor")
+_REMEMBERED_BLOCKS = 4096
+_FILTER = "fileprocessor:block"
 
 
 class FileProcessorExtension(Extension):
@@ -34,13 +38,20 @@ class FileProcessorExtension(Extension):
 
     tags = {"fileprocessor"}
 
-    def __init__(self, environment) -> None:
+    def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         environment.extend(fileprocessor_registrar=None, fileprocessor_strict=False)
+        # Blocks by text and argument values, so that a warm block costs one registration
+        # of its text (a stat of the source) instead of rebuilding its <img> or <picture>.
+        self._blocks: dict[tuple, _Printed] = {}
+        # A block compiles to a call of this filter, under a name no template can spell:
+        # a Call node would go through Context.call, whose probing for pass_context and
+        # friends costs a warm block about as much as its own work in this module.
+        environment.filters[_FILTER] = self._block
 
     def parse(self, parser: Parser) -> list[nodes.Node]:
         lineno = next(parser.stream).lineno
-        target, arguments = self._parse_arguments(parser, lineno)
+        target, names, values = self._parse_arguments(parser, lineno)
 
         parser.stream.expect("block_end")
         # The body's first token, not the tag, gives the line its text starts on: with
@@ -56,11 +67,22 @@ class FileProcessorExtension(Extension):
         self._expect_end_of_tag(parser, "endfileprocessor")
 
         text = parser.free_identifier(lineno)
-        rendition = nodes.Name(target, "store") if target else parser.free_identifier(lineno)
-        found = nodes.Name(target, "load") if target else rendition
-        where = parser.name or "<template>"
-        call = self.call_method(
-            "_render", [text, arguments, nodes.Const(where), nodes.Const(first_line)], lineno=lineno
+        result = nodes.Name(target, "store") if target else parser.free_identifier(lineno)
+        found = nodes.Name(target, "load") if target else result
+        call = nodes.Filter(
+            text,
+            _FILTER,
+            [
+                nodes.Const(tuple(names)),
+                nodes.Tuple(values, "load"),
+                nodes.Const(parser.name or "<template>"),
+                nodes.Const(first_line),
+                nodes.Const(target is not None),
+            ],
+            [],
+            None,
+            None,
+            lineno=lineno,
         )
         statements: list[nodes.Node] = [
             # Instruction text is not HTML: "a&b.jpg" must reach the registrar as it is.
@@ -69,7 +91,7 @@ class FileProcessorExtension(Extension):
                 [nodes.AssignBlock(text, None, body, lineno=first_line)],
                 lineno=lineno,
             ),
-            nodes.Assign(rendition, call, lineno=lineno),
+            nodes.Assign(result, call, lineno=lineno),
         ]
         if target:
             if empty:
@@ -79,12 +101,13 @@ class FileProcessorExtension(Extension):
         # Nodes built here carry no line of their own; Jinja's tracebacks need one.
         return [node.set_lineno(lineno) for node in statements]
 
-    def _parse_arguments(self, parser: Parser, lineno: int) -> tuple[str | None, nodes.Dict]:
-        """``as NAME`` (anywhere, once) and ``key=value`` pairs whose values are expressions."""
+    def _parse_arguments(self, parser: Parser, lineno: int) -> tuple[str | None, list[str], list[nodes.Expr]]:
+        """``as NAME`` (anywhere, once) and ``key=value`` pairs: their names, and their values
+        as expressions evaluated at each render."""
         stream = parser.stream
         target: str | None = None
-        pairs: list[nodes.Pair] = []
-        seen: set[str] = set()
+        names: list[str] = []
+        values: list[nodes.Expr] = []
         while stream.current.type != "block_end":
             token = stream.current
             if token.test("name:as") and stream.look().type != "assign":
@@ -107,15 +130,15 @@ class FileProcessorExtension(Extension):
                     self._fail(parser, f"expected key=value, got {key!r} without a value", token.lineno)
                 if stream.current.type == "block_end":
                     self._fail(parser, f"{key}= needs a value", token.lineno)
-                if key.lower() in seen:
+                if key.lower() in (name.lower() for name in names):
                     self._fail(parser, f"argument {key!r} is given twice", token.lineno)
-                seen.add(key.lower())
-                pairs.append(nodes.Pair(nodes.Const(key), parser.parse_expression(), lineno=token.lineno))
+                names.append(key)
+                values.append(parser.parse_expression())
             else:
                 self._fail(
                     parser, f"expected key=value or 'as NAME', got {describe_token(token)}", token.lineno
                 )
-        return target, nodes.Dict(pairs, lineno=lineno)
+        return target, names, values
 
     def _parse_until(self, parser: Parser, end_tokens: tuple[str, ...], lineno: int) -> list[nodes.Node]:
         body = parser.subparse(end_tokens)
@@ -137,27 +160,63 @@ class FileProcessorExtension(Extension):
             lineno,
         )
 
-    def _render(self, text: str, arguments: dict, where: str, line: int) -> Rendition | None:
-        registrar = self.environment.fileprocessor_registrar
+    @pass_environment
+    def _block(
+        self,
+        environment: Environment,
+        text: str,
+        names: tuple[str, ...],
+        values: tuple,
+        where: str,
+        line: int,
+        stored: bool,
+    ) -> Markup | Rendition | None:
+        """What a block gives its template: the HTML to print, or with ``as NAME`` (``stored``)
+        the rendition; None when it could not be registered (already logged)."""
+        # Settings come from the environment rendering, which may be an overlay of ours.
+        registrar = environment.fileprocessor_registrar
         if registrar is None:
             raise ConfigError(
                 "fileprocessor: no registrar; set environment.fileprocessor_registrar to a "
                 "fileproc_wsgi Registrar (or RemoteRegistrar) before rendering"
             )
-        return render_block(
-            registrar,
-            text,
-            _defined(arguments),
-            strict=self.environment.fileprocessor_strict,
-            where=where,
-            line=line,
+        # Types are part of the key because 1 == True, yet they print differently.
+        key = (text, names, values, tuple(map(type, values)))
+        try:
+            printed = self._blocks.get(key)
+        except TypeError:  # an unhashable value, such as widths=[400, 800]
+            key = printed = None
+        if printed is not None and printed.registrar is registrar:
+            try:
+                # The registrar answers with the very same representation while the text,
+                # its source and the registration are unchanged: then so is the HTML.
+                if registrar.register(text) is printed.rendition.image:
+                    return printed.rendition if stored else printed.html
+            except FileProcError:
+                pass  # render_block says why: a log line, or an error when strict
+        arguments = {
+            name: str(value) if isinstance(value, Undefined) else value
+            for name, value in zip(names, values, strict=True)
+        }
+        rendition = render_block(
+            registrar, text, arguments, strict=environment.fileprocessor_strict, where=where, line=line
         )
+        if rendition is None:
+            return None
+        printed = _Printed(registrar, rendition)
+        if key is not None:
+            if len(self._blocks) >= _REMEMBERED_BLOCKS:
+                self._blocks.clear()  # simpler than an LRU, and rare: a site's warm blocks fit
+            self._blocks[key] = printed
+        return rendition if stored else printed.html
 
 
-def _defined(arguments: dict) -> Mapping[str, object]:
-    """Undefined values as the text they print (usually ""), as Django prints a missing
-    variable; a StrictUndefined raises here, as it would when printed."""
-    for name, value in arguments.items():
-        if isinstance(value, Undefined):
-            arguments[name] = str(value)
-    return arguments
+class _Printed:
+    """A block that rendered before: its rendition and the HTML printed for it."""
+
+    __slots__ = ("registrar", "rendition", "html")
+
+    def __init__(self, registrar, rendition: Rendition):
+        self.registrar = registrar
+        self.rendition = rendition
+        self.html = Markup(rendition.html)
