@@ -233,6 +233,20 @@ def test_a_warm_block_prints_what_it_printed_only_while_nothing_changed(fileproc
     assert "source 'photo.jpg' does not exist" in caplog.text
 
 
+def test_values_that_compare_equal_print_as_themselves(fileprocessor):
+    block = (
+        "{% for flag in flags %}{% fileprocessor hidden=flag %}photo.jpg | fit 50x{% endfileprocessor %}\n"
+        "{% endfor %}"
+    )
+    lines = render(block, {"flags": [True, 1, 1.0, "1"]}).splitlines()
+    assert [line.partition('decoding="async"')[2] for line in lines] == [
+        " hidden>",
+        ' hidden="1">',
+        ' hidden="1.0">',
+        ' hidden="1">',
+    ]
+
+
 def test_as_name_exposes_the_rendition_and_prints_nothing(fileprocessor):
     html = render(
         "[{% fileprocessor as thumb %}photo.jpg | fill 200x100 | format webp{% endfileprocessor %}]"

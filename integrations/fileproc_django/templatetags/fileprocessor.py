@@ -35,7 +35,6 @@ SYNTAX = (
 )
 # Wider than Django's own key=value pattern: data-* and aria-* attributes have dashes.
 _ARGUMENT = re.compile(r"^([A-Za-z_][-\w]*)=(.+)$", re.DOTALL)
-_PLAIN = (str, int, float, type(None))
 
 
 class FileProcessorNode(Node):
@@ -121,10 +120,11 @@ class _PrintedBlocks:
         self._blocks: dict[tuple, _Printed] = {}
 
     def find(self, registrar, text: str, arguments: dict) -> tuple[tuple | None, _Printed | None]:
-        # Only plain values make a key: an object (a model instance, a list) may print
-        # differently next time while comparing equal, or not be hashable at all.
+        # Only strings make a key. Other values may compare equal yet print differently:
+        # True == 1 (hidden vs hidden="1"), a model instance whose title changed, or not
+        # be hashable at all (a list).
         for value in arguments.values():
-            if not isinstance(value, _PLAIN):
+            if not isinstance(value, str) and value is not None:
                 return None, None
         key = (text, tuple(arguments.items()))
         printed = self._blocks.get(key)
