@@ -6,12 +6,12 @@ written into the example directory the first time.
 
 import os
 
+from django.core.wsgi import get_wsgi_application
+
+import fileproc_django
+from fileproc_wsgi.demo import make_samples
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_site.settings")
-
-from django.core.wsgi import get_wsgi_application  # noqa: E402 - needs DJANGO_SETTINGS_MODULE
-
-import fileproc_django  # noqa: E402
-from fileproc_wsgi.demo import make_samples  # noqa: E402
 
 application = get_wsgi_application()
 make_samples(fileproc_django.get_config().source_roots["default"])
