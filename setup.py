@@ -61,7 +61,13 @@ setup(
         "s3": ["boto3>=1.34"],
         "postgresql": ["psycopg[binary]>=3.1"],
         "test": TEST,
-        "bench": ["pyvips>=2.2", "pyvips-binary>=8.16", "sorl-thumbnail>=12.10", "easy-thumbnails>=2.9", *DJANGO],
+        "bench": [
+            "pyvips>=2.2",
+            "pyvips-binary>=8.16",
+            "sorl-thumbnail>=12.10",
+            "easy-thumbnails>=2.9",
+            *DJANGO,
+        ],
     },
     entry_points={"console_scripts": ["fileproc = fileproc_wsgi.cli:main"]},
     classifiers=[

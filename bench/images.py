@@ -123,7 +123,8 @@ def make_photo(path: Path, seed: int = 20240601) -> None:
     noise = _value_noise(rng)
     image = Image.blend(_gradients(), noise, 0.55)
     texture = noise.transpose(Image.Transpose.ROTATE_180).filter(
-        ImageFilter.UnsharpMask(radius=4, percent=300, threshold=0))
+        ImageFilter.UnsharpMask(radius=4, percent=300, threshold=0)
+    )
     image = Image.composite(texture, image, _edge_mask(rng))
     _draw_lines(image, rng)
     image = image.filter(ImageFilter.GaussianBlur(0.8))  # a lens is never perfectly sharp
@@ -142,8 +143,11 @@ def prepare_ours(path: Path) -> Work:
     from fileproc_wsgi.sources import Sources
 
     directory = path.parent
-    config = Config(source_roots={"default": str(directory)},
-                    database_url=f"sqlite:///{directory / 'bench.db'}", storage=str(directory / "results"))
+    config = Config(
+        source_roots={"default": str(directory)},
+        database_url=f"sqlite:///{directory / 'bench.db'}",
+        storage=str(directory / "results"),
+    )
     sources = Sources(config.source_roots)
 
     def work() -> bytes:
@@ -176,7 +180,9 @@ def prepare_pyvips(path: Path) -> Work:
 
 
 PREPARE: dict[str, Callable[[Path], Work]] = {
-    "ours": prepare_ours, "naive": prepare_naive, "pyvips": prepare_pyvips,
+    "ours": prepare_ours,
+    "naive": prepare_naive,
+    "pyvips": prepare_pyvips,
 }
 
 
@@ -293,8 +299,10 @@ def output_size(data: bytes) -> tuple[int, int]:
 
 
 def print_table(timings: dict[str, Timing], memory: dict[str, Memory]) -> None:
-    header = (f"{'variant':<8} {'median ms':>10} {'best ms':>8} {'runs':>4} {'x naive':>8} {'x pyvips':>9} "
-              f"{'RSS before':>10} {'RSS peak':>9} {'delta':>6}  {'output':>8} {'bytes':>7}")
+    header = (
+        f"{'variant':<8} {'median ms':>10} {'best ms':>8} {'runs':>4} {'x naive':>8} {'x pyvips':>9} "
+        f"{'RSS before':>10} {'RSS peak':>9} {'delta':>6}  {'output':>8} {'bytes':>7}"
+    )
     print(header)
     print("-" * len(header))
     naive = timings["naive"].median
@@ -304,9 +312,11 @@ def print_table(timings: dict[str, Timing], memory: dict[str, Memory]) -> None:
         width, height = output_size(timing.output)
         dimensions = f"{width}x{height}"
         versus_pyvips = f"{timing.median / pyvips:.2f}" if pyvips else "-"
-        print(f"{name:<8} {timing.median * 1e3:>10.1f} {timing.best * 1e3:>8.1f} {timing.runs:>4} "
-              f"{timing.median / naive:>8.2f} {versus_pyvips:>9} {mib(mem.before_kib):>10} "
-              f"{mib(mem.peak_kib):>9} {mib(mem.delta_kib):>6}  {dimensions:>8} {len(timing.output):>7}")
+        print(
+            f"{name:<8} {timing.median * 1e3:>10.1f} {timing.best * 1e3:>8.1f} {timing.runs:>4} "
+            f"{timing.median / naive:>8.2f} {versus_pyvips:>9} {mib(mem.before_kib):>10} "
+            f"{mib(mem.peak_kib):>9} {mib(mem.delta_kib):>6}  {dimensions:>8} {len(timing.output):>7}"
+        )
     print("(times in ms; RSS columns in MiB; ratios are median / median)")
 
 
@@ -317,17 +327,23 @@ def print_checks(timings: dict[str, Timing], memory: dict[str, Memory]) -> None:
     if "pyvips" in timings:
         ratio = ours.median / timings["pyvips"].median
         best = ours.best / timings["pyvips"].best
-        print(f"ours / pyvips time (median): {ratio:.2f}x   target <= {TIME_TARGET}x   "
-              f"{verdict(ratio <= TIME_TARGET)}   (best / best: {best:.2f}x)")
+        print(
+            f"ours / pyvips time (median): {ratio:.2f}x   target <= {TIME_TARGET}x   "
+            f"{verdict(ratio <= TIME_TARGET)}   (best / best: {best:.2f}x)"
+        )
     else:
         print(f"ours / pyvips time: pyvips not installed   target <= {TIME_TARGET}x   n/a")
     delta = memory["ours"].delta_kib / 1024
-    print(f"ours peak RSS added by the work: {delta:.1f} MiB   target <= {RSS_TARGET_MIB:.0f} MiB   "
-          f"{verdict(delta <= RSS_TARGET_MIB)}")
+    print(
+        f"ours peak RSS added by the work: {delta:.1f} MiB   target <= {RSS_TARGET_MIB:.0f} MiB   "
+        f"{verdict(delta <= RSS_TARGET_MIB)}"
+    )
     absolute = memory["ours"].peak_kib / 1024
-    print(f"  note: compared on the delta (peak - RSS just before the work); the absolute peak is "
-          f"{absolute:.1f} MiB ({verdict(absolute <= RSS_TARGET_MIB)} against the same 30 MiB), "
-          f"most of it the interpreter and imports")
+    print(
+        f"  note: compared on the delta (peak - RSS just before the work); the absolute peak is "
+        f"{absolute:.1f} MiB ({verdict(absolute <= RSS_TARGET_MIB)} against the same 30 MiB), "
+        f"most of it the interpreter and imports"
+    )
     sizes = {name: output_size(t.output) for name, t in timings.items()}
     close = all(abs(w - EXPECTED[0]) <= 1 and abs(h - EXPECTED[1]) <= 1 for w, h in sizes.values())
     listed = ", ".join(f"{name} {w}x{h}" for name, (w, h) in sizes.items())
@@ -337,8 +353,12 @@ def print_checks(timings: dict[str, Timing], memory: dict[str, Memory]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9, help="timed rounds (default 9)")
-    parser.add_argument("--budget", type=float, default=25.0,
-                        help="seconds of timed rounds before stopping early (default 25)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=25.0,
+        help="seconds of timed rounds before stopping early (default 25)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -351,12 +371,18 @@ def main() -> None:
         path = Path(directory) / "big.jpg"
         start = time.perf_counter()
         make_photo(path)
-        print(f"fixture: {SIZE[0]}x{SIZE[1]} JPEG q90, {path.stat().st_size / 2**20:.1f} MiB, "
-              f"made in {time.perf_counter() - start:.1f} s")
-        print(f"python {sys.version.split()[0]}, Pillow {Image.__version__}, "
-              f"{vips or 'pyvips not installed'}, {os.cpu_count()} CPUs")
-        print(f"task: fit {BOX[0]}x{BOX[1]} -> JPEG; up to {args.runs} rounds of one run per variant "
-              f"(budget {args.budget:.0f} s)")
+        print(
+            f"fixture: {SIZE[0]}x{SIZE[1]} JPEG q90, {path.stat().st_size / 2**20:.1f} MiB, "
+            f"made in {time.perf_counter() - start:.1f} s"
+        )
+        print(
+            f"python {sys.version.split()[0]}, Pillow {Image.__version__}, "
+            f"{vips or 'pyvips not installed'}, {os.cpu_count()} CPUs"
+        )
+        print(
+            f"task: fit {BOX[0]}x{BOX[1]} -> JPEG; up to {args.runs} rounds of one run per variant "
+            f"(budget {args.budget:.0f} s)"
+        )
         print()
         timings = time_variants({name: PREPARE[name](path) for name in variants}, args.runs, args.budget)
         memory = {name: measure_memory(name, path) for name in variants}

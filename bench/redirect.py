@@ -85,9 +85,14 @@ def bare_redirects(table: dict[str, str]) -> WSGIApp:
         if location is None:
             start_response("404 Not Found", [("Content-Length", "0")])
             return [b""]
-        start_response("301 Moved Permanently", [("Location", location),
-                                                 ("Cache-Control", "public, max-age=31536000, immutable"),
-                                                 ("Content-Length", "0")])
+        start_response(
+            "301 Moved Permanently",
+            [
+                ("Location", location),
+                ("Cache-Control", "public, max-age=31536000, immutable"),
+                ("Content-Length", "0"),
+            ],
+        )
         return [b""]
 
     return application
@@ -149,8 +154,11 @@ def make_fixture(directory: Path) -> Config:
     sources = directory / "media"
     sources.mkdir()
     Image.radial_gradient("L").convert("RGB").resize((640, 480)).save(sources / "small.jpg", quality=90)
-    return Config(source_roots={"default": str(sources)}, database_url=f"sqlite:///{directory / 'fp.db'}",
-                  storage=str(directory / "results"))
+    return Config(
+        source_roots={"default": str(sources)},
+        database_url=f"sqlite:///{directory / 'fp.db'}",
+        storage=str(directory / "results"),
+    )
 
 
 def verdict(ok: bool) -> str:
@@ -166,8 +174,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20000, help="calls per batch (default 20000)")
     parser.add_argument("--repeats", type=int, default=7, help="batches per figure (default 7)")
-    parser.add_argument("--first-hits", type=int, default=200,
-                        help="fresh middleware instances for the first-hit figure (default 200)")
+    parser.add_argument(
+        "--first-hits",
+        type=int,
+        default=200,
+        help="fresh middleware instances for the first-hit figure (default 200)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="fp-bench-redirect-") as name:
@@ -184,8 +196,10 @@ def main() -> None:
         if capture(bare, hit) != (status, headers):
             print(f"note: bare 301 headers differ from the middleware's: {capture(bare, hit)} vs {headers}")
 
-        print(f"python {sys.version.split()[0]}; {args.repeats} batches of {args.calls} calls; "
-              f"times in microseconds per request")
+        print(
+            f"python {sys.version.split()[0]}; {args.repeats} batches of {args.calls} calls; "
+            f"times in microseconds per request"
+        )
         print(f"warm hit: GET {representation.url} -> {status}, Location {headers['Location']}")
         print()
         print(f"{'request':<14} {'median us':>10} {'best us':>9} {'ratio':>8}  baseline")
@@ -194,8 +208,11 @@ def main() -> None:
         warm = time_calls(middleware, hit, args.calls, args.repeats)
         direct = time_calls(wrapped_app, page, args.calls, args.repeats)
         through = time_calls(middleware, page, args.calls, args.repeats)
-        first = time_first_hits(lambda: FileProcessor(wrapped_app, config, store=registrar.store,
-                                                      storage=middleware.storage), hit, args.first_hits)
+        first = time_first_hits(
+            lambda: FileProcessor(wrapped_app, config, store=registrar.store, storage=middleware.storage),
+            hit,
+            args.first_hits,
+        )
         print_row("bare 301", bare_figure, None, "baseline")
         print_row("warm hit", warm, bare_figure, "vs bare 301")
         print_row("direct app", direct, None, "baseline")
@@ -205,10 +222,13 @@ def main() -> None:
 
     ratio = warm.median_us / bare_figure.median_us
     print()
-    print(f"warm hit / bare 301 (median): {ratio:.2f}x   target <= {TARGET:.0f}x   "
-          f"{verdict(ratio <= TARGET)}")
-    print(f"pass-through / direct app (median): {through.median_us / direct.median_us:.2f}x   "
-          f"(+{through.median_us - direct.median_us:.2f} us per request)")
+    print(
+        f"warm hit / bare 301 (median): {ratio:.2f}x   target <= {TARGET:.0f}x   {verdict(ratio <= TARGET)}"
+    )
+    print(
+        f"pass-through / direct app (median): {through.median_us / direct.median_us:.2f}x   "
+        f"(+{through.median_us - direct.median_us:.2f} us per request)"
+    )
 
 
 if __name__ == "__main__":

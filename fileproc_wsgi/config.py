@@ -50,6 +50,7 @@ class Config:
     lease_seconds: float = 60.0
     retry_after: int = 5
     cache_size: int = 4096
+    source_check_interval: float = 1.0
     max_source_bytes: int = 100 * 1024 * 1024
     max_source_pixels: int = 50_000_000
     max_output_pixels: int = 25_000_000
@@ -102,6 +103,11 @@ class Config:
         for name in ("wait_timeout", "lease_seconds"):
             if not 0 < getattr(self, name) <= 3600:
                 raise ConfigError(f"{name}: expected seconds between 0 and 3600, got {getattr(self, name)!r}")
+        if not 0 <= self.source_check_interval <= 3600:
+            raise ConfigError(
+                "source_check_interval: expected seconds between 0 and 3600, "
+                f"got {self.source_check_interval!r}"
+            )
         for name in (
             "retry_after",
             "cache_size",

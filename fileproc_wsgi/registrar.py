@@ -4,8 +4,9 @@
 (size, orientation, transparency) to predict the result's size and format, stores the
 instructions under their checksum if they are new, and returns a
 :class:`~fileproc_wsgi.representation.Representation`. A repeated registration of the
-same text is answered from an in-process LRU after one ``stat`` of the source, which is
-also how a replaced source gets a new checksum on the next render.
+same text is answered from an in-process LRU; the source is looked at again (one ``stat``)
+at most once per ``source_check_interval``, which is how a replaced source gets a new
+checksum.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
@@ -27,11 +29,16 @@ from .sources import LocalSource, Sources
 from .store import InstructionStore
 
 
-@dataclasses.dataclass(frozen=True)
 class _Entry:
-    source: LocalSource
-    version: str
-    representation: Representation
+    """A remembered registration; ``checked`` is when its source was last seen unchanged."""
+
+    __slots__ = ("source", "version", "representation", "checked")
+
+    def __init__(self, source: LocalSource, version: str, representation: Representation):
+        self.source = source
+        self.version = version
+        self.representation = representation
+        self.checked = time.monotonic()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +69,7 @@ class Registrar:
         self.sources = Sources(self.config.source_roots)
         self.cache = cache
         self._url_base = self.config.prefix + "/"
+        self._check_interval = self.config.source_check_interval
         self._lru: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._pending: ContextVar[list[_Cold] | None] = ContextVar(f"fileproc_batch_{id(self)}", default=None)
@@ -104,11 +112,20 @@ class Registrar:
                 self._write(pending)
 
     def _warm(self, text: str) -> _Entry | None:
+        # The hot path of every warm template block: kept to a dict lookup, a clock read
+        # and, once per source_check_interval, one stat.
         entry = self._lru.get(text)
-        if entry is None or entry.source.version() != entry.version:
+        if entry is None:
             return None
-        with contextlib.suppress(KeyError):  # evicted by another thread meanwhile
+        now = time.monotonic()
+        if now - entry.checked >= self._check_interval:
+            if entry.source.version() != entry.version:
+                return None
+            entry.checked = now
+        try:
             self._lru.move_to_end(text)
+        except KeyError:  # evicted by another thread meanwhile
+            pass
         return entry
 
     def _cold(self, text: str) -> _Cold:

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Mapping
 from html import escape
 
 _ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_:][-A-Za-z0-9_:.]*$")
+
+
+class HTML(str):
+    """Markup that is already escaped: Django and Jinja2 print it as it is, even under
+    autoescape, because it has ``__html__`` (the convention both, and MarkupSafe, follow)."""
+
+    __slots__ = ()
+
+    def __html__(self) -> str:
+        return self
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,11 +36,11 @@ class Representation:
     height: int | None
     content_type: str
 
-    @property
-    def html(self) -> str:
+    @functools.cached_property
+    def html(self) -> HTML:
         return self.render()
 
-    def render(self, attributes: Mapping[str, object] | None = None, **more: object) -> str:
+    def render(self, attributes: Mapping[str, object] | None = None, **more: object) -> HTML:
         values: dict[str, object] = {
             "src": self.url,
             "width": self.width,
@@ -49,7 +60,7 @@ class Representation:
                 continue
             parts.append(f" {name}" if value is True else f' {name}="{escape(str(value), quote=True)}"')
         parts.append(">")
-        return "".join(parts)
+        return HTML("".join(parts))
 
     def __html__(self) -> str:
         return self.html

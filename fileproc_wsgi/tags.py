@@ -17,12 +17,13 @@ All variants of one block are registered in one call (one transaction when new).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Mapping
 from html import escape
 
 from .errors import FileProcError, InstructionError
-from .representation import Representation
+from .representation import HTML, Representation
 
 log = logging.getLogger("fileproc_wsgi.tags")
 
@@ -58,8 +59,8 @@ class Rendition:
     checksum = property(lambda self: self.image.checksum)
     content_type = property(lambda self: self.image.content_type)
 
-    @property
-    def html(self) -> str:
+    @functools.cached_property
+    def html(self) -> HTML:
         extra = dict(self.attributes)
         if self.srcset:
             extra["srcset"] = _srcset(self.srcset)
@@ -69,18 +70,19 @@ class Rendition:
             return img
         parts = ["<picture>"]
         for content_type, variants in self.sources:
-            parts.append(f'<source type="{content_type}" srcset="{escape(_srcset(variants))}"')
             if self.srcset:
-                parts.append(f' sizes="{escape(self.sizes or "100vw")}"')
-            parts.append(">")
+                srcset, sizes = escape(_srcset(variants)), escape(extra["sizes"])
+                parts.append(f'<source type="{content_type}" srcset="{srcset}" sizes="{sizes}">')
+            else:  # one candidate of the <img>'s own size: a bare URL, no width descriptor
+                parts.append(f'<source type="{content_type}" srcset="{escape(variants[0].url)}">')
         parts.append(img)
         parts.append("</picture>")
-        return "".join(parts)
+        return HTML("".join(parts))
 
-    def __html__(self) -> str:
+    def __html__(self) -> HTML:
         return self.html
 
-    def __str__(self) -> str:
+    def __str__(self) -> HTML:
         return self.html
 
 
@@ -176,9 +178,22 @@ def render_block(
     ``strict`` (Django's DEBUG, or the Jinja2 environment's ``fileprocessor_strict``)
     bad instruction text raises, so a developer sees it; a missing source or an outage
     never breaks a page, strict or not.
+
+    A block rendered before with the same text and arguments costs one registration of
+    its text: while the registrar answers with the very same representation (its source
+    and registration unchanged), the rendition made then is still right.
     """
+    key = _block_key(text, arguments)
+    if key is not None:
+        rendition = _RENDERED.get(key)
+        if rendition is not None:
+            try:
+                if registrar.register(text) is rendition.image:
+                    return rendition
+            except FileProcError:
+                pass  # build() below raises it again, and it is reported there
     try:
-        return build(registrar, text, arguments)
+        rendition = build(registrar, text, arguments)
     except InstructionError as error:
         located = InstructionError(
             error.problem, line=error.line + line - 1, column=error.column, step=error.step, where=where
@@ -186,6 +201,33 @@ def render_block(
         if strict:
             raise located from None
         log.warning("fileprocessor block: %s", located)
+        return None
     except FileProcError as error:
         log.warning("fileprocessor block in %s, line %d: %s", where, line, error)
-    return None
+        return None
+    if key is not None:
+        if len(_RENDERED) >= _RENDERED_LIMIT:
+            _RENDERED.clear()  # simpler than an LRU; a site's warm blocks fit
+        _RENDERED[key] = rendition
+    return rendition
+
+
+# Blocks rendered before, by text and arguments; see render_block.
+_RENDERED: dict[tuple, Rendition] = {}
+_RENDERED_LIMIT = 8192
+
+
+def _block_key(text: str, arguments: Mapping[str, object]) -> tuple | None:
+    """A key for a block, or None when a value cannot be one (a list, a model instance).
+
+    Only strings, numbers, booleans and None are trusted: they cannot change behind our
+    back. Types are part of the key because ``1 == True`` prints differently.
+    """
+    values = tuple(arguments.values())
+    for value in values:
+        if not isinstance(value, _PLAIN):
+            return None
+    return (text, tuple(arguments), values, tuple(map(type, values)))
+
+
+_PLAIN = (str, int, float, type(None))

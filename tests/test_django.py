@@ -96,6 +96,8 @@ def fileprocessor(tmp_path, media):
         "database_url": f"sqlite:///{tmp_path / 'fp.db'}",
         "storage": str(tmp_path / "results"),
         "source_roots": {"default": str(media)},
+        # Tests replace sources and expect the next render to see it.
+        "source_check_interval": 0,
     }
     with override_settings(FILEPROCESSOR=values):
         yield values
@@ -251,14 +253,15 @@ def test_as_name_exposes_the_rendition_and_prints_nothing(fileprocessor):
     html = render(
         "[{% fileprocessor as thumb %}photo.jpg | fill 200x100 | format webp{% endfileprocessor %}]"
         "{{ thumb.url }} {{ thumb.width }} {{ thumb.height }} {{ thumb.checksum }} {{ thumb.content_type }}"
-        "\n{{ thumb.html|safe }}"
+        "\n{{ thumb.html }}\n{{ thumb }}"
     )
-    first, printed = html.split("\n")
+    first, printed, printed_again = html.split("\n")
     url, width, height, checksum, content_type = first.removeprefix("[]").split()
     assert re.fullmatch(SRC + "webp", url)
     assert (width, height, content_type) == ("200", "100", "image/webp")
     assert url == f"/_fp/{checksum}.webp"
     assert printed == f'<img src="{url}" width="200" height="100" alt="" loading="lazy" decoding="async">'
+    assert printed_again == printed, "already escaped: printed as it is under autoescape"
 
 
 def test_as_name_outlives_an_enclosing_if(fileprocessor):
@@ -289,8 +292,8 @@ def test_as_name_outlives_an_enclosing_if(fileprocessor):
         pytest.param(
             'formats="avif,webp" alt="A & B"',
             {},
-            '<picture><source type="image/avif" srcset="SRCavif 800w">'
-            '<source type="image/webp" srcset="SRCwebp 800w">'
+            '<picture><source type="image/avif" srcset="SRCavif">'
+            '<source type="image/webp" srcset="SRCwebp">'
             '<img src="SRCjpg" width="800" height="480" alt="A &amp; B" loading="lazy" decoding="async">'
             "</picture>",
             id="picture",
@@ -591,8 +594,15 @@ def test_example_site_shows_its_gallery(tmp_path, monkeypatch):
             for srcset in re.findall(r'srcset="([^"]+)"', page.text)
             for url, width in re.findall(r"(\S+) (\d+)w", srcset)
         ]
-        assert len(variants) == 5
-        for url, width, height in [(url, int(w), int(h)) for url, w, h in images] + variants:
+        assert len(variants) == 3
+        # A <picture> without widths= offers each format at the size of its <img>.
+        picture = re.search(r"<picture>(.*?)</picture>", page.text).group(1)
+        fallback_width = int(re.search(r'<img [^>]*width="(\d+)"', picture).group(1))
+        formats = [
+            (url, fallback_width, None) for url in re.findall(r'<source [^>]*srcset="([^" ]+)"', picture)
+        ]
+        assert len(formats) == 2
+        for url, width, height in [(url, int(w), int(h)) for url, w, h in images] + variants + formats:
             response = Request.blank(url).get_response(app)
             while response.status_int in (301, 302):
                 response = Request.blank(response.location).get_response(app)

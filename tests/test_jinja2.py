@@ -44,6 +44,7 @@ def registrar(tmp_path):
             source_roots={"default": str(media)},
             database_url=f"sqlite:///{tmp_path / 'fp.db'}",
             storage=str(tmp_path / "results"),
+            source_check_interval=0,  # tests replace sources and expect the next render to see it
         )
     )
     yield registrar

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import sqlalchemy
@@ -95,7 +96,9 @@ def test_repeated_registration_does_no_database_work(site):
     assert len(statements) == cold
 
 
-def test_replaced_source_gets_a_new_checksum(site):
+def test_replaced_source_gets_a_new_checksum(make_site):
+    site = make_site(source_check_interval=0)
+    write(site.media, "photo.jpg", halves(600, 400), quality=90)
     before = site.registrar.register("photo.jpg | fit 300x300")
     path = site.media / "photo.jpg"
     write(site.media, "photo.jpg", halves(800, 400), quality=90)
@@ -103,6 +106,17 @@ def test_replaced_source_gets_a_new_checksum(site):
     after = site.registrar.register("photo.jpg | fit 300x300")
     assert after.checksum != before.checksum
     assert (after.width, after.height) == (300, 150)
+
+
+def test_a_replaced_source_is_seen_within_the_check_interval(make_site):
+    site = make_site(source_check_interval=0.3)
+    write(site.media, "photo.jpg", halves(600, 400), quality=90)
+    before = site.registrar.register("photo.jpg | fit 300x300")
+    write(site.media, "photo.jpg", halves(800, 400), quality=90)
+    os.utime(site.media / "photo.jpg", ns=(1, 1_000_000_000))
+    assert site.registrar.register("photo.jpg | fit 300x300") == before, "trusted until the interval ends"
+    time.sleep(0.35)
+    assert site.registrar.register("photo.jpg | fit 300x300").height == 150
 
 
 def test_cache_is_bounded(make_site):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -112,3 +113,57 @@ def test_a_failed_batch_write_is_forgotten_and_retried(site, monkeypatch):
     assert site.store.count_by_state() == {}
     site.registrar.register("photo.jpg | fit 50x")
     assert site.store.count_by_state() == {"pending": 1}
+
+
+def test_html_is_marked_as_already_escaped(site):
+    rendition = build(site.registrar, "photo.jpg | fit 300x", {"alt": "<b>"})
+    for html in (rendition.html, str(rendition), rendition.__html__(), rendition.image.html):
+        assert html.__html__() == html, "Django and Jinja2 print it without escaping it again"
+    assert "&lt;b&gt;" in rendition.html
+
+
+def test_a_picture_without_widths_offers_each_format_at_the_img_size(site):
+    html = build(site.registrar, "photo.jpg | fit 300x", {"formats": "avif"}).html
+    source = re.search(r'<source type="image/avif" srcset="([^"]+)">', html).group(1)
+    assert re.fullmatch(r"/_fp/[0-9a-f]{32}\.avif", source), "a bare URL: no width descriptor, no sizes"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        pytest.param({"alt": "a"}, {"alt": "a"}, "the same rendition", id="same-arguments"),
+        pytest.param({"alt": "a"}, {"alt": "b"}, "another html", id="other-value"),
+        pytest.param({"hidden": True}, {"hidden": 1}, "another html", id="true-is-not-1"),
+        pytest.param({"widths": [100, 200]}, {"widths": [100, 200]}, "an equal one", id="unhashable"),
+    ],
+)
+def test_a_warm_block_reuses_what_it_printed(site, first, second, expected):
+    one = render_block(site.registrar, "photo.jpg | fit 300x", first, strict=True)
+    two = render_block(site.registrar, "photo.jpg | fit 300x", second, strict=True)
+    if expected == "the same rendition":
+        assert one is two
+    elif expected == "another html":
+        assert one.html != two.html
+    else:
+        assert one is not two and one.html == two.html
+
+
+def test_a_warm_block_follows_a_replaced_source(make_site):
+    site = make_site(source_check_interval=0)
+    write(site.media, "photo.jpg", halves(1000, 600))
+    before = render_block(site.registrar, "photo.jpg | fit 300x", {"alt": "a"}, strict=True)
+    write(site.media, "photo.jpg", halves(600, 600))
+    os.utime(site.media / "photo.jpg", ns=(1, 10**9))
+    after = render_block(site.registrar, "photo.jpg | fit 300x", {"alt": "a"}, strict=True)
+    assert (before.height, after.height) == (180, 300)
+    (site.media / "photo.jpg").unlink()
+    assert render_block(site.registrar, "photo.jpg | fit 300x", {"alt": "a"}, strict=True) is None
+
+
+def test_a_warm_block_is_not_shared_between_registrars(make_site, tmp_path):
+    first = make_site()
+    write(first.media, "photo.jpg", halves(1000, 600))
+    other = make_site(prefix="/other", database_url=f"sqlite:///{tmp_path / 'other.db'}")
+    one = render_block(first.registrar, "photo.jpg | fit 300x", {}, strict=True)
+    two = render_block(other.registrar, "photo.jpg | fit 300x", {}, strict=True)
+    assert one.url.startswith("/_fp/") and two.url.startswith("/other/")

@@ -4,9 +4,8 @@ Parsing happens once per template, so everything knowable then is decided then: 
 argument names, the template's name, the line the instructions start on, and whether
 the result is printed or stored under ``as NAME``. A render only evaluates the
 argument values, renders the body to text and hands both to the core's
-``render_block``, which decides what is printed; a block seen before with the same text
-and values is answered from what it printed then, once the registrar confirms that its
-registration is unchanged.
+``render_block``, which decides what is printed (and answers a warm block from what it
+printed before, once the registrar confirms its registration is unchanged).
 """
 
 from __future__ import annotations
@@ -18,11 +17,10 @@ from jinja2.parser import Parser
 from jinja2.runtime import Undefined
 from markupsafe import Markup
 
-from fileproc_wsgi.errors import ConfigError, FileProcError
+from fileproc_wsgi.errors import ConfigError
 from fileproc_wsgi.tags import Rendition, render_block
 
 _END_OF_BODY = ("name:empty", "name:endfileprocessor")
-_REMEMBERED_BLOCKS = 4096
 _FILTER = "fileprocessor:block"
 
 
@@ -41,9 +39,6 @@ class FileProcessorExtension(Extension):
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         environment.extend(fileprocessor_registrar=None, fileprocessor_strict=False)
-        # Blocks by text and argument values, so that a warm block costs one registration
-        # of its text (a stat of the source) instead of rebuilding its <img> or <picture>.
-        self._blocks: dict[tuple, _Printed] = {}
         # A block compiles to a call of this filter, under a name no template can spell:
         # a Call node would go through Context.call, whose probing for pass_context and
         # friends costs a warm block about as much as its own work in this module.
@@ -180,20 +175,6 @@ class FileProcessorExtension(Extension):
                 "fileprocessor: no registrar; set environment.fileprocessor_registrar to a "
                 "fileproc_wsgi Registrar (or RemoteRegistrar) before rendering"
             )
-        # Types are part of the key because 1 == True, yet they print differently.
-        key = (text, names, values, tuple(map(type, values)))
-        try:
-            printed = self._blocks.get(key)
-        except TypeError:  # an unhashable value, such as widths=[400, 800]
-            key = printed = None
-        if printed is not None and printed.registrar is registrar:
-            try:
-                # The registrar answers with the very same representation while the text,
-                # its source and the registration are unchanged: then so is the HTML.
-                if registrar.register(text) is printed.rendition.image:
-                    return printed.rendition if stored else printed.html
-            except FileProcError:
-                pass  # render_block says why: a log line, or an error when strict
         arguments = {
             name: str(value) if isinstance(value, Undefined) else value
             for name, value in zip(names, values, strict=True)
@@ -201,22 +182,6 @@ class FileProcessorExtension(Extension):
         rendition = render_block(
             registrar, text, arguments, strict=environment.fileprocessor_strict, where=where, line=line
         )
-        if rendition is None:
-            return None
-        printed = _Printed(registrar, rendition)
-        if key is not None:
-            if len(self._blocks) >= _REMEMBERED_BLOCKS:
-                self._blocks.clear()  # simpler than an LRU, and rare: a site's warm blocks fit
-            self._blocks[key] = printed
-        return rendition if stored else printed.html
-
-
-class _Printed:
-    """A block that rendered before: its rendition and the HTML printed for it."""
-
-    __slots__ = ("registrar", "rendition", "html")
-
-    def __init__(self, registrar, rendition: Rendition):
-        self.registrar = registrar
-        self.rendition = rendition
-        self.html = Markup(rendition.html)
+        if rendition is None or stored:
+            return rendition
+        return Markup(rendition.html)

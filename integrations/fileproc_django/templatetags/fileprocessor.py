@@ -19,14 +19,11 @@ import re
 
 from django import template
 from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from django.template.base import FilterExpression, Node, NodeList, Parser, Token, TokenType
-from django.utils.safestring import SafeString, mark_safe
 
-from fileproc_django.conf import SETTINGS, get_registrar
-from fileproc_wsgi.errors import FileProcError, InstructionError
-from fileproc_wsgi.tags import Rendition, render_block
+from fileproc_django.conf import get_registrar
+from fileproc_wsgi.errors import InstructionError
+from fileproc_wsgi.tags import render_block
 
 register = template.Library()
 
@@ -48,7 +45,7 @@ class FileProcessorNode(Node):
         self.arguments = arguments
         self.name = name
 
-    def render(self, context) -> SafeString | str:
+    def render(self, context) -> str:
         # The body is instructions, not HTML or prose: 'a&b.jpg' must reach the registrar
         # as it is, and 1200 or 0.5 must not become '1,200' or '0,5' in some locales.
         autoescape, use_l10n = context.autoescape, context.use_l10n
@@ -58,28 +55,23 @@ class FileProcessorNode(Node):
         finally:
             context.autoescape, context.use_l10n = autoescape, use_l10n
         arguments = {key: value.resolve(context) for key, value in self.arguments.items()}
-        registrar = get_registrar()
-        key, printed = _printed.find(registrar, text, arguments)
-        if printed is None:
-            try:
-                rendition = render_block(
-                    registrar,
-                    text,
-                    arguments,
-                    strict=settings.DEBUG,
-                    where=self.origin.template_name or self.origin.name,
-                    line=self.token.lineno,
-                )
-            except InstructionError as error:
-                self._point_debug_page_at(error, context)
-                raise
-            if rendition is not None:
-                printed = _printed.remember(key, registrar, rendition)
+        try:
+            rendition = render_block(
+                get_registrar(),
+                text,
+                arguments,
+                strict=settings.DEBUG,
+                where=self.origin.template_name or self.origin.name,
+                line=self.token.lineno,
+            )
+        except InstructionError as error:
+            self._point_debug_page_at(error, context)
+            raise
         if self.name is not None:
-            context[self.name] = None if printed is None else printed.rendition
-        if printed is None:
-            return self.empty.render(context)
-        return "" if self.name is not None else printed.html
+            context[self.name] = rendition
+            return self.empty.render(context) if rendition is None else ""
+        # The HTML is already escaped (it has __html__); Django prints a node's str as is.
+        return self.empty.render(context) if rendition is None else rendition.html
 
     def _point_debug_page_at(self, error: InstructionError, context) -> None:
         """Make Django's debug page highlight the instruction line the error names,
@@ -94,67 +86,6 @@ class FileProcessorNode(Node):
         end = start + len(lines[error.line - 1].rstrip("\r\n"))
         token = Token(TokenType.TEXT, current.source[start:end], (start, end), error.line)
         error.template_debug = current.get_exception_info(error, token)
-
-
-class _Printed:
-    """A block that rendered before: what it registered and the HTML it printed."""
-
-    __slots__ = ("registrar", "rendition", "html")
-
-    def __init__(self, registrar, rendition: Rendition):
-        self.registrar = registrar
-        self.rendition = rendition
-        self.html = mark_safe(rendition.html)
-
-
-class _PrintedBlocks:
-    """Blocks by text and arguments, so that a warm block costs one registration of its
-    text (a ``stat`` of the source) rather than rebuilding its ``<img>`` or ``<picture>``.
-
-    An entry holds while the registrar answers the text with the very representation it
-    gave before: a replaced source, an evicted entry or new settings give a new one.
-    """
-
-    def __init__(self, size: int = 4096):
-        self.size = size
-        self._blocks: dict[tuple, _Printed] = {}
-
-    def find(self, registrar, text: str, arguments: dict) -> tuple[tuple | None, _Printed | None]:
-        # Only strings make a key. Other values may compare equal yet print differently:
-        # True == 1 (hidden vs hidden="1"), a model instance whose title changed, or not
-        # be hashable at all (a list).
-        for value in arguments.values():
-            if not isinstance(value, str) and value is not None:
-                return None, None
-        key = (text, tuple(arguments.items()))
-        printed = self._blocks.get(key)
-        if printed is None or printed.registrar is not registrar:
-            return key, None
-        try:
-            current = registrar.register(text)
-        except FileProcError:  # render_block logs it, or raises it under DEBUG
-            return key, None
-        return key, (printed if current is printed.rendition.image else None)
-
-    def clear(self) -> None:
-        self._blocks.clear()
-
-    def remember(self, key: tuple | None, registrar, rendition: Rendition) -> _Printed:
-        printed = _Printed(registrar, rendition)
-        if key is not None:
-            if len(self._blocks) >= self.size:
-                self._blocks.clear()  # simpler than an LRU, and rare: a warm page fits
-            self._blocks[key] = printed
-        return printed
-
-
-_printed = _PrintedBlocks()
-
-
-@receiver(setting_changed)
-def _forget_printed_blocks(*, setting: str, **kwargs) -> None:
-    if setting in SETTINGS:
-        _printed.clear()
 
 
 @register.tag("fileprocessor")
