@@ -5,7 +5,8 @@ An adapter parses its own tag syntax, renders the block's body to text and calls
 here once, so both adapters print the same HTML for the same block:
 
 - ``widths=400,800`` registers one variant per width (the instructions plus
-  ``fit <w>x``, widths wider than the result dropped) and prints ``srcset`` and ``sizes``;
+  ``fit <w>x``) and prints ``srcset`` and ``sizes``; widths the result cannot reach are
+  dropped and the result itself (at its own width) offered instead;
 - ``formats=avif,webp`` registers one variant per format (plus ``format <f>``) and
   prints a ``<picture>`` with a ``<source>`` per format and the ``<img>`` as fallback;
 - ``sizes=...`` overrides the default ``sizes`` of a ``srcset`` (``100vw``);
@@ -142,16 +143,25 @@ def build(registrar, text: str, arguments: Mapping[str, object]) -> Rendition:
     image = registered[0]
 
     by_format = {name: registered[1 + index] for index, name in enumerate(formats)}
-    kept = [width for width in sorted(set(widths)) if image.width is None or width <= image.width]
+    # The result itself stands in for a width it already has, and for widths it cannot
+    # reach (a source smaller than asked): "up to 2000" then means "as large as it gets".
+    ordered = sorted(set(widths))
+    kept = [width for width in ordered if image.width is None or width < image.width]
+    if image.width is not None and len(kept) < len(ordered):
+        kept.append(image.width)
     srcset_of: dict[str | None, list[Representation]] = {None: [], **{name: [] for name in formats}}
     position = 1 + len(formats)
-    for width in sorted(set(widths)):
+    for width in ordered:
         variants = registered[position : position + 1 + len(formats)]
         position += 1 + len(formats)
-        if width in kept:
+        if width in kept and width != image.width:
             srcset_of[None].append(variants[0])
             for name, variant in zip(formats, variants[1:], strict=True):
                 srcset_of[name].append(variant)
+    if image.width in kept:
+        srcset_of[None].append(image)
+        for name in formats:
+            srcset_of[name].append(by_format[name])
     sources = tuple((_FORMAT_TYPES[name], tuple(srcset_of[name]) or (by_format[name],)) for name in formats)
     return Rendition(
         image=image,

@@ -279,8 +279,8 @@ def test_as_name_outlives_an_enclosing_if(fileprocessor):
             'widths="200,400,2000"',
             {},
             '<img src="SRCjpg" width="800" height="480" alt="" loading="lazy" decoding="async" '
-            'srcset="SRCjpg 200w, SRCjpg 400w" sizes="100vw">',
-            id="srcset-drops-widths-above-the-result",
+            'srcset="SRCjpg 200w, SRCjpg 400w, SRCjpg 800w" sizes="100vw">',
+            id="srcset-offers-the-result-for-widths-above-it",
         ),
         pytest.param(
             "widths=widths sizes=sizes",

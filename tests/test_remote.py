@@ -243,7 +243,7 @@ def test_a_block_registers_all_its_variants_in_one_request(remote, counting):
     )
     assert counting.requests == 1
     assert rendition.html.startswith('<picture><source type="image/avif" srcset="')
-    assert rendition.srcset and [v.width for v in rendition.srcset] == [50, 100]
+    assert rendition.srcset and [v.width for v in rendition.srcset] == [50, 100, 200]
     assert (rendition.width, rendition.height, rendition.content_type) == (200, 67, "image/png")
 
 

@@ -31,10 +31,11 @@ def test_plain_block_is_an_escaped_img(site):
     assert (rendition.width, rendition.height, rendition.content_type) == (300, 180, "image/jpeg")
 
 
-def test_widths_give_srcset_and_drop_widths_above_the_result(site):
+def test_widths_above_the_result_give_way_to_the_result_itself(site):
     rendition = build(site.registrar, "photo.jpg | fit 900x", {"widths": "400,800,1200", "sizes": "50vw"})
     srcset = re.search(r'srcset="([^"]+)"', rendition.html).group(1)
-    assert [item.split()[1] for item in srcset.split(", ")] == ["400w", "800w"]
+    assert [item.split()[1] for item in srcset.split(", ")] == ["400w", "800w", "900w"]
+    assert srcset.endswith(f"{rendition.url} 900w")
     assert 'sizes="50vw"' in rendition.html
     assert rendition.width == 900
 
@@ -167,3 +168,11 @@ def test_a_warm_block_is_not_shared_between_registrars(make_site, tmp_path):
     one = render_block(first.registrar, "photo.jpg | fit 300x", {}, strict=True)
     two = render_block(other.registrar, "photo.jpg | fit 300x", {}, strict=True)
     assert one.url.startswith("/_fp/") and two.url.startswith("/other/")
+
+
+def test_a_width_equal_to_the_result_is_the_result_itself(site):
+    rendition = build(site.registrar, "photo.jpg | fit 400x", {"widths": "200,400", "formats": "webp"})
+    assert [variant.width for variant in rendition.srcset] == [200, 400]
+    assert rendition.srcset[-1] is rendition.image, "not a second, identical variant to process"
+    ((content_type, variants),) = rendition.sources
+    assert variants[-1].url.endswith(".webp") and variants[-1].width == 400
