@@ -1,8 +1,9 @@
 """What a ``{% fileprocessor %}`` block means, shared by the Django and Jinja2 adapters.
 
-An adapter parses its own tag syntax, renders the block's body to text and calls
-:func:`render_block` with the tag's ``key=value`` arguments. Everything else is decided
-here once, so both adapters print the same HTML for the same block:
+An adapter parses its own tag syntax, makes one :class:`Block` per tag when the template
+compiles, and at each render hands it the body rendered to text and the values of the
+tag's ``key=value`` arguments. Everything else is decided here once, so both adapters
+print the same HTML for the same block, and a warm block costs them the same:
 
 - ``widths=400,800`` registers one variant per width (the instructions plus
   ``fit <w>x``) and prints ``srcset`` and ``sizes``; widths the result cannot reach are
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from html import escape
 
 from .errors import FileProcError, InstructionError
@@ -188,22 +189,9 @@ def render_block(
     ``strict`` (Django's DEBUG, or the Jinja2 environment's ``fileprocessor_strict``)
     bad instruction text raises, so a developer sees it; a missing source or an outage
     never breaks a page, strict or not.
-
-    A block rendered before with the same text and arguments costs one registration of
-    its text: while the registrar answers with the very same representation (its source
-    and registration unchanged), the rendition made then is still right.
     """
-    key = _block_key(text, arguments)
-    if key is not None:
-        rendition = _RENDERED.get(key)
-        if rendition is not None:
-            try:
-                if registrar.register(text) is rendition.image:
-                    return rendition
-            except FileProcError:
-                pass  # build() below raises it again, and it is reported there
     try:
-        rendition = build(registrar, text, arguments)
+        return build(registrar, text, arguments)
     except InstructionError as error:
         located = InstructionError(
             error.problem, line=error.line + line - 1, column=error.column, step=error.step, where=where
@@ -211,33 +199,68 @@ def render_block(
         if strict:
             raise located from None
         log.warning("fileprocessor block: %s", located)
-        return None
     except FileProcError as error:
         log.warning("fileprocessor block in %s, line %d: %s", where, line, error)
-        return None
-    if key is not None:
-        if len(_RENDERED) >= _RENDERED_LIMIT:
-            _RENDERED.clear()  # simpler than an LRU; a site's warm blocks fit
-        _RENDERED[key] = rendition
-    return rendition
+    return None
 
 
-# Blocks rendered before, by text and arguments; see render_block.
-_RENDERED: dict[tuple, Rendition] = {}
-_RENDERED_LIMIT = 8192
+class Block:
+    """One ``{% fileprocessor %}`` in a template, made when the template compiles.
 
-
-def _block_key(text: str, arguments: Mapping[str, object]) -> tuple | None:
-    """A key for a block, or None when a value cannot be one (a list, a model instance).
-
-    Only strings, numbers, booleans and None are trusted: they cannot change behind our
-    back. Types are part of the key because ``1 == True`` prints differently.
+    It knows its argument names and where it is (``where``: the template's name;
+    ``line``: the line its text starts on). ``render`` takes what changes per render (the
+    registrar, the text, the argument values in the order of ``names``) and is
+    :func:`render_block` plus a memory: a block rendered before with the same text and
+    values costs one registration of its text, because while the registrar answers with
+    the very same representation (source and registration unchanged) the rendition made
+    then is still right. Both adapters make one per tag, so they print the same thing
+    and pay the same.
     """
-    values = tuple(arguments.values())
+
+    __slots__ = ("names", "where", "line", "_rendered")
+
+    def __init__(self, names: Sequence[str], *, where: str = "template", line: int = 1):
+        self.names = tuple(names)
+        self.where = where
+        self.line = line
+        self._rendered: dict[tuple, Rendition] = {}
+
+    def render(self, registrar, text: str, values: Sequence[object], *, strict: bool) -> Rendition | None:
+        key = _key(text, values)
+        if key is not None:
+            rendition = self._rendered.get(key)
+            if rendition is not None:
+                try:
+                    if registrar.register(text) is rendition.image:
+                        return rendition
+                except FileProcError:
+                    pass  # render_block below meets it again, and reports it
+        arguments = dict(zip(self.names, values, strict=True))
+        rendition = render_block(registrar, text, arguments, strict=strict, where=self.where, line=self.line)
+        if rendition is not None and key is not None:
+            if len(self._rendered) >= _REMEMBERED:
+                self._rendered.clear()  # simpler than an LRU; rare, as most blocks see few texts
+            self._rendered[key] = rendition
+        return rendition
+
+
+_REMEMBERED = 1024
+
+
+def _key(text: str, values: Sequence[object]) -> tuple | None:
+    """What identifies a rendering of a block, or None when a value cannot be trusted to
+    stay the same (a list, a model instance): strings, numbers and None only.
+
+    Numbers carry their type, because ``1 == 1.0 == True`` yet each prints differently.
+    """
+    values = tuple(values)
+    typed = False
     for value in values:
-        if not isinstance(value, _PLAIN):
+        if isinstance(value, str) or value is None:
+            continue
+        if not isinstance(value, (int, float)):
             return None
-    return (text, tuple(arguments), values, tuple(map(type, values)))
-
-
-_PLAIN = (str, int, float, type(None))
+        typed = True
+    if typed:
+        return (text, values, tuple(map(type, values)))
+    return (text, values)

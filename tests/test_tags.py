@@ -11,7 +11,7 @@ from webob import Request
 
 from fileproc_wsgi.errors import InstructionError
 from fileproc_wsgi.middleware import FileProcessor
-from fileproc_wsgi.tags import build, render_block
+from fileproc_wsgi.tags import Block, build, render_block
 from support import halves, write
 
 
@@ -130,44 +130,57 @@ def test_a_picture_without_widths_offers_each_format_at_the_img_size(site):
 
 
 @pytest.mark.parametrize(
-    ("first", "second", "expected"),
+    ("names", "first", "second", "expected"),
     [
-        pytest.param({"alt": "a"}, {"alt": "a"}, "the same rendition", id="same-arguments"),
-        pytest.param({"alt": "a"}, {"alt": "b"}, "another html", id="other-value"),
-        pytest.param({"hidden": True}, {"hidden": 1}, "another html", id="true-is-not-1"),
-        pytest.param({"widths": [100, 200]}, {"widths": [100, 200]}, "an equal one", id="unhashable"),
+        pytest.param(["alt"], ["a"], ["a"], "the same rendition", id="same-values"),
+        pytest.param(["alt"], ["a"], ["b"], "another html", id="other-value"),
+        pytest.param(["hidden"], [True], [1], "another html", id="true-is-not-1"),
+        pytest.param(["data-n"], [1], [1.0], "another html", id="1-is-not-1.0"),
+        pytest.param(["widths"], [[100, 200]], [[100, 200]], "an equal one", id="unhashable"),
+        pytest.param(["alt"], [object()], [object()], "an equal one", id="untrusted-object"),
     ],
 )
-def test_a_warm_block_reuses_what_it_printed(site, first, second, expected):
-    one = render_block(site.registrar, "photo.jpg | fit 300x", first, strict=True)
-    two = render_block(site.registrar, "photo.jpg | fit 300x", second, strict=True)
+def test_a_warm_block_reuses_what_it_printed(site, names, first, second, expected):
+    block = Block(names)
+    one = block.render(site.registrar, "photo.jpg | fit 300x", first, strict=True)
+    two = block.render(site.registrar, "photo.jpg | fit 300x", second, strict=True)
     if expected == "the same rendition":
         assert one is two
     elif expected == "another html":
         assert one.html != two.html
     else:
-        assert one is not two and one.html == two.html
+        assert one is not two and one.html.split(" alt=")[0] == two.html.split(" alt=")[0]
 
 
-def test_a_warm_block_follows_a_replaced_source(make_site):
+def test_a_warm_block_follows_a_replaced_or_deleted_source(make_site):
     site = make_site(source_check_interval=0)
     write(site.media, "photo.jpg", halves(1000, 600))
-    before = render_block(site.registrar, "photo.jpg | fit 300x", {"alt": "a"}, strict=True)
+    block = Block(["alt"], where="page.html", line=3)
+    before = block.render(site.registrar, "photo.jpg | fit 300x", ["a"], strict=True)
     write(site.media, "photo.jpg", halves(600, 600))
     os.utime(site.media / "photo.jpg", ns=(1, 10**9))
-    after = render_block(site.registrar, "photo.jpg | fit 300x", {"alt": "a"}, strict=True)
+    after = block.render(site.registrar, "photo.jpg | fit 300x", ["a"], strict=True)
     assert (before.height, after.height) == (180, 300)
     (site.media / "photo.jpg").unlink()
-    assert render_block(site.registrar, "photo.jpg | fit 300x", {"alt": "a"}, strict=True) is None
+    assert block.render(site.registrar, "photo.jpg | fit 300x", ["a"], strict=True) is None
 
 
-def test_a_warm_block_is_not_shared_between_registrars(make_site, tmp_path):
+def test_a_warm_block_answers_each_registrar_with_its_own(make_site, tmp_path):
     first = make_site()
     write(first.media, "photo.jpg", halves(1000, 600))
     other = make_site(prefix="/other", database_url=f"sqlite:///{tmp_path / 'other.db'}")
-    one = render_block(first.registrar, "photo.jpg | fit 300x", {}, strict=True)
-    two = render_block(other.registrar, "photo.jpg | fit 300x", {}, strict=True)
+    block = Block([])
+    one = block.render(first.registrar, "photo.jpg | fit 300x", [], strict=True)
+    two = block.render(other.registrar, "photo.jpg | fit 300x", [], strict=True)
     assert one.url.startswith("/_fp/") and two.url.startswith("/other/")
+    assert block.render(first.registrar, "photo.jpg | fit 300x", [], strict=True).url == one.url
+
+
+def test_a_block_names_its_template_and_line_in_errors(site):
+    block = Block([], where="gallery.html", line=12)
+    with pytest.raises(InstructionError, match=r"^gallery.html, line 13, column 5, step 'fit':"):
+        block.render(site.registrar, "photo.jpg\nfit 10by", [], strict=True)
+    assert block.render(site.registrar, "photo.jpg\nfit 10by", [], strict=False) is None
 
 
 def test_a_width_equal_to_the_result_is_the_result_itself(site):

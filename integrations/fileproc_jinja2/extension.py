@@ -10,15 +10,14 @@ printed before, once the registrar confirms its registration is unchanged).
 
 from __future__ import annotations
 
-from jinja2 import Environment, nodes, pass_environment
+from jinja2 import Environment, nodes, pass_context
 from jinja2.ext import Extension
 from jinja2.lexer import describe_token
 from jinja2.parser import Parser
-from jinja2.runtime import Undefined
-from markupsafe import Markup
+from jinja2.runtime import Context, Undefined
 
 from fileproc_wsgi.errors import ConfigError
-from fileproc_wsgi.tags import Rendition, render_block
+from fileproc_wsgi.tags import Block
 
 _END_OF_BODY = ("name:empty", "name:endfileprocessor")
 _FILTER = "fileprocessor:block"
@@ -43,6 +42,8 @@ class FileProcessorExtension(Extension):
         # a Call node would go through Context.call, whose probing for pass_context and
         # friends costs a warm block about as much as its own work in this module.
         environment.filters[_FILTER] = self._block
+        self._blocks: list[Block] = []
+        self._indexes: dict[tuple, int] = {}
 
     def parse(self, parser: Parser) -> list[nodes.Node]:
         lineno = next(parser.stream).lineno
@@ -61,33 +62,31 @@ class FileProcessorExtension(Extension):
             next(parser.stream)
         self._expect_end_of_tag(parser, "endfileprocessor")
 
-        text = parser.free_identifier(lineno)
+        parts = _plain_parts(body)
+        text = parser.free_identifier(lineno) if parts is None else nodes.Tuple(parts, "load")
         result = nodes.Name(target, "store") if target else parser.free_identifier(lineno)
         found = nodes.Name(target, "load") if target else result
+        block = self._block_for(names, parser.name or "<template>", first_line)
         call = nodes.Filter(
             text,
             _FILTER,
-            [
-                nodes.Const(tuple(names)),
-                nodes.Tuple(values, "load"),
-                nodes.Const(parser.name or "<template>"),
-                nodes.Const(first_line),
-                nodes.Const(target is not None),
-            ],
+            [block, nodes.Tuple(values, "load"), nodes.Const(target is not None)],
             [],
             None,
             None,
             lineno=lineno,
         )
-        statements: list[nodes.Node] = [
+        statements: list[nodes.Node] = []
+        if parts is None:
             # Instruction text is not HTML: "a&b.jpg" must reach the registrar as it is.
-            nodes.ScopedEvalContextModifier(
-                [nodes.Keyword("autoescape", nodes.Const(False))],
-                [nodes.AssignBlock(text, None, body, lineno=first_line)],
-                lineno=lineno,
-            ),
-            nodes.Assign(result, call, lineno=lineno),
-        ]
+            statements.append(
+                nodes.ScopedEvalContextModifier(
+                    [nodes.Keyword("autoescape", nodes.Const(False))],
+                    [nodes.AssignBlock(text, None, body, lineno=first_line)],
+                    lineno=lineno,
+                )
+            )
+        statements.append(nodes.Assign(result, call, lineno=lineno))
         if target:
             if empty:
                 statements.append(nodes.If(nodes.Not(found), empty, [], [], lineno=lineno))
@@ -155,33 +154,57 @@ class FileProcessorExtension(Extension):
             lineno,
         )
 
-    @pass_environment
-    def _block(
-        self,
-        environment: Environment,
-        text: str,
-        names: tuple[str, ...],
-        values: tuple,
-        where: str,
-        line: int,
-        stored: bool,
-    ) -> Markup | Rendition | None:
+    def _block_for(self, names: list[str], where: str, line: int) -> nodes.Const:
+        """The core's Block for a tag, as a constant of the compiled template: by index,
+        since a template's code can only hold literals. Recompiling a template finds the
+        same tag again rather than adding one."""
+        identity = (where, line, tuple(names))
+        index = self._indexes.get(identity)
+        if index is None:
+            index = self._indexes[identity] = len(self._blocks)
+            self._blocks.append(Block(names, where=where, line=line))
+        return nodes.Const(index)
+
+    # pass_context, not pass_environment: Jinja's optimizer calls an environment filter
+    # whose arguments are all constants at compile time, which would register a block of
+    # plain text once, when the template compiles, and never look at its source again.
+    @pass_context
+    def _block(self, context: Context, text: str | tuple, index: int, values: tuple, stored: bool):
         """What a block gives its template: the HTML to print, or with ``as NAME`` (``stored``)
         the rendition; None when it could not be registered (already logged)."""
         # Settings come from the environment rendering, which may be an overlay of ours.
+        environment = context.environment
         registrar = environment.fileprocessor_registrar
         if registrar is None:
             raise ConfigError(
                 "fileprocessor: no registrar; set environment.fileprocessor_registrar to a "
                 "fileproc_wsgi Registrar (or RemoteRegistrar) before rendering"
             )
-        arguments = {
-            name: str(value) if isinstance(value, Undefined) else value
-            for name, value in zip(names, values, strict=True)
-        }
-        rendition = render_block(
-            registrar, text, arguments, strict=environment.fileprocessor_strict, where=where, line=line
+        if type(text) is tuple:
+            text = "".join([str(part) for part in text])
+        if values:
+            values = [str(value) if isinstance(value, Undefined) else value for value in values]
+        rendition = self._blocks[index].render(
+            registrar, text, values, strict=environment.fileprocessor_strict
         )
         if rendition is None or stored:
             return rendition
-        return Markup(rendition.html)
+        # Already escaped, and marked so with __html__: autoescape prints it as it is (as
+        # Markup), and returning it unwrapped spares building that Markup twice.
+        return rendition.html
+
+
+def _plain_parts(body: list[nodes.Node]) -> list[nodes.Expr] | None:
+    """The body as a list of strings and expressions to join, when it is only text and
+    ``{{ ... }}`` (the usual case); None when it has statements (``{% if %}`` ...).
+
+    Joined by the block itself, the parts are never escaped, so such a body needs none of
+    the autoescape switching (and its cost on every render) that a general body does.
+    """
+    parts: list[nodes.Expr] = []
+    for node in body:
+        if not isinstance(node, nodes.Output):
+            return None
+        for child in node.nodes:
+            parts.append(nodes.Const(child.data) if isinstance(child, nodes.TemplateData) else child)
+    return parts

@@ -23,7 +23,7 @@ from django.template.base import FilterExpression, Node, NodeList, Parser, Token
 
 from fileproc_django.conf import get_registrar
 from fileproc_wsgi.errors import InstructionError
-from fileproc_wsgi.tags import render_block
+from fileproc_wsgi.tags import Block
 
 register = template.Library()
 
@@ -38,12 +38,18 @@ class FileProcessorNode(Node):
     child_nodelists = ("nodelist", "empty")
 
     def __init__(
-        self, nodelist: NodeList, empty: NodeList, arguments: dict[str, FilterExpression], name: str | None
+        self,
+        nodelist: NodeList,
+        empty: NodeList,
+        arguments: dict[str, FilterExpression],
+        name: str | None,
+        block: Block,
     ):
         self.nodelist = nodelist
         self.empty = empty
-        self.arguments = arguments
+        self.values = tuple(arguments.values())
         self.name = name
+        self.block = block
 
     def render(self, context) -> str:
         # The body is instructions, not HTML or prose: 'a&b.jpg' must reach the registrar
@@ -54,16 +60,9 @@ class FileProcessorNode(Node):
             text = self.nodelist.render(context)
         finally:
             context.autoescape, context.use_l10n = autoescape, use_l10n
-        arguments = {key: value.resolve(context) for key, value in self.arguments.items()}
+        values = [value.resolve(context) for value in self.values]
         try:
-            rendition = render_block(
-                get_registrar(),
-                text,
-                arguments,
-                strict=settings.DEBUG,
-                where=self.origin.template_name or self.origin.name,
-                line=self.token.lineno,
-            )
+            rendition = self.block.render(get_registrar(), text, values, strict=settings.DEBUG)
         except InstructionError as error:
             self._point_debug_page_at(error, context)
             raise
@@ -121,7 +120,10 @@ def do_fileprocessor(parser: Parser, token: Token) -> FileProcessorNode:
         if getattr(error, "token", None) is token:
             raise _syntax_error(f"no {{% {end} %}} closes the block opened on line {token.lineno}") from None
         raise
-    return FileProcessorNode(nodelist, empty, arguments, name)
+    where = parser.origin.template_name or parser.origin.name
+    return FileProcessorNode(
+        nodelist, empty, arguments, name, Block(arguments, where=where, line=token.lineno)
+    )
 
 
 def _syntax_error(problem: str) -> template.TemplateSyntaxError:
