@@ -111,6 +111,10 @@ class Registrar:
             if pending:
                 self._write(pending)
 
+    def close(self) -> None:
+        """Close the database connections (a registrar that has its own store)."""
+        self.store.dispose()
+
     def _warm(self, text: str) -> _Entry | None:
         # The hot path of every warm template block: kept to a dict lookup, a clock read
         # and, once per source_check_interval, one stat.

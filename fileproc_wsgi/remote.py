@@ -162,6 +162,7 @@ class RemoteRegistrar:
         self._answers: OrderedDict[str, tuple[float, Representation]] = OrderedDict()
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._connections: list[http.client.HTTPConnection] = []
         self._down_until = 0.0
 
     def register(self, text: str) -> Representation:
@@ -197,10 +198,11 @@ class RemoteRegistrar:
         yield
 
     def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
+        """Close the connections of every thread (each opens a new one when next used)."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
             connection.close()
-            self._local.connection = None
 
     def _remembered(self, text: str, now: float) -> Representation | None:
         entry = self._answers.get(text)
@@ -269,27 +271,33 @@ class RemoteRegistrar:
         """POST on this thread's persistent connection, reconnecting once if it went stale."""
         for attempt in (1, 2):
             connection = getattr(self._local, "connection", None)
-            fresh = connection is None
+            fresh = connection is None or connection not in self._connections  # closed meanwhile
             if fresh:
                 connection = self._connection_class(*self._address, timeout=self._timeout)
                 self._local.connection = connection
+                with self._lock:
+                    self._connections.append(connection)
             try:
                 connection.request("POST", self._endpoint, body=body, headers=headers)
                 response = connection.getresponse()
                 reply = response.read()
             except (OSError, http.client.HTTPException):
-                connection.close()
-                self._local.connection = None
+                self._forget(connection)
                 # A kept-alive connection the server has since closed fails on first use:
                 # that is worth one retry on a new connection, a fresh one failing is not.
                 if fresh or attempt == 2:
                     raise
                 continue
             if response.will_close:
-                connection.close()
-                self._local.connection = None
+                self._forget(connection)
             return response.status, reply
         raise AssertionError("unreachable")
+
+    def _forget(self, connection: http.client.HTTPConnection) -> None:
+        connection.close()
+        self._local.connection = None
+        with self._lock, contextlib.suppress(ValueError):
+            self._connections.remove(connection)
 
 
 def _cache_key(text: str) -> str:

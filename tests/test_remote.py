@@ -372,3 +372,23 @@ def test_remote_settings_are_checked(settings, message):
 
     with pytest.raises(ConfigError, match=message):
         Config(**settings)
+
+
+def test_close_closes_the_connections_of_every_thread(server, counting):
+    import threading
+
+    registrar = RemoteRegistrar(server[0], secret=SECRET)
+    threads = [
+        threading.Thread(target=registrar.register, args=(f"photo.jpg | fit {width}x",)) for width in (61, 62)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert counting.connects == 2
+    open_before = [connection.sock is not None for connection in registrar._connections]
+    registrar.close()
+    assert open_before == [True, True] and registrar._connections == []
+    assert registrar.register("photo.jpg | fit 63x").width == 63, "reconnects after close"
+    assert counting.connects == 3
+    registrar.close()

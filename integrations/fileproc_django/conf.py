@@ -116,11 +116,7 @@ def reset() -> None:
         loaded, _loaded = _loaded, None
     if loaded is None:
         return
-    registrar = loaded.registrar
-    if hasattr(registrar, "close"):
-        registrar.close()
-    elif getattr(registrar, "store", None) is not None:
-        registrar.store.dispose()
+    loaded.registrar.close()
 
 
 @receiver(setting_changed)
