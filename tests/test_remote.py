@@ -172,17 +172,24 @@ def server(tmp_path_factory):
     media = root / "media"
     write(media, "photo.jpg", halves(800, 600))
     write(media, "logo.png", halves(300, 100, mode="RGBA"))
+    port = free_port()
+    command, options = _processing_server(root, port)
+    with serving(command, **options):
+        yield f"http://127.0.0.1:{port}/_fp", port
+
+
+def _processing_server(root, port: int):
+    """``fileproc serve`` on ``port`` with sources in ``root/media`` and the secret set:
+    the arguments for ``serving``."""
     env = {
         **os.environ,
-        "FILEPROC_SOURCE_ROOTS": f"default={media}",
+        "FILEPROC_SOURCE_ROOTS": f"default={root / 'media'}",
         "FILEPROC_DATABASE_URL": f"sqlite:///{root / 'fp.db'}",
         "FILEPROC_STORAGE": str(root / "results"),
         "FILEPROC_SECRET": SECRET,
     }
-    port = free_port()
     command = [sys.executable, "-m", "fileproc_wsgi.cli", "serve", "--port", str(port)]
-    with serving(command, port=port, cwd=root, env=env):
-        yield f"http://127.0.0.1:{port}/_fp", port
+    return command, {"port": port, "cwd": root, "env": env}
 
 
 class _Counting:
@@ -304,20 +311,13 @@ def test_an_unreachable_server_fails_fast_and_the_page_still_renders(counting, c
 
 def test_a_restarted_server_is_reached_on_a_new_connection(tmp_path, counting):
     write(tmp_path / "media", "photo.jpg", halves(80, 60))
-    env = {
-        **os.environ,
-        "FILEPROC_SOURCE_ROOTS": f"default={tmp_path / 'media'}",
-        "FILEPROC_DATABASE_URL": f"sqlite:///{tmp_path / 'fp.db'}",
-        "FILEPROC_STORAGE": str(tmp_path / "results"),
-        "FILEPROC_SECRET": SECRET,
-    }
     port = free_port()
-    command = [sys.executable, "-m", "fileproc_wsgi.cli", "serve", "--port", str(port)]
+    command, options = _processing_server(tmp_path, port)
     registrar = RemoteRegistrar(f"http://127.0.0.1:{port}/_fp", secret=SECRET)
     try:
-        with serving(command, port=port, cwd=tmp_path, env=env):
+        with serving(command, **options):
             assert registrar.register("photo.jpg | fit 40x").width == 40
-        with serving(command, port=port, cwd=tmp_path, env=env):
+        with serving(command, **options):
             assert registrar.register("photo.jpg | fit 20x").width == 20
     finally:
         registrar.close()
