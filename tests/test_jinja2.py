@@ -543,3 +543,21 @@ def test_flask_example_runs_with_one_command(tmp_path):
     assert status == 200
     assert body.decode().count("<img") == 5
     assert {"media", "fileproc.db"} <= {path.name for path in (tmp_path / "site").iterdir()}
+
+
+def test_templates_from_a_bytecode_cache_render_in_a_new_environment(registrar, tmp_path):
+    """A compiled template can come from another process (FileSystemBytecodeCache): the
+    block must not depend on state the compiling environment kept."""
+    from jinja2 import FileSystemBytecodeCache
+
+    (tmp_path / "bytecode").mkdir()
+    cache = FileSystemBytecodeCache(str(tmp_path / "bytecode"))
+    source = '{% fileprocessor alt="x" %}photo.jpg | fit 100x{% endfileprocessor %}'
+    printed = []
+    for _ in range(2):  # the second environment loads the first one's code
+        loader = DictLoader({"page.html": source})
+        environment = Environment(extensions=[FileProcessorExtension], loader=loader, bytecode_cache=cache)
+        environment.fileprocessor_registrar = registrar
+        printed.append(environment.get_template("page.html").render())
+    assert any((tmp_path / "bytecode").iterdir()), "the cache was used"
+    assert printed[0] == printed[1] and 'width="100" height="60" alt="x"' in printed[1]

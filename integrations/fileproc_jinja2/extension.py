@@ -42,8 +42,10 @@ class FileProcessorExtension(Extension):
         # a Call node would go through Context.call, whose probing for pass_context and
         # friends costs a warm block about as much as its own work in this module.
         environment.filters[_FILTER] = self._block
-        self._blocks: list[Block] = []
-        self._indexes: dict[tuple, int] = {}
+        # The core's Block of each tag, by (template, line, argument names): what the
+        # compiled template holds, since its code (which a bytecode cache may have
+        # brought from another process) can hold only literals.
+        self._blocks: dict[tuple, Block] = {}
 
     def parse(self, parser: Parser) -> list[nodes.Node]:
         lineno = next(parser.stream).lineno
@@ -66,7 +68,7 @@ class FileProcessorExtension(Extension):
         text = parser.free_identifier(lineno) if parts is None else nodes.Tuple(parts, "load")
         result = nodes.Name(target, "store") if target else parser.free_identifier(lineno)
         found = nodes.Name(target, "load") if target else result
-        block = self._block_for(names, parser.name or "<template>", first_line)
+        block = nodes.Const((parser.name or "<template>", first_line, tuple(names)))
         call = nodes.Filter(
             text,
             _FILTER,
@@ -154,22 +156,11 @@ class FileProcessorExtension(Extension):
             lineno,
         )
 
-    def _block_for(self, names: list[str], where: str, line: int) -> nodes.Const:
-        """The core's Block for a tag, as a constant of the compiled template: by index,
-        since a template's code can only hold literals. Recompiling a template finds the
-        same tag again rather than adding one."""
-        identity = (where, line, tuple(names))
-        index = self._indexes.get(identity)
-        if index is None:
-            index = self._indexes[identity] = len(self._blocks)
-            self._blocks.append(Block(names, where=where, line=line))
-        return nodes.Const(index)
-
     # pass_context, not pass_environment: Jinja's optimizer calls an environment filter
     # whose arguments are all constants at compile time, which would register a block of
     # plain text once, when the template compiles, and never look at its source again.
     @pass_context
-    def _block(self, context: Context, text: str | tuple, index: int, values: tuple, stored: bool):
+    def _block(self, context: Context, text: str | tuple, block: tuple, values: tuple, stored: bool):
         """What a block gives its template: the HTML to print, or with ``as NAME`` (``stored``)
         the rendition; None when it could not be registered (already logged)."""
         # Settings come from the environment rendering, which may be an overlay of ours.
@@ -184,9 +175,11 @@ class FileProcessorExtension(Extension):
             text = "".join([str(part) for part in text])
         if values:
             values = [str(value) if isinstance(value, Undefined) else value for value in values]
-        rendition = self._blocks[index].render(
-            registrar, text, values, strict=environment.fileprocessor_strict
-        )
+        compiled = self._blocks.get(block)
+        if compiled is None:
+            where, line, names = block
+            compiled = self._blocks.setdefault(block, Block(names, where=where, line=line))
+        rendition = compiled.render(registrar, text, values, strict=environment.fileprocessor_strict)
         if rendition is None or stored:
             return rendition
         # Already escaped, and marked so with __html__: autoescape prints it as it is (as
