@@ -16,7 +16,7 @@ Then, with the default delimiters or with ``<% %>``::
     {% if thumb %}<img src="{{ thumb.url }}" width="{{ thumb.width }}">{% endif %}
 
 The body is instruction text, not HTML, so it is rendered without autoescaping; what
-the block prints is decided by :func:`fileproc_wsgi.tags.render_block`, shared with the
+the block prints is decided by :class:`fileproc_wsgi.tags.Block`, shared with the
 Django adapter so that both print the same HTML.
 """
 

@@ -3,9 +3,9 @@
 Parsing happens once per template, so everything knowable then is decided then: the
 argument names, the template's name, the line the instructions start on, and whether
 the result is printed or stored under ``as NAME``. A render only evaluates the
-argument values, renders the body to text and hands both to the core's
-``render_block``, which decides what is printed (and answers a warm block from what it
-printed before, once the registrar confirms its registration is unchanged).
+argument values, renders the body to text and hands both to the core's ``Block`` for
+the tag, which decides what is printed (and answers a warm block from what it printed
+before, once the registrar confirms its registration is unchanged).
 """
 
 from __future__ import annotations
