@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 
 from . import engines
+from .cache import SharedCache
 from .config import Config
 from .encode import CONTENT_TYPES, EXTENSIONS, choose_format
 from .instructions import parse
@@ -67,7 +68,7 @@ class Registrar:
         self.config = config or Config()
         self.store = store or InstructionStore(self.config.database_url)
         self.sources = Sources(self.config.source_roots)
-        self.cache = cache
+        self.cache = None if cache is None else SharedCache(cache)
         self._url_base = self.config.prefix + "/"
         self._check_interval = self.config.source_check_interval
         self._lru: OrderedDict[str, _Entry] = OrderedDict()

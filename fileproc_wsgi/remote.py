@@ -41,6 +41,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from urllib.parse import urljoin, urlsplit
 
 from . import errors
+from .cache import SharedCache
 from .errors import FileProcError, InstructionError, RequestError, SignatureError, UnavailableError
 from .representation import Representation
 
@@ -149,7 +150,7 @@ class RemoteRegistrar:
         if not secret:
             raise errors.ConfigError("RemoteRegistrar needs the processing server's secret")
         self.url = url.rstrip("/")
-        self.cache = cache
+        self.cache = None if cache is None else SharedCache(cache)
         self._secret = secret
         self._endpoint = parts.path.rstrip("/") + "/register"
         secure = parts.scheme == "https"

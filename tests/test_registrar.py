@@ -183,3 +183,44 @@ def test_named_roots(site, tmp_path):
         storage=site.config.storage,
     )
     assert Registrar(config, store=site.store).register("static:icon.png | fit 20x").height == 10
+
+
+class _DictCache:
+    def __init__(self):
+        self.values = {}
+
+    def get(self, key):
+        return self.values.get(key)
+
+    def set(self, key, value):
+        self.values[key] = value
+
+
+class _BrokenCache:
+    def get(self, key):
+        raise ConnectionError("redis is down")
+
+    def set(self, key, value):
+        raise ConnectionError("redis is down")
+
+
+def test_a_shared_cache_spares_other_app_servers_the_header_read(site, monkeypatch):
+    shared = _DictCache()
+    first = Registrar(site.config, store=site.store, cache=shared)
+    representation = first.register("photo.jpg | fit 120x")
+    assert len(shared.values) == 1
+
+    def no_header_read(*args, **kwargs):
+        raise AssertionError("the header was read again")
+
+    monkeypatch.setattr("fileproc_wsgi.engines.probe", no_header_read)
+    second = Registrar(site.config, store=site.store, cache=shared)
+    assert second.register("photo.jpg | fit 120x") == representation
+
+
+def test_a_failing_shared_cache_is_a_miss_not_an_error(site, caplog):
+    registrar = Registrar(site.config, store=site.store, cache=_BrokenCache())
+    assert registrar.register("photo.jpg | fit 120x").width == 120
+    assert registrar.register("photo.jpg | fit 130x").width == 130
+    assert caplog.text.count("the shared cache failed to read (redis is down)") == 1, "logged once a minute"
+    assert site.store.count_by_state() == {"pending": 2}
