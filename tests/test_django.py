@@ -54,7 +54,7 @@ from webob import Request  # noqa: E402
 import fileproc_django  # noqa: E402
 from fileproc_django import conf  # noqa: E402
 from fileproc_wsgi import Config, FileProcessor, InstructionError  # noqa: E402
-from support import decode, halves, write  # noqa: E402
+from support import decode, free_port, halves, write  # noqa: E402
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 SRC = r"/_fp/[0-9a-f]{32}\."
@@ -564,6 +564,14 @@ def test_wrap_leaves_the_app_alone_when_another_server_processes(fileprocessor):
     remote = {**fileprocessor, "registrar_url": "https://img.example.com/_fp", "secret": "s" * 32}
     with override_settings(FILEPROCESSOR=remote):
         assert fileproc_django.wrap(application) is application
+
+
+def test_an_unreachable_processing_server_renders_the_empty_branch(fileprocessor, caplog):
+    remote = {**fileprocessor, "registrar_url": f"http://127.0.0.1:{free_port()}/_fp", "secret": "s" * 32}
+    with override_settings(FILEPROCESSOR=remote, DEBUG=True):
+        html = render("{% fileprocessor %}photo.jpg | fit 10x{% empty %}later{% endfileprocessor %}")
+    assert html == "later"
+    assert "is unreachable" in caplog.text
 
 
 def _load(path: pathlib.Path, name: str):
