@@ -144,7 +144,7 @@ class FileProcessor:
         limit = self.config.max_register_bytes
         if request.content_length is not None and request.content_length > limit:
             raise RequestTooLargeError(f"the body is over max_register_bytes ({limit} bytes)")
-        body = request.body_file_seekable.read(limit + 1)
+        body = request.body_file.read(limit + 1)  # never more than the cap, even chunked
         if len(body) > limit:
             raise RequestTooLargeError(f"the body is over max_register_bytes ({limit} bytes)")
         remote.verify(

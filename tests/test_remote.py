@@ -392,3 +392,15 @@ def test_close_closes_the_connections_of_every_thread(server, counting):
     assert registrar.register("photo.jpg | fit 63x").width == 63, "reconnects after close"
     assert counting.connects == 3
     registrar.close()
+
+
+def test_an_oversized_chunked_body_is_refused_by_a_real_server(server):
+    connection = http.client.HTTPConnection("127.0.0.1", server[1], timeout=30)
+    try:
+        chunks = (b'{"texts": ["' + b"x" * 65536 for _ in range(40))  # 2.5 MiB, no Content-Length
+        connection.request("POST", "/_fp/register", body=chunks, encode_chunked=True)
+        response = connection.getresponse()
+        assert response.status == 413
+        assert b"over max_register_bytes" in response.read()
+    finally:
+        connection.close()
