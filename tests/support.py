@@ -140,3 +140,16 @@ def http_get(port: int, path: str, method: str = "GET"):
         return response.status, dict(response.getheaders()), response.read()
     finally:
         connection.close()
+
+
+class DictCache:
+    """The smallest shared cache a registrar accepts: ``get`` and ``set`` on a dict."""
+
+    def __init__(self):
+        self.values = {}
+
+    def get(self, key):
+        return self.values.get(key)
+
+    def set(self, key, value):
+        self.values[key] = value

@@ -12,7 +12,7 @@ from PIL import Image
 from fileproc_wsgi.config import Config
 from fileproc_wsgi.errors import InstructionError, SourceError, SourceNotFoundError
 from fileproc_wsgi.registrar import Registrar
-from support import halves, write
+from support import DictCache, halves, write
 
 
 @pytest.fixture
@@ -185,17 +185,6 @@ def test_named_roots(site, tmp_path):
     assert Registrar(config, store=site.store).register("static:icon.png | fit 20x").height == 10
 
 
-class _DictCache:
-    def __init__(self):
-        self.values = {}
-
-    def get(self, key):
-        return self.values.get(key)
-
-    def set(self, key, value):
-        self.values[key] = value
-
-
 class _BrokenCache:
     def get(self, key):
         raise ConnectionError("redis is down")
@@ -205,7 +194,7 @@ class _BrokenCache:
 
 
 def test_a_shared_cache_spares_other_app_servers_the_header_read(site, monkeypatch):
-    shared = _DictCache()
+    shared = DictCache()
     first = Registrar(site.config, store=site.store, cache=shared)
     representation = first.register("photo.jpg | fit 120x")
     assert len(shared.values) == 1

@@ -27,7 +27,7 @@ from fileproc_wsgi.errors import (
 )
 from fileproc_wsgi.remote import SIGNATURE_HEADER, TIMESTAMP_HEADER, RemoteRegistrar, sign
 from fileproc_wsgi.tags import render_block
-from support import free_port, halves, http_get, serving, write
+from support import DictCache, free_port, halves, http_get, serving, write
 
 SECRET = "a shared secret of some length"
 
@@ -255,7 +255,7 @@ def test_a_block_registers_all_its_variants_in_one_request(remote, counting):
 
 
 def test_answers_are_remembered_for_their_time_to_live(server, counting):
-    shared = _DictCache()
+    shared = DictCache()
     first = RemoteRegistrar(server[0], secret=SECRET, cache=shared, ttl=0.5)
     second = RemoteRegistrar(server[0], secret=SECRET, cache=shared)
     try:
@@ -322,17 +322,6 @@ def test_a_restarted_server_is_reached_on_a_new_connection(tmp_path, counting):
     finally:
         registrar.close()
     assert counting.connects >= 2
-
-
-class _DictCache:
-    def __init__(self):
-        self.values = {}
-
-    def get(self, key):
-        return self.values.get(key)
-
-    def set(self, key, value):
-        self.values[key] = value
 
 
 @pytest.mark.parametrize(
