@@ -19,6 +19,9 @@ for name in INTEGRATIONS:
         packages += find_packages("integrations", include=[name, f"{name}.*"])
         package_dir[name] = f"integrations/{name}"
 
+PDF = ["pypdfium2>=4.30"]
+VIDEO = ["av>=12"]
+WAND = ["Wand>=0.6.13"]
 DJANGO = ["Django>=4.2"]
 JINJA2 = ["Jinja2>=3.1"]
 # The test suite runs both adapters, the Flask example and a real browser (Playwright
@@ -33,6 +36,10 @@ TEST = [
     *JINJA2,
     "Flask>=3.0",
     "playwright>=1.45",
+    # Every engine is tested for real: a missing one fails the suite rather than skipping.
+    *PDF,
+    *VIDEO,
+    *WAND,
 ]
 
 setup(
@@ -53,9 +60,9 @@ setup(
         "waitress>=3.0",
     ],
     extras_require={
-        "pdf": ["pypdfium2>=4"],
-        "video": ["av>=12"],
-        "wand": ["Wand>=0.6"],
+        "pdf": PDF,
+        "video": VIDEO,
+        "wand": WAND,
         "django": DJANGO,
         "jinja2": JINJA2,
         "s3": ["boto3>=1.34"],

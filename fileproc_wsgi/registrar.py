@@ -143,7 +143,7 @@ class Registrar:
             representation = self._representation(checksum, *shared)
             return _Cold(text, _Entry(source, version, representation), {})
         with source.open(self.config.max_source_bytes) as handle:
-            info = engines.probe(handle, source.reference)
+            info = engines.probe(handle, source.reference, instructions)
         flattened = any(isinstance(step, Background) for step in instructions.steps)
         output = choose_format(info.format, info.has_alpha and not flattened, instructions.output)
         size = instructions.predict_size(info.width, info.height)

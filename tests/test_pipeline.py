@@ -232,7 +232,7 @@ def test_large_jpeg_is_decoded_at_reduced_size(site):
             lambda path: path.write_text("hello"),
             "",
             422,
-            "not in a recognised image format",
+            "not in a recognised image, PDF or video format",
             id="text-named-jpg",
         ),
         pytest.param(
@@ -248,7 +248,7 @@ def test_large_jpeg_is_decoded_at_reduced_size(site):
             lambda path: path.write_bytes(b""),
             "",
             422,
-            "not in a recognised image format",
+            "not in a recognised image, PDF or video format",
             id="empty-file",
         ),
         pytest.param(

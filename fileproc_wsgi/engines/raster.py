@@ -77,9 +77,12 @@ def _upright(image: Image.Image, orientation: int) -> tuple[int, int]:
     return (height, width) if orientation in _TRANSPOSED else (width, height)
 
 
-def probe(handle, found: str, reference: str) -> tuple[int, int, bool]:
+def probe(handle, found: str, reference: str, instructions=None) -> tuple[int, int, bool]:
     image = _open(handle, found, reference, max_pixels=2**62)
     with image:
+        page = instructions.page if instructions is not None else None
+        if page and 1 < page <= getattr(image, "n_frames", 1):
+            image.seek(page - 1)  # the pages of a TIFF can differ in size
         width, height = _upright(image, _orientation(image))
         alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
         return width, height, alpha
