@@ -1,7 +1,8 @@
 """The demo: sample images and a page of thumbnails made from them.
 
 ``fileproc demo`` writes a few sources (a photo-like landscape, a phone picture stored
-sideways with an EXIF orientation, a transparent logo, an animated GIF, a TIFF scan),
+sideways with an EXIF orientation, a transparent logo, an animated GIF, a TIFF scan, a
+three-page PDF and a short video),
 then serves a page whose every thumbnail is registered while the page renders and made
 by the middleware when the browser asks for it.
 """
@@ -9,16 +10,20 @@ by the middleware when the browser asks for it.
 from __future__ import annotations
 
 import html
+import logging
 import math
 import os
 import random
 
 from PIL import Image, ImageDraw, ImageFilter
 
+from . import samples
 from .config import Config
 from .errors import FileProcError
 from .middleware import FileProcessor
 from .registrar import Registrar
+
+log = logging.getLogger(__name__)
 
 EXAMPLES = (
     ("Fit in a box", "landscape.jpg | fit 400x300"),
@@ -40,6 +45,10 @@ EXAMPLES = (
     ),
     ("First frame of an animated GIF", "animated.gif | fit 200x200"),
     ("Second page of a TIFF", "scan.tiff | page 2 | fit 300x300"),
+    ("First page of a PDF", "report.pdf | fit 300x300"),
+    ("Landscape page 2 of the PDF, WebP", "report.pdf | page 2 | fit 300x300 | format webp"),
+    ("Video frame at 2 s", "clip.mp4 | frame 2 | fit 300x"),
+    ("Video frame at 75%, filled square", "clip.mp4 | frame 75% | fill 200x200"),
     ("A missing source fails softly", "missing.jpg | fit 300x300"),
 )
 
@@ -53,11 +62,17 @@ def make_samples(directory: str) -> None:
         "logo.png": _logo,
         "animated.gif": _animation,
         "scan.tiff": _scan,
+        "report.pdf": samples.write_document,
+        "clip.mp4": samples.write_clip,
     }
     for name, maker in makers.items():
         path = os.path.join(directory, name)
-        if not os.path.exists(path):
+        if os.path.exists(path):
+            continue
+        try:
             maker(path)
+        except ImportError as error:  # the video extra (PyAV) is not installed
+            log.warning("fileproc demo: %s not written (%s); its thumbnails will fail softly", name, error)
 
 
 def _scene(width: int, height: int, seed: int) -> Image.Image:

@@ -1,0 +1,111 @@
+"""Sample documents and videos made from nothing, for the demo and the benchmarks.
+
+``write_document`` writes a small vector PDF by hand (text in a standard font, filled
+shapes, pages of different sizes), which is what thumbnails of real documents meet;
+``write_clip`` encodes a short H.264 video whose picture changes every frame, through
+PyAV. Neither needs a file from outside.
+"""
+
+from __future__ import annotations
+
+import math
+
+from PIL import Image, ImageDraw
+
+# Pages as (width, height) in points: A4 portrait, a landscape slide, a square.
+PAGES = ((595, 842), (842, 595), (500, 500))
+
+
+def write_document(path: str, pages: tuple[tuple[int, int], ...] = PAGES) -> None:
+    """A PDF with one page per size: a heading, a bar chart and lines of text."""
+    objects: list[bytes] = []
+
+    def add(body: bytes) -> int:
+        objects.append(body)
+        return len(objects)
+
+    catalog = add(b"")  # filled in once the page objects are known
+    page_list = add(b"")
+    font = add(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    kids = []
+    for number, (width, height) in enumerate(pages, 1):
+        stream = _page_content(number, width, height)
+        content = add(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+        kids.append(
+            add(
+                b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 %d %d] /Contents %d 0 R "
+                b"/Resources << /Font << /F1 %d 0 R >> >> >>" % (page_list, width, height, content, font)
+            )
+        )
+    objects[catalog - 1] = b"<< /Type /Catalog /Pages %d 0 R >>" % page_list
+    objects[page_list - 1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (
+        b" ".join(b"%d 0 R" % kid for kid in kids),
+        len(kids),
+    )
+
+    data = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(data))
+        data += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(data)
+    data += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    data += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    data += b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        catalog,
+        xref,
+    )
+    with open(path, "wb") as file:
+        file.write(data)
+
+
+def _page_content(number: int, width: int, height: int) -> bytes:
+    margin = 40
+    lines = [
+        b"0.12 0.16 0.23 rg",
+        b"BT /F1 28 Tf %d %d Td (Page %d of the sample document) Tj ET" % (margin, height - 70, number),
+    ]
+    # A bar chart in four colours, as wide as the page allows.
+    colours = (b"0.15 0.39 0.92", b"0.92 0.35 0.05", b"0.09 0.64 0.29", b"0.86 0.15 0.15")
+    chart_width = width - 2 * margin
+    bar = chart_width // 8
+    for index in range(4):
+        bar_height = (index + 2) * (height // 16)
+        x = margin + index * 2 * bar
+        lines.append(colours[index] + b" rg %d %d %d %d re f" % (x, margin + 60, bar, bar_height))
+    lines.append(b"0.2 0.2 0.2 rg")
+    text = b"BT /F1 11 Tf %d %d Td (Line %d: thumbnails of documents need no office suite.) Tj ET"
+    for row in range(6):
+        lines.append(text % (margin, height - 120 - row * 18, row + 1))
+    return b"\n".join(lines)
+
+
+def write_clip(path: str, *, width: int = 640, height: int = 360, seconds: float = 4.0, fps: int = 24):
+    """An H.264 MP4 of a ball crossing a sky whose colour turns with time."""
+    import av  # the video extra; only the demo and the benchmarks call this
+
+    with av.open(path, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23"}
+        total = int(seconds * fps)
+        for index in range(total):
+            frame = av.VideoFrame.from_image(_clip_picture(index / total, width, height))
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _clip_picture(progress: float, width: int, height: int) -> Image.Image:
+    hue = int(200 + 120 * progress) % 360
+    picture = Image.new("RGB", (width, height), f"hsl({hue}, 60%, 55%)")
+    draw = ImageDraw.Draw(picture)
+    draw.rectangle((0, height * 3 // 4, width, height), fill="#2f6f3e")
+    radius = height // 8
+    x = int(radius + progress * (width - 2 * radius))
+    y = int(height / 2 - math.sin(progress * math.pi) * height / 4)
+    draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill="#facc15")
+    draw.text((12, 12), f"t = {progress * 100:.0f}%", fill="white")
+    return picture
