@@ -1,19 +1,270 @@
-"""Placeholder while the magick engine is built: recognises its formats and refuses them."""
+"""The ImageMagick engine, through Wand: Photoshop (PSD, and PSB, its large-document form)
+and HEIF sources, and the TIFFs Pillow cannot read (32-bit float, 16-bit CMYK, CIELab,
+12-bit ...: the dispatch falls back here when Pillow fails on a TIFF).
+
+Only these. Every further ImageMagick coder is attack surface (the coders have a long CVE
+history) for formats a web site rarely receives, and Pillow already reads the ones it does;
+raw camera files and SVG would mean external delegates or a scripting language.
+
+**Coders are pinned.** A source is read from memory with the coder named for the format
+:func:`~fileproc_wsgi.engines.sniff` found (``PSD``, ``HEIC``, ``TIFF``), so ImageMagick never
+guesses a format from the content or a file name: a PostScript, SVG, MVG, MSL or
+``text:``-file handed to the PSD coder is just a broken PSD. ImageMagick's process-wide
+security policy is left alone: tightening it would also switch coders off for the host
+application's own use of ImageMagick. HEIC needs a library built with libheif; without
+that coder HEIF sources are refused with that reason (:func:`has_coder`).
+
+**Limits.** The header is pinged (no pixels) and checked against ``max_source_pixels``
+before decoding. ImageMagick's own limits are a second line, for what the header does not
+tell (a PSD without a merged image composites its layers). They are process-wide, set on
+the first decode and again whenever ``max_source_pixels`` changes; a system policy can lower
+them further, never raise them:
+
+- ``area`` = ``max_source_pixels``: larger images leave RAM for the disk-backed cache;
+- ``width``, ``height`` = ``max_source_pixels``: no side longer than the whole budget;
+- ``memory``, ``map``, ``disk`` = twice one image at 16 bits and five channels (CMYK and
+  alpha): the decoded image and one working copy (orientation, colourspace);
+- ``thread`` = 1: jobs already run in parallel threads; OpenMP teams inside each would
+  oversubscribe the cores, and an OpenMP pool does not survive a pre-forking server's fork;
+- ``time`` is never set: ImageMagick 6 counts it from the process's first pixel cache and
+  then aborts the whole process, which would kill a long-running server.
+
+**Threads.** ImageMagick is safe with one wand per thread (eight threads decoding side by
+side without a lock showed no fault), but the memory, map and disk limits are totals for
+the process: two large decodes at once could push one of them over, and a LimitError is
+recorded as permanent. So one lock serialises decoding through this engine and the limits
+hold per decode. Pings allocate no pixels and do not take it, so registering a source
+never waits for a decode; Pillow's engine is not held up either.
+
+**Pages and orientation.** PSD sources give their composite (flattened) image; layers are
+not pages, so ``page 2`` and beyond are refused. HEIF gives its primary image, already
+turned by the container's ``irot``/``imir`` (libheif applies them, as HEIF readers must);
+an EXIF orientation inside repeats them (phones write both) and is ignored, else the picture
+would turn twice. TIFF and PSD honour their orientation tag. ``page N`` of a TIFF is its
+Nth directory.
+"""
 
 from __future__ import annotations
 
-from ..errors import UnsupportedSourceError
+import contextlib
+import ctypes
+import functools
+import io
+import threading
+from collections.abc import Iterator
+
+from PIL import Image, TiffImagePlugin
+
+from ..errors import LimitError, ProcessingError, UnsupportedSourceError
+from .raster import _normalise
+
+try:
+    from wand import resource as wand_resource
+    from wand import version as wand_version
+    from wand.api import library
+    from wand.exceptions import WandException
+    from wand.image import Image as WandImage
+except (ImportError, OSError):  # no Wand, or no MagickWand library for it to load
+    library = None
 
 FORMATS = frozenset({"PSD", "HEIF"})
+_CODERS = {"PSD": "PSD", "HEIF": "HEIC", "TIFF": "TIFF"}
+# Orientations 5-8 (left_top ...) turn the image a quarter: width and height swap.
+_TRANSPOSED = {"left_top", "right_top", "right_bottom", "left_bottom"}
+_UPRIGHT = {"undefined", "top_left"}
+_BYTES_PER_PIXEL = 2 * 5  # 16-bit samples (a Q16 library), CMYK and alpha
+_CHAR_PIXEL = 1  # StorageType CharPixel: 8 bits a sample, scaled from whatever depth
+# The blob's name only carries the "[scene]" to read; ImageMagick ignores that suffix when a
+# file of the whole name exists in the working directory, so the name is an unlikely one.
+_BLOB_NAME = "fileproc-source"
+
+_lock = threading.Lock()
+_limits_for: int | None = None
 
 
 def available() -> dict[str, bool]:
-    return {"imagemagick": False}
+    return {"imagemagick": library is not None}
 
 
-def probe(handle, found: str, reference: str, instructions) -> tuple[int, int, bool]:
-    raise UnsupportedSourceError(f"source {reference!r} is a {found} file, which this server does not decode")
+@functools.cache
+def has_coder(found: str) -> bool:
+    """Whether this ImageMagick has the coder for a sniffed format (HEIC needs libheif)."""
+    return library is not None and bool(wand_version.formats(_CODERS[found]))
 
 
-def decode(handle, found: str, reference: str, instructions, config):
-    raise UnsupportedSourceError(f"source {reference!r} is a {found} file, which this server does not decode")
+def probe(handle, found: str, reference: str, instructions=None) -> tuple[int, int, bool]:
+    scene = _scene(found, reference, instructions)
+    data = handle.read()
+    # No lock: a ping allocates no pixels, and registration must not wait for a decode.
+    with _reading(data, found, reference, scene, ping=True) as image:
+        width, height = image.width, image.height
+        turned = found != "HEIF" and image.orientation in _TRANSPOSED
+        # ImageMagick's TIFF coder decides on alpha only while reading the pixels.
+        alpha = _tiff_alpha(data, scene) if found == "TIFF" else bool(image.alpha_channel)
+    return (height, width, alpha) if turned else (width, height, alpha)
+
+
+def decode(handle, found: str, reference: str, instructions, config) -> tuple[Image.Image, bytes | None]:
+    if instructions.frame is not None:
+        raise ProcessingError(f"frame applies to video sources; {reference!r} is a {found} image")
+    scene = _scene(found, reference, instructions)
+    data = handle.read()
+    with _lock:
+        _set_limits(config.max_source_pixels)
+        with _reading(data, found, reference, scene, ping=True) as header:
+            width, height = header.width, header.height
+            turned = found != "HEIF" and header.orientation in _TRANSPOSED
+        if width * height > config.max_source_pixels:
+            raise LimitError(
+                f"source {reference!r} has {width}x{height} = {width * height} pixels, "
+                f"more than max_source_pixels={config.max_source_pixels}"
+            )
+        predicted = instructions.predict_size(*((height, width) if turned else (width, height)))
+        if predicted and predicted[0] * predicted[1] > config.max_output_pixels:
+            raise LimitError(
+                f"the result would have {predicted[0]}x{predicted[1]} pixels, "
+                f"more than max_output_pixels={config.max_output_pixels}"
+            )
+        with _reading(data, found, reference, scene, ping=False) as image:
+            mode, pixels, alpha, size, icc_profile = _export(image, found, reference)
+    image = Image.frombytes(mode, size, pixels)
+    del pixels
+    if mode == "CMYK":
+        # Pillow has no CMYK with alpha: convert the colours (with the profile), then add it back.
+        image, icc_profile = _normalise(image, icc_profile)
+        if alpha is not None:
+            image.putalpha(Image.frombytes("L", size, alpha))
+        return image, icc_profile
+    return _normalise(image, icc_profile)
+
+
+def _scene(found: str, reference: str, instructions) -> int:
+    """ImageMagick's 0-based scene for the page asked for."""
+    page = instructions.page if instructions is not None else None
+    if found == "TIFF":
+        return (page or 1) - 1
+    if page and page > 1:
+        what = "its composite image; layers are not pages" if found == "PSD" else "its primary image"
+        raise ProcessingError(f"page {page}: {reference!r} is a {found} file, which has one page, {what}")
+    return 0
+
+
+@contextlib.contextmanager
+def _reading(data: bytes, found: str, reference: str, scene: int, *, ping: bool) -> Iterator[WandImage]:
+    """A Wand image read (or only pinged) from ``data`` by the coder pinned for ``found``,
+    destroyed on leaving the block. ImageMagick's errors become this project's."""
+    if library is None:
+        raise UnsupportedSourceError(
+            f"source {reference!r} is a {found} file, and this server lacks ImageMagick to read it"
+        )
+    coder = _CODERS[found]
+    if not has_coder(found):
+        raise UnsupportedSourceError(
+            f"source {reference!r} is a {found} file, and this server's ImageMagick has no {coder} coder"
+        )
+    image = WandImage()
+    try:
+        # Both pin the coder, so that ImageMagick never looks at the content to choose one:
+        # the wand's format does for reading a blob, only the "CODER:" prefix does for
+        # pinging one (PingImage takes the format as a hint and sniffs the bytes).
+        if not library.MagickSetFormat(image.wand, coder.encode()):
+            raise ProcessingError(f"source {reference!r}: ImageMagick refused the {coder} coder")
+        library.MagickSetFilename(image.wand, f"{coder}:{_BLOB_NAME}[{scene}]".encode())
+        read = library.MagickPingImageBlob if ping else library.MagickReadImageBlob
+        done = read(image.wand, data, len(data))
+        problem = image.get_exception()
+        if problem is not None and not isinstance(problem, Warning):
+            raise _error(problem, found, reference)
+        if not done or not library.MagickGetNumberImages(image.wand):
+            if scene:  # the coder found no such page, and says nothing
+                raise ProcessingError(
+                    f"page {scene + 1}: {reference!r} has fewer pages, or is not a readable {found} image"
+                )
+            raise ProcessingError(f"source {reference!r} is not a readable {found} image")
+        library.MagickSetFirstIterator(image.wand)
+        yield image
+    finally:
+        image.destroy()
+
+
+def _tiff_alpha(data: bytes, scene: int) -> bool:
+    """Whether directory ``scene`` of a TIFF has an alpha sample, read as ImageMagick does:
+    any extra sample, or a fourth sample on RGB."""
+    try:
+        stream = io.BytesIO(data)
+        directory = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
+        for _ in range(scene + 1):
+            stream.seek(directory.next)
+            directory.load(stream)
+    except Exception:  # a header ImageMagick pinged but Pillow cannot walk: assume opaque
+        return False
+    samples, photometric = directory.get(277, 1), directory.get(262)  # SamplesPerPixel, Photometric
+    return bool(directory.get(338)) or (photometric == 2 and samples >= 4)  # ExtraSamples, RGB
+
+
+def _error(problem: Exception, found: str, reference: str) -> Exception:
+    # "improper image header `fileproc-source[0]' @ error/psd.c/ReadPSDImage/2175" -> the reason
+    reason = str(problem).split(" `", 1)[0].strip() or type(problem).__name__
+    kind = type(problem).__name__
+    if kind == "ResourceLimitError" or "exceeds limit" in reason or "resources exhausted" in reason:
+        return LimitError(f"source {reference!r} is larger than this server's ImageMagick allows ({reason})")
+    if kind == "PolicyError":
+        return UnsupportedSourceError(
+            f"source {reference!r} is a {found} file, which this server's ImageMagick policy does not read"
+        )
+    return ProcessingError(f"source {reference!r} is not a readable {found} image ({reason})")
+
+
+def _set_limits(max_pixels: int) -> None:
+    global _limits_for
+    if _limits_for == max_pixels:
+        return
+    limits = wand_resource.limits
+    limits["thread"] = 1
+    limits["area"] = max_pixels
+    limits["width"] = limits["height"] = max_pixels
+    budget = 2 * max_pixels * _BYTES_PER_PIXEL
+    for name in ("memory", "map", "disk"):
+        limits[name] = budget
+    _limits_for = max_pixels
+
+
+def _export(image, found: str, reference: str):
+    """``(mode, pixels, alpha, size, icc_profile)``: 8-bit samples of the upright image,
+    in the mode Pillow will hold them in, copied out of ImageMagick."""
+    try:
+        if found != "HEIF" and image.orientation not in _UPRIGHT:
+            image.auto_orient()
+        icc_profile = image.profiles["icc"]
+        has_alpha = bool(image.alpha_channel)
+        space = image.colorspace
+        if space == "cmyk":
+            return (
+                "CMYK",
+                _pixels(image, "CMYK"),
+                _pixels(image, "A") if has_alpha else None,
+                image.size,
+                icc_profile,
+            )
+        if space == "gray":
+            mode, channels = ("LA", "IA") if has_alpha else ("L", "I")
+        else:
+            if space != "srgb":
+                # HEIF arrives as YCbCr; Lab, linear RGB and the rest become sRGB here.
+                image.transform_colorspace("srgb")
+            mode = channels = "RGBA" if has_alpha else "RGB"
+        return mode, _pixels(image, channels), None, image.size, icc_profile
+    except WandException as error:
+        raise _error(error, found, reference) from None
+
+
+def _pixels(image, channels: str) -> bytearray:
+    width, height = image.size
+    pixels = bytearray(width * height * len(channels))
+    buffer = (ctypes.c_char * len(pixels)).from_buffer(pixels)
+    if not library.MagickExportImagePixels(
+        image.wand, 0, 0, width, height, channels.encode(), _CHAR_PIXEL, buffer
+    ):
+        problem = image.get_exception()
+        raise ProcessingError(f"ImageMagick could not export the pixels ({problem})")
+    return pixels

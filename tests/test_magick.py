@@ -1,0 +1,549 @@
+"""The ImageMagick engine: PSD, HEIF and the TIFFs Pillow cannot read, through the real
+pipeline, and every way a file might reach a coder other than the one pinned for it.
+
+Fixtures are written by ImageMagick itself (through Wand) from Pillow images, so the test
+knows what each one shows. ImageMagick is required: a missing library fails these tests.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+import threading
+
+import pytest
+from PIL import Image, UnidentifiedImageError
+from wand import resource as wand_resource
+from wand.image import Image as WandImage
+
+from fileproc_wsgi import engines
+from fileproc_wsgi.engines import magick
+from fileproc_wsgi.errors import FileProcError, LimitError, ProcessingError
+from fileproc_wsgi.instructions import parse
+from support import BLUE, GREEN, RED, close_to, colour_at, halves, srgb_profile
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _wand(image: Image.Image) -> WandImage:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return WandImage(blob=buffer.getvalue(), format="PNG")
+
+
+def psd(
+    image: Image.Image, *, depth: int = 8, cmyk: bool = False, layers=(), icc: bytes | None = None
+) -> bytes:
+    """A PSD whose merged (composite) image is ``image``, with ``layers`` after it."""
+    with _wand(image) as picture:
+        if cmyk:
+            picture.transform_colorspace("cmyk")
+        picture.depth = depth
+        if icc:
+            picture.profiles["icc"] = icc
+        for layer in layers:
+            with _wand(layer) as extra:
+                picture.sequence.append(extra)
+        picture.format = "psd"
+        data = picture.make_blob()
+    _, height, width, bits, mode = struct.unpack(">HIIHH", data[12:26])
+    expected_mode = 4 if cmyk else 1 if image.mode == "L" else 3  # CMYK, greyscale, RGB
+    assert (width, height, bits, mode) == (image.width, image.height, depth, expected_mode)
+    return data
+
+
+def psb(image: Image.Image) -> bytes:
+    """Photoshop's large document format: the same magic, version 2, read by the PSD coder."""
+    with _wand(image) as picture:
+        picture.format = "psb"
+        data = picture.make_blob()
+    assert data[:6] == b"8BPS\x00\x02"
+    return data
+
+
+def heic(image: Image.Image) -> bytes:
+    with _wand(image) as picture:
+        picture.format = "heic"
+        return picture.make_blob()
+
+
+def float_tiff(*pages: Image.Image, orientation: str | None = None) -> bytes:
+    """32-bit floating-point samples: a TIFF Pillow cannot open, so the dispatch falls
+    back to ImageMagick."""
+    with _wand(pages[0]) as picture:
+        for page in pages[1:]:
+            with _wand(page) as extra:
+                picture.sequence.append(extra)
+        for frame in picture.sequence:
+            with frame:
+                frame.depth = 32
+                if orientation:
+                    frame.orientation = orientation
+        picture.options["quantum:format"] = "floating-point"
+        picture.format = "tiff"
+        data = picture.make_blob()
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(data))
+    return data
+
+
+def cmyk16_tiff(image: Image.Image) -> bytes:
+    """16-bit CMYK with an alpha sample: another TIFF Pillow cannot open."""
+    with _wand(image) as picture:
+        picture.transform_colorspace("cmyk")
+        picture.depth = 16
+        picture.format = "tiff"
+        data = picture.make_blob()
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(data))
+    return data
+
+
+def _boxes(data: bytes, start: int, end: int):
+    while start < end:
+        size, kind = struct.unpack(">I4s", data[start : start + 8])
+        yield kind, start, size
+        start += size
+
+
+def _box(data: bytes, *path: bytes) -> tuple[int, int]:
+    start, end = 0, len(data)
+    for kind in path:
+        start, size = next((at, size) for name, at, size in _boxes(data, start, end) if name == kind)
+        end = start + size
+        if kind != path[-1]:
+            start += 12 if kind == b"meta" else 8  # meta is a full box: version and flags
+    return start, end - start
+
+
+def turned_heic(data: bytes, quarter_turns: int) -> bytes:
+    """``data`` with an ``irot`` property on its primary item: a HEIF to be shown turned
+    anticlockwise, as a phone writes a picture taken upright. ImageMagick writes one
+    grid item, its tiles and version-0 property associations; this handles that."""
+    irot = struct.pack(">I4sB", 9, b"irot", quarter_turns)
+    ipco, ipco_size = _box(data, b"meta", b"iprp", b"ipco")
+    index = sum(1 for _ in _boxes(data, ipco + 8, ipco + ipco_size)) + 1
+    pitm, _ = _box(data, b"meta", b"pitm")
+    primary = struct.unpack(">H", data[pitm + 12 : pitm + 14])[0]
+    ipma_at, ipma_size = _box(data, b"meta", b"iprp", b"ipma")
+    ipma = bytearray(data[ipma_at : ipma_at + ipma_size])
+    at = 16
+    for _ in range(struct.unpack(">I", ipma[12:16])[0]):
+        item, count = struct.unpack(">HB", ipma[at : at + 3])
+        if item == primary:
+            ipma[at + 2] = count + 1
+            ipma.insert(at + 3 + count, 0x80 | index)  # essential: readers must apply it
+            break
+        at += 3 + count
+    ipma[0:4] = struct.pack(">I", len(ipma))
+    grown = len(irot) + 1
+    out = bytearray(data[: ipco + ipco_size] + irot + data[ipco + ipco_size : ipma_at] + ipma)
+    out += data[ipma_at + ipma_size :]
+    for path, extra in (((b"meta",), grown), ((b"meta", b"iprp"), grown), ((b"meta", b"iprp", b"ipco"), 9)):
+        at, size = _box(data, *path)
+        out[at : at + 4] = struct.pack(">I", size + extra)
+    # Item data in the file (construction method 0) now starts ``grown`` bytes later: move
+    # each such item's base offset (ImageMagick writes extents relative to one).
+    iloc, _ = _box(bytes(out), b"meta", b"iloc")
+    version = out[iloc + 8]
+    assert version in (0, 1) and out[iloc + 12 : iloc + 14] == b"\x44\x40"  # 4-byte fields, base offsets
+    at, entries = iloc + 16, struct.unpack(">H", out[iloc + 14 : iloc + 16])[0]
+    for _ in range(entries):
+        method = struct.unpack(">H", out[at + 2 : at + 4])[0] & 15 if version else 0
+        at += 6 if version else 4  # item, construction method (version 1 only), data reference
+        if method == 0:
+            out[at : at + 4] = struct.pack(">I", struct.unpack(">I", out[at : at + 4])[0] + grown)
+        extents = struct.unpack(">H", out[at + 4 : at + 6])[0]
+        at += 6 + 8 * extents
+    return bytes(out)
+
+
+def psd_header(width: int, height: int) -> bytes:
+    """A PSD that declares a size and holds no pixels: a decompression bomb's header."""
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, height, width, 8, 3)
+    return header + struct.pack(">IIIH", 0, 0, 0, 0) + bytes(64)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def test_imagemagick_and_its_heic_coder_are_present():
+    assert magick.available() == {"imagemagick": True}
+    assert engines.available()["imagemagick"]
+    assert magick.has_coder("PSD") and magick.has_coder("TIFF")
+    assert magick.has_coder("HEIF"), "this ImageMagick has no HEIC coder (libheif)"
+
+
+def _transparent_right(width: int = 600, height: int = 400) -> Image.Image:
+    image = halves(width, height, mode="RGBA")
+    image.paste((0, 0, 255, 0), (width // 2, 0, width, height))
+    return image
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "steps", "size", "top_left", "bottom_right", "content_type"),
+    [
+        pytest.param(
+            "art.psd", lambda: psd(halves()), "fit 200x", (200, 133), RED, BLUE, "image/jpeg", id="psd"
+        ),
+        pytest.param(
+            "large.psb", lambda: psb(halves()), "fit 200x", (200, 133), RED, BLUE, "image/jpeg", id="psb"
+        ),
+        pytest.param(
+            "deep.psd",
+            lambda: psd(halves(), depth=16),
+            "fit 200x",
+            (200, 133),
+            RED,
+            BLUE,
+            "image/jpeg",
+            id="psd-16-bit",
+        ),
+        pytest.param(
+            "print.psd",
+            lambda: psd(halves(), cmyk=True),
+            "fit 200x",
+            (200, 133),
+            RED,
+            BLUE,
+            "image/jpeg",
+            id="psd-cmyk",
+        ),
+        pytest.param(
+            "layers.psd",
+            lambda: psd(
+                halves(), layers=[Image.new("RGB", (300, 100), GREEN), Image.new("RGB", (50, 500), GREEN)]
+            ),
+            "fit 200x",
+            (200, 133),
+            RED,
+            BLUE,
+            "image/jpeg",
+            id="psd-layered-shows-the-composite",
+        ),
+        pytest.param(
+            "glass.psd",
+            lambda: psd(_transparent_right()),
+            "fit 200x",
+            (200, 133),
+            RED + (255,),
+            (0, 0, 0, 0),
+            "image/png",
+            id="psd-transparency",
+        ),
+        pytest.param(
+            "photo.heic", lambda: heic(halves()), "fit 200x", (200, 133), RED, BLUE, "image/jpeg", id="heic"
+        ),
+        pytest.param(
+            "phone.heic",
+            lambda: turned_heic(heic(halves()), 1),
+            "fit 200x",
+            (200, 300),
+            BLUE,  # turned anticlockwise: the right half is on top
+            RED,
+            "image/jpeg",
+            id="heic-rotated-by-irot",
+        ),
+        pytest.param(
+            "scan.tif",
+            lambda: float_tiff(halves()),
+            "fit 200x",
+            (200, 133),
+            RED,
+            BLUE,
+            "image/jpeg",
+            id="tiff-float",
+        ),
+        pytest.param(
+            "proof.tif",
+            lambda: cmyk16_tiff(_transparent_right()),
+            "fit 200x",
+            (200, 133),
+            RED + (255,),
+            (0, 0, 0, 0),
+            "image/png",
+            id="tiff-cmyk-16-transparency",
+        ),
+        pytest.param(
+            "turned.tif",
+            lambda: float_tiff(halves(), orientation="right_top"),
+            "fit 200x",
+            (200, 300),
+            RED,  # orientation 6: shown turned clockwise, the left half on top
+            BLUE,
+            "image/jpeg",
+            id="tiff-orientation",
+        ),
+        pytest.param(
+            "clear.tif",
+            lambda: float_tiff(_transparent_right()),
+            "fit 200x",
+            (200, 133),
+            RED + (255,),
+            (0, 0, 0, 0),
+            "image/png",
+            id="tiff-float-transparency",
+        ),
+        pytest.param(
+            "pages.tif",
+            lambda: float_tiff(halves(), Image.new("RGB", (90, 150), GREEN)),
+            "page 2 | fit 60x",
+            (60, 100),
+            GREEN,
+            GREEN,
+            "image/jpeg",
+            id="tiff-second-page",
+        ),
+    ],
+)
+def test_sources_through_the_pipeline(site, name, data, steps, size, top_left, bottom_right, content_type):
+    (site.media / name).write_bytes(data())
+    representation, image = site.make(f"{name} | {steps}")
+    assert (representation.width, representation.height) == image.size == size
+    assert representation.content_type == content_type
+    assert close_to(colour_at(image, 0.1, 0.1), top_left)
+    assert close_to(colour_at(image, 0.9, 0.9), bottom_right)
+
+
+def test_colour_profile_is_kept(site):
+    (site.media / "tagged.psd").write_bytes(psd(halves(), icc=srgb_profile()))
+    _, image = site.make("tagged.psd | fit 100x")
+    assert image.info.get("icc_profile") == srgb_profile()
+
+
+def test_engine_gives_modes_the_operations_know():
+    cases = {
+        "PSD": psd(halves(60, 40).convert("L")),
+        "HEIF": heic(halves(60, 40)),
+        "TIFF": float_tiff(_transparent_right(60, 40)),
+    }
+    instructions = parse("x | fit 10x")
+    modes = {}
+    for found, data in cases.items():
+        image, _ = magick.decode(io.BytesIO(data), found, "x", instructions, _config())
+        modes[found] = image.mode
+    assert modes == {"PSD": "L", "HEIF": "RGB", "TIFF": "RGBA"}
+
+
+def _config(**settings):
+    from fileproc_wsgi.config import Config
+
+    return Config(**settings)
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+_POSTSCRIPT = b"%!PS-Adobe-3.0\n/Courier findfont 12 scalefont setfont 10 10 moveto (x) show showpage\n"
+_SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'
+_MVG = b"viewbox 0 0 10 10\nfill red\nrectangle 0 0 10 10\n"
+_MSL = b'<?xml version="1.0"?>\n<image><read filename="/etc/passwd"/><write filename="out.png"/></image>\n'
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        pytest.param("art.psd", _POSTSCRIPT, "'art.psd' is a PostScript file", id="postscript-named-psd"),
+        pytest.param("art.jpg", _POSTSCRIPT, "'art.jpg' is a PostScript file", id="postscript-named-jpg"),
+        pytest.param("vector.psd", _SVG, "'vector.psd' is a SVG file", id="svg-named-psd"),
+        pytest.param(
+            "drawing.png", _MVG, "not in a recognised image, PDF or video format", id="mvg-named-png"
+        ),
+        pytest.param("script.jpg", _MSL, "'script.jpg' is a SVG file", id="msl-named-jpg"),
+        pytest.param(
+            "notes.heic", b"hello\n", "not in a recognised image, PDF or video format", id="text-named-heic"
+        ),
+        pytest.param(
+            "passwd.psd",
+            b"text:/etc/passwd",
+            "not in a recognised image, PDF or video format",
+            id="text-coder-trick",
+        ),
+        pytest.param(
+            "shell.psd",
+            b"8BPS" + _POSTSCRIPT,
+            "'shell.psd' is not a readable PSD image (improper image header)",
+            id="psd-magic-then-postscript",
+        ),
+        pytest.param(
+            "shell.heic",
+            b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + _SVG,
+            "'shell.heic' is not a readable HEIF image",
+            id="heif-magic-then-svg",
+        ),
+    ],
+)
+def test_disguised_files_are_refused(site, name, content, message):
+    # Registered while the file was a good PSD, then replaced: processing refuses it by its bytes.
+    path = site.media / name
+    path.write_bytes(psd(halves(40, 20)))
+    url = site.registrar.register(name).url
+    path.write_bytes(content)
+    response = site.get(url)
+    assert response.status_int == 422
+    assert message in response.text
+    assert "Traceback" not in response.text
+    with pytest.raises(FileProcError, match=re.escape(message.split(" (")[0])):
+        site.registrar.register(f"{name} | fit 10x")
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    halves(40, 20).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+_FOREIGN = {
+    "png": _png,
+    "postscript": lambda: _POSTSCRIPT,
+    "svg": lambda: _SVG,
+    "mvg": lambda: _MVG,
+    "msl": lambda: _MSL,
+    "text-coder": lambda: b"text:/etc/passwd",
+    "psd": lambda: psd(halves(40, 20)),
+    "heic": lambda: heic(halves(40, 20)),
+    "tiff": lambda: float_tiff(halves(40, 20)),
+}
+
+
+@pytest.mark.parametrize(
+    ("found", "content"),
+    [
+        pytest.param(found, content, id=f"{content}-as-{found}")
+        for found in ("PSD", "HEIF", "TIFF")
+        for content in sorted(_FOREIGN)
+        if content != {"PSD": "psd", "HEIF": "heic", "TIFF": "tiff"}[found]
+    ],
+)
+def test_only_the_pinned_coder_reads(found, content):
+    """Whatever the bytes are, the engine reads them with the coder for ``found`` alone: a
+    PNG handed over as a PSD is a broken PSD, though ImageMagick would read it if asked
+    to guess."""
+    data = _FOREIGN[content]()
+    instructions = parse("x | fit 10x")
+    with pytest.raises(ProcessingError, match=f"'x' is not a readable {found} image"):
+        magick.probe(io.BytesIO(data), found, "x", instructions)
+    with pytest.raises(ProcessingError, match=f"'x' is not a readable {found} image"):
+        magick.decode(io.BytesIO(data), found, "x", instructions, _config())
+
+
+def test_guessing_imagemagick_would_have_read_them():
+    # The control for the test above: left to guess, ImageMagick decodes these.
+    for data in (_png(), psd(halves(40, 20)), heic(halves(40, 20))):
+        with WandImage(blob=data) as image:
+            assert image.size == (40, 20)
+
+
+def test_pixel_bomb_is_refused_from_its_header(site):
+    path = site.media / "bomb.psd"
+    path.write_bytes(psd(halves(40, 20)))
+    url = site.registrar.register("bomb.psd | fit 100x").url
+    path.write_bytes(psd_header(9000, 9000))  # 81 megapixels in 110 bytes
+    response = site.get(url)
+    assert response.status_int == 422
+    # Not "insufficient image data": the header was refused before any pixel was read.
+    assert "'bomb.psd' has 9000x9000 = 81000000 pixels, more than max_source_pixels=50000000" in response.text
+
+
+def test_pixel_bomb_beyond_imagemagick_limits():
+    with pytest.raises(LimitError):
+        magick.decode(io.BytesIO(psd_header(30000, 30000)), "PSD", "big.psd", parse("big.psd"), _config())
+
+
+def test_small_limit_applies_to_imagemagick_sources(make_site):
+    site = make_site(max_source_pixels=10_000)
+    (site.media / "art.psd").write_bytes(psd(halves(200, 100)))
+    response = site.request("art.psd | fit 10x")
+    assert response.status_int == 422
+    assert "200x100 = 20000 pixels, more than max_source_pixels=10000" in response.text
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "steps", "message"),
+    [
+        pytest.param(
+            "art.psd",
+            lambda: psd(halves(40, 20), layers=[Image.new("RGB", (10, 10))]),
+            "page 2",
+            "page 2: 'art.psd' is a PSD file, which has one page, its composite image; layers are not pages",
+            id="psd-page-2",
+        ),
+        pytest.param(
+            "photo.heic",
+            lambda: heic(halves(40, 20)),
+            "page 2",
+            "page 2: 'photo.heic' is a HEIF file, which has one page, its primary image",
+            id="heif-page-2",
+        ),
+    ],
+)
+def test_pages_that_do_not_exist_are_refused_at_registration(site, name, data, steps, message):
+    (site.media / name).write_bytes(data())
+    with pytest.raises(ProcessingError, match=message):
+        site.registrar.register(f"{name} | {steps}")
+
+
+def test_frame_is_refused(site):
+    (site.media / "art.psd").write_bytes(psd(halves(40, 20)))
+    response = site.request("art.psd | frame 2")
+    assert response.status_int == 422
+    assert "frame applies to video sources; 'art.psd' is a PSD image" in response.text
+
+
+def test_heif_without_the_coder_is_refused_clearly(site, monkeypatch):
+    (site.media / "photo.heic").write_bytes(heic(halves(40, 20)))
+    url = site.registrar.register("photo.heic").url
+    monkeypatch.setattr(magick, "has_coder", lambda found: found != "HEIF")
+    response = site.get(url)
+    assert response.status_int == 422
+    assert "'photo.heic' is a HEIF file, and this server's ImageMagick has no HEIC coder" in response.text
+    (site.media / "art.psd").write_bytes(psd(halves(40, 20)))
+    assert site.request("art.psd").status_int == 200  # PSD is not held up by HEIC
+
+
+# --------------------------------------------------------------------------- process-wide
+
+
+def test_resource_limits_follow_the_configuration(make_site):
+    time_limit = wand_resource.limits["time"]
+    site = make_site(max_source_pixels=12_345_678)
+    (site.media / "art.psd").write_bytes(psd(halves(40, 20)))
+    site.make("art.psd | fit 10x")
+    limits = wand_resource.limits
+    # Debian's policy allows more than these (area 128 MP, memory 256 MiB), so they show as set.
+    assert limits["thread"] == 1
+    assert limits["area"] == 12_345_678
+    assert limits["memory"] == 2 * 10 * 12_345_678
+    assert limits["time"] == time_limit  # never set: ImageMagick 6 would end the process
+
+
+def test_threads_probe_and_decode_side_by_side():
+    sources = {
+        "PSD": psd(halves(300, 200)),
+        "HEIF": heic(halves(300, 200)),
+        "TIFF": float_tiff(halves(300, 200)),
+    }
+    instructions = parse("x | fit 30x")
+    config = _config()
+    failures = []
+
+    def work():
+        for _ in range(5):
+            for found, data in sources.items():
+                try:
+                    size = magick.probe(io.BytesIO(data), found, "x", instructions)
+                    image, _ = magick.decode(io.BytesIO(data), found, "x", instructions, config)
+                    if not size[:2] == image.size == (300, 200) or not close_to(
+                        colour_at(image, 0.1, 0.5), RED
+                    ):
+                        failures.append((found, size, image.size))
+                except Exception as error:  # collected, so the main thread reports it
+                    failures.append((found, repr(error)))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
