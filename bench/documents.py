@@ -5,7 +5,8 @@ What it measures
             JPEG 400 px wide:
               ours      ``produce(parse("doc.pdf | fit 400x | format jpeg"), ...)``: the
                         whole pipeline (PDFium renders the page straight at 400 px)
-              pdftoppm  ``pdftoppm -jpeg -scale-to 400 -f 1 -l 1 -singlefile`` (poppler)
+              pdftoppm  ``pdftoppm -jpeg -scale-to-x 400 -scale-to-y -1 -f 1 -l 1 -singlefile``
+                        (poppler; the issue's ``-scale-to 400`` sizes the long side)
               pymupdf   ``page.get_pixmap(matrix=...)`` then JPEG, only when PyMuPDF is
                         installed (this project does not depend on it: AGPL)
     video   the frame at 2 s of a 5 s 1080p H.264 clip (made here with PyAV) to a JPEG
@@ -135,19 +136,8 @@ def main() -> int:
         pdf = {
             "ours": ours(directory, "doc.pdf | fit 400x | format jpeg"),
             "pdftoppm": command(
-                [
-                    "pdftoppm",
-                    "-jpeg",
-                    "-scale-to",
-                    "400",
-                    "-f",
-                    "1",
-                    "-l",
-                    "1",
-                    "-singlefile",
-                    str(directory / "doc.pdf"),
-                    str(directory / "poppler"),
-                ],
+                "pdftoppm -jpeg -scale-to-x 400 -scale-to-y -1 -f 1 -l 1 -singlefile".split()
+                + [str(directory / "doc.pdf"), str(directory / "poppler")],
                 directory / "poppler.jpg",
             ),
         }
@@ -164,21 +154,8 @@ def main() -> int:
         video = {
             "ours": ours(directory, "clip.mp4 | frame 2 | fit 400x | format jpeg"),
             "ffmpeg": command(
-                [
-                    "ffmpeg",
-                    "-v",
-                    "error",
-                    "-y",
-                    "-ss",
-                    "2",
-                    "-i",
-                    str(directory / "clip.mp4"),
-                    "-frames:v",
-                    "1",
-                    "-vf",
-                    "scale=400:-1",
-                    str(directory / "ffmpeg.jpg"),
-                ],
+                ["ffmpeg", "-v", "error", "-y", "-ss", "2", "-i", str(directory / "clip.mp4")]
+                + ["-frames:v", "1", "-vf", "scale=400:-1", str(directory / "ffmpeg.jpg")],
                 directory / "ffmpeg.jpg",
             ),
         }
