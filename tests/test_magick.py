@@ -169,7 +169,7 @@ def psd_header(width: int, height: int) -> bytes:
 
 
 def test_imagemagick_and_its_heic_coder_are_present():
-    assert magick.available() == {"imagemagick": True}
+    assert magick.available() == {"imagemagick": True, "imagemagick:HEIF": True}
     assert engines.available()["imagemagick"]
     assert magick.has_coder("PSD") and magick.has_coder("TIFF")
     assert magick.has_coder("HEIF"), "this ImageMagick has no HEIC coder (libheif)"

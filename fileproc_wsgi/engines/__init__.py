@@ -9,7 +9,8 @@ FFmpeg open a URL. Each engine reports at start-up whether its library is presen
 An engine is a module with:
 
 - ``FORMATS``: the names :func:`sniff` gives that it decodes;
-- ``available()``: ``{"name": bool}`` for its libraries;
+- ``available()``: ``{"name": bool}`` for its libraries (``"name:FORMAT"`` for a part
+  only that format needs);
 - ``probe(handle, found, reference, instructions) -> (width, height, has_alpha)``: the
   upright size of what ``decode`` will give (the page, the frame), from headers only;
 - ``decode(handle, found, reference, instructions, config) -> (image, icc_profile)``: an
@@ -99,7 +100,7 @@ def engine_for(head: bytes, reference: str):
         )
     for engine in ENGINES:
         if found in engine.FORMATS:
-            if not all(engine.available().values()):
+            if not _usable(engine):
                 raise UnsupportedSourceError(
                     f"source {reference!r} is a {found} file, and this server lacks the library to read it"
                 )
@@ -132,6 +133,13 @@ def available() -> dict[str, bool]:
     return found
 
 
+def _usable(engine) -> bool:
+    """Whether ``engine``'s libraries are present. A part only one format needs (an
+    ``available()`` key ``"name:FORMAT"``, e.g. ImageMagick's HEIC coder) is reported at
+    start-up, and the engine refuses that format itself, saying what is missing."""
+    return all(present for name, present in engine.available().items() if ":" not in name)
+
+
 def _engine(handle: BinaryIO, reference: str):
     head = handle.read(HEAD_BYTES)
     handle.seek(0)
@@ -143,7 +151,7 @@ def _with_fallback(found: str, engine, call, handle: BinaryIO):
         return call(engine)
     except ProcessingError as error:
         fallback = _FALLBACKS.get(found)
-        if fallback is None or fallback is engine or not all(fallback.available().values()):
+        if fallback is None or fallback is engine or not _usable(fallback):
             raise
         handle.seek(0)
         try:

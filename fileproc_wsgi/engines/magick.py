@@ -83,7 +83,7 @@ _limits_for: int | None = None
 
 
 def available() -> dict[str, bool]:
-    return {"imagemagick": library is not None}
+    return {"imagemagick": library is not None, "imagemagick:HEIF": has_coder("HEIF")}
 
 
 @functools.cache
