@@ -36,6 +36,7 @@ TEST = [
     *JINJA2,
     "Flask>=3.0",
     "playwright>=1.45",
+    "gunicorn>=22",  # the multi-process tests run real pre-forking servers
     # Every engine is tested for real: a missing one fails the suite rather than skipping.
     *PDF,
     *VIDEO,
