@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, LimitError
 
 ENV_PREFIX = "FILEPROC_"
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
@@ -34,6 +34,8 @@ class Config:
 
     Limits default to values that let ordinary photos through (a 48-megapixel phone
     picture, a 100 MB file) and stop decompression bombs; see the README's limits table.
+    :meth:`check_page` and :meth:`check_result_size` apply the ones a registration can
+    already judge from the instructions and the source's header.
     """
 
     database_url: str = ""
@@ -54,6 +56,10 @@ class Config:
     max_source_bytes: int = 100 * 1024 * 1024
     max_source_pixels: int = 50_000_000
     max_output_pixels: int = 25_000_000
+    max_output_side: int = 8192
+    max_source_frames: int = 1000
+    max_processing_seconds: float = 30.0
+    max_concurrent_jobs: int = 8
     max_register_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
@@ -100,9 +106,15 @@ class Config:
                 raise ConfigError("registrar_url: remote registration needs the shared secret too")
         if self.secret is not None and len(self.secret) < 16:
             raise ConfigError("secret: use at least 16 characters (it signs register requests)")
-        for name in ("wait_timeout", "lease_seconds"):
+        for name in ("wait_timeout", "lease_seconds", "max_processing_seconds"):
             if not 0 < getattr(self, name) <= 3600:
                 raise ConfigError(f"{name}: expected seconds between 0 and 3600, got {getattr(self, name)!r}")
+        if self.max_processing_seconds >= self.lease_seconds:
+            # A job past its lease may be claimed by another worker: both would do the work.
+            raise ConfigError(
+                f"max_processing_seconds: must be shorter than lease_seconds ({self.lease_seconds:g}), "
+                f"so that a worker finishes inside its lease; got {self.max_processing_seconds:g}"
+            )
         if not 0 <= self.source_check_interval <= 3600:
             raise ConfigError(
                 "source_check_interval: expected seconds between 0 and 3600, "
@@ -114,11 +126,39 @@ class Config:
             "max_source_bytes",
             "max_source_pixels",
             "max_output_pixels",
+            "max_output_side",
+            "max_source_frames",
+            "max_concurrent_jobs",
             "max_register_bytes",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}: expected a positive whole number, got {value!r}")
+
+    def check_page(self, page: int | None) -> None:
+        """Raise :class:`LimitError` for a ``page N`` beyond ``max_source_frames``.
+
+        Reaching page N of an animation or a multi-page TIFF walks the N - 1 frames before
+        it; this bounds that walk whatever the file declares.
+        """
+        if page is not None and page > self.max_source_frames:
+            raise LimitError(
+                f"page {page} is beyond max_source_frames={self.max_source_frames}: "
+                "no page or frame further into a source is read"
+            )
+
+    def check_result_size(self, width: int, height: int) -> None:
+        """Raise :class:`LimitError` for a result over ``max_output_pixels`` or ``max_output_side``."""
+        if width * height > self.max_output_pixels:
+            raise LimitError(
+                f"the result would have {width}x{height} pixels, "
+                f"more than max_output_pixels={self.max_output_pixels}"
+            )
+        if max(width, height) > self.max_output_side:
+            raise LimitError(
+                f"the result would be {width}x{height}, "
+                f"a side longer than max_output_side={self.max_output_side}"
+            )
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)

@@ -4,6 +4,11 @@
 a per-checksum lock lets the first request do the work while the others wait for it;
 across processes and hosts the store's claim (a conditional UPDATE with a lease and a
 fencing token) decides who works, and the rest wait a bounded time for the result.
+
+Limits that belong to a job rather than to its source are kept here: at most
+``max_concurrent_jobs`` jobs run at once in one Processor (one per process in practice),
+and a request that would start one more is refused at once, never queued; each job has
+``max_processing_seconds``, checked between the stages of :func:`produce`.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class Processor:
         self.sources = sources or Sources(config.source_roots)
         self._flights: dict[str, _Flight] = {}
         self._flights_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(config.max_concurrent_jobs)
 
     def ensure(self, job: Job, *, redo: bool = False) -> Job:
         """The finished version of ``job`` (as just read from the store), made first if needed.
@@ -94,19 +100,34 @@ class Processor:
             "the result is still being made; ask again shortly", retry_after=self.config.retry_after
         )
 
+    def _overloaded(self) -> UnavailableError:
+        return UnavailableError(
+            f"this server is busy making other results (max_concurrent_jobs="
+            f"{self.config.max_concurrent_jobs}); ask again shortly",
+            retry_after=self.config.retry_after,
+        )
+
     def _claim_or_wait(self, job: Job, redo: bool, deadline: float) -> Job:
         pause = 0.02
         while True:
-            token = self.store.claim(
-                job.checksum, lease=self.config.lease_seconds, redo=redo and job.state == "done"
-            )
-            if token is not None:
+            # Never blocks: a request beyond max_concurrent_jobs is answered at once rather
+            # than queued behind work it cannot speed up.
+            if self._slots.acquire(blocking=False):
                 try:
-                    return self._run(job, token)
-                except LeaseLostError:
-                    log.warning(
-                        "lease on %s expired while processing; another worker took over", job.checksum
+                    token = self.store.claim(
+                        job.checksum, lease=self.config.lease_seconds, redo=redo and job.state == "done"
                     )
+                    if token is not None:
+                        try:
+                            return self._run(job, token)
+                        except LeaseLostError:
+                            log.warning(
+                                "lease on %s expired while processing; another worker took over", job.checksum
+                            )
+                finally:
+                    self._slots.release()
+            elif not self._held_elsewhere(job):
+                raise self._overloaded()
             job = self.store.get(job.checksum)
             if job.state == "done":
                 return job
@@ -119,9 +140,14 @@ class Processor:
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, 0.5)
 
+    def _held_elsewhere(self, job: Job) -> bool:
+        """Whether another worker holds a live claim on ``job``: waiting for its result
+        needs no slot, since it starts no job here."""
+        return job.state == "working" and job.lease_until is not None and job.lease_until >= self.store.now()
+
     def _run(self, job: Job, token: int) -> Job:
         try:
-            result = self.make(job)
+            result = self.make(job, deadline=time.monotonic() + self.config.max_processing_seconds)
             key = result_key(job.checksum, EXTENSIONS[job.output_format])
             self.storage.put(key, result.data)
         except PERMANENT_FAILURES as error:
@@ -146,11 +172,21 @@ class Processor:
         )
         return self.store.get(job.checksum)
 
-    def make(self, job: Job) -> Result:
-        """Decode, transform and encode the job's source, without touching the store."""
+    def make(self, job: Job, *, deadline: float | None = None) -> Result:
+        """Decode, transform and encode the job's source, without touching the store.
+
+        A size predicted at registration is checked first, so a limit lowered since then
+        refuses the job before its source is opened.
+        """
+        if job.width is not None and job.height is not None:
+            self.config.check_result_size(job.width, job.height)
         instructions = parse(job.instructions)
         return produce(
-            instructions, self.sources.resolve(instructions.source), job.output_format, self.config
+            instructions,
+            self.sources.resolve(instructions.source),
+            job.output_format,
+            self.config,
+            deadline=deadline,
         )
 
 
@@ -167,10 +203,26 @@ class Result:
     height: int
 
 
-def produce(instructions: Instructions, source: LocalSource, output_format: str, config: Config) -> Result:
-    """The pipeline itself: engine → operations → encoder, within the config's limits."""
+def produce(
+    instructions: Instructions,
+    source: LocalSource,
+    output_format: str,
+    config: Config,
+    *,
+    deadline: float | None = None,
+) -> Result:
+    """The pipeline itself: engine → operations → encoder, within the config's limits.
+
+    ``deadline`` (a :func:`time.monotonic` time; by default ``max_processing_seconds``
+    from now) is checked between stages. The check is cooperative: one stage, such as a
+    PDFium render or an ImageMagick read, runs to its end before the job is stopped.
+    """
+    if deadline is None:
+        deadline = time.monotonic() + config.max_processing_seconds
+    config.check_page(instructions.page)
     with source.open(config.max_source_bytes) as handle:
         decoded = engines.decode(handle, source.reference, instructions, config)
+    _check_time(deadline, "decoding", config)
     image = decoded.image
     for operation in instructions.operations:
         try:
@@ -179,16 +231,22 @@ def produce(instructions: Instructions, source: LocalSource, output_format: str,
             raise
         except Exception as error:  # e.g. a filter that does not support this mode
             raise ProcessingError(f"step {operation.word!r} failed: {error}") from None
-    if image.width * image.height > config.max_output_pixels:
-        raise LimitError(
-            f"the result would have {image.width}x{image.height} pixels, "
-            f"more than max_output_pixels={config.max_output_pixels}"
-        )
+        _check_time(deadline, f"step {operation.word!r}", config)
+    config.check_result_size(image.width, image.height)
     background = next(
         (step.color for step in reversed(instructions.steps) if isinstance(step, Background)), WHITE
     )
     data = encode(image, output_format, instructions.output, decoded.icc_profile, background)
+    _check_time(deadline, "encoding", config)
     return Result(data, image.width, image.height)
+
+
+def _check_time(deadline: float, stage: str, config: Config) -> None:
+    if time.monotonic() > deadline:
+        raise LimitError(
+            f"processing took longer than max_processing_seconds={config.max_processing_seconds:g} "
+            f"(stopped after {stage})"
+        )
 
 
 def failure_of(job: Job, now: float) -> FileProcError:

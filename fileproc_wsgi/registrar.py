@@ -135,6 +135,7 @@ class Registrar:
 
     def _cold(self, text: str) -> _Cold:
         instructions = parse(text)
+        self.config.check_page(instructions.page)
         source = self.sources.resolve(instructions.source)
         version = source.version()
         checksum = instructions.checksum(version)
@@ -147,6 +148,8 @@ class Registrar:
         flattened = any(isinstance(step, Background) for step in instructions.steps)
         output = choose_format(info.format, info.has_alpha and not flattened, instructions.output)
         size = instructions.predict_size(info.width, info.height)
+        if size:  # a result over a limit would only be refused when first asked for
+            self.config.check_result_size(*size)
         width, height = size if size else (None, None)
         row = {
             "checksum": checksum,

@@ -19,7 +19,7 @@ from PIL import Image
 
 from fileproc_wsgi import engines
 from fileproc_wsgi.engines import pdf as pdf_engine
-from fileproc_wsgi.errors import FileProcError, ProcessingError, UnsupportedSourceError
+from fileproc_wsgi.errors import FileProcError, LimitError, ProcessingError, UnsupportedSourceError
 from support import BLUE, GREEN, RED, close_to, colour_at, halves
 
 WHITE = (255, 255, 255)
@@ -388,13 +388,13 @@ def test_frame_is_refused_on_a_pdf(document):
             {},
             (14400, 14400),  # 200 inches square, the largest page PDF allows
             "",
-            422,
+            "registration",
             "the result would have 14400x14400 pixels, more than max_output_pixels=25000000",
             None,
             id="huge-page",
         ),
         pytest.param(
-            {"max_output_pixels": 10**9},
+            {"max_output_pixels": 10**9, "max_output_side": 16384},
             (14400, 14400),
             "",
             422,
@@ -407,8 +407,8 @@ def test_frame_is_refused_on_a_pdf(document):
             {"max_output_pixels": 5_000},
             (200, 100),
             "upscale | fit 1000x",
-            422,
-            "more than max_output_pixels=5000",
+            "registration",
+            "the result would have 1000x500 pixels, more than max_output_pixels=5000",
             None,
             id="output-over-limit",
         ),
@@ -420,7 +420,14 @@ def test_pixel_limits_apply_to_what_is_rendered(
     site = make_site(**settings)
     width, height = page
     (site.media / "big.pdf").write_bytes(pdf_bytes([Page(width, height, fill(RED, 0, 0, width, height))]))
-    response = site.request(f"big.pdf | {steps}" if steps else "big.pdf")
+    text = f"big.pdf | {steps}" if steps else "big.pdf"
+    if status == "registration":  # the result's size is known from the page box: refused at once
+        with pytest.raises(LimitError) as refused:
+            site.registrar.register(text)
+        assert message in str(refused.value)
+        assert renders == []
+        return
+    response = site.request(text)
     assert response.status_int == status
     if size:
         assert Image.open(io.BytesIO(response.body)).size == size

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 from fileproc_wsgi import engines
 from fileproc_wsgi.config import Config
 from fileproc_wsgi.engines import video
-from fileproc_wsgi.errors import FileProcError, ProcessingError
+from fileproc_wsgi.errors import FileProcError, LimitError, ProcessingError
 from fileproc_wsgi.instructions import parse
 from support import colour_at
 
@@ -468,9 +468,8 @@ def test_source_pixel_limit(make_site, clips):
     assert "160x90 = 14400 pixels per frame, more than max_source_pixels=10000" in response.text
 
 
-def test_output_pixel_limit(make_site, clips):
+def test_output_pixel_limit_is_checked_at_registration(make_site, clips):
     site = make_site(max_output_pixels=10_000)
     shutil.copy(clips / "wide.mp4", site.media / "wide.mp4")
-    response = site.request("wide.mp4 | frame 0 | format png")
-    assert response.status_int == 422
-    assert "320x90 pixels, more than max_output_pixels=10000" in response.text
+    with pytest.raises(LimitError, match="320x90 pixels, more than max_output_pixels=10000"):
+        site.registrar.register("wide.mp4 | frame 0 | format png")

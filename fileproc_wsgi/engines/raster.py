@@ -3,10 +3,17 @@
 Large JPEGs are decoded at a reduced size (DCT scaling through ``Image.draft``) when the
 operations will shrink them anyway, which is most of the speed and memory win of a
 thumbnailer. Pixel limits are checked on the header, before any pixel is decoded.
+
+``page N`` of a GIF, WebP, APNG, TIFF or MPO file is its Nth frame. Reaching it walks
+the frames before it (decoding them, for animations), so N is bounded by
+``max_source_frames``, and a frame count is only ever asked of Pillow where the header
+states it: GIF and TIFF count theirs by walking every frame, which a file of a million
+tiny frames turns into minutes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 
 from PIL import ExifTags, Image, ImageOps, features
@@ -16,6 +23,9 @@ from ..operations import reduction_target
 
 FORMATS = {"JPEG", "PNG", "GIF", "WEBP", "AVIF", "TIFF", "BMP"}
 _TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+# Animations: every frame has the canvas's size, and reaching one decodes those before it,
+# so a header read never moves to another frame of these.
+_CANVAS_FORMATS = {"GIF", "WEBP", "PNG"}
 
 
 def sniff(head: bytes) -> str | None:
@@ -64,6 +74,34 @@ def _open(handle, found: str, reference: str, max_pixels: int) -> Image.Image:
     return image
 
 
+def _seek_page(image: Image.Image, page: int, reference: str, config) -> None:
+    """Move ``image`` to page ``page``, walking no further than that page."""
+    config.check_page(page)
+    # WebP, APNG and MPO state their frame count in the header (an attribute); GIF and
+    # TIFF have a property that walks the whole file, which is not asked for here.
+    declared = vars(image).get("n_frames")
+    if declared is not None and declared > config.max_source_frames:
+        raise LimitError(
+            f"source {reference!r} has {declared} frames, "
+            f"more than max_source_frames={config.max_source_frames}"
+        )
+    # One frame at a time, which costs what one seek to the page would, and counts the
+    # frames of a file that has fewer without asking for n_frames.
+    for index in range(1, page):
+        try:
+            image.seek(index)
+        except EOFError:
+            raise ProcessingError(f"page {page}: {reference!r} has only {index} page(s)") from None
+        except Exception as error:  # a broken frame or directory on the way
+            raise ProcessingError(f"page {page} of {reference!r} is not readable ({error})") from None
+    width, height = image.size
+    if width * height > config.max_source_pixels:  # a page can be larger than the first
+        raise LimitError(
+            f"page {page} of {reference!r} has {width}x{height} = {width * height} pixels, "
+            f"more than max_source_pixels={config.max_source_pixels}"
+        )
+
+
 def _orientation(image: Image.Image) -> int:
     try:
         value = image.getexif().get(ExifTags.Base.Orientation, 1)
@@ -81,8 +119,11 @@ def probe(handle, found: str, reference: str, instructions=None) -> tuple[int, i
     image = _open(handle, found, reference, max_pixels=2**62)
     with image:
         page = instructions.page if instructions is not None else None
-        if page and 1 < page <= getattr(image, "n_frames", 1):
-            image.seek(page - 1)  # the pages of a TIFF can differ in size
+        if page and page > 1 and found not in _CANVAS_FORMATS:
+            # The pages of a TIFF (the images of an MPO) can differ in size. A page beyond
+            # the last is refused when processing; its header gives the first page's size.
+            with contextlib.suppress(EOFError):
+                image.seek(page - 1)
         width, height = _upright(image, _orientation(image))
         alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
         return width, height, alpha
@@ -93,19 +134,13 @@ def decode(handle, found: str, reference: str, instructions, config) -> tuple[Im
     if instructions.frame is not None:
         raise ProcessingError(f"frame applies to video sources; {reference!r} is a {found} image")
     if instructions.page and instructions.page > 1:
-        frames = getattr(image, "n_frames", 1)
-        if instructions.page > frames:
-            raise ProcessingError(f"page {instructions.page}: {reference!r} has only {frames} page(s)")
-        image.seek(instructions.page - 1)
+        _seek_page(image, instructions.page, reference, config)
 
     orientation = _orientation(image)
     upright = _upright(image, orientation)
     predicted = instructions.predict_size(*upright)
-    if predicted and predicted[0] * predicted[1] > config.max_output_pixels:
-        raise LimitError(
-            f"the result would have {predicted[0]}x{predicted[1]} pixels, "
-            f"more than max_output_pixels={config.max_output_pixels}"
-        )
+    if predicted:
+        config.check_result_size(*predicted)
     if found == "JPEG":
         target = reduction_target(instructions.operations, *upright)
         if target and target[0] < upright[0]:

@@ -17,9 +17,9 @@ Which frame:
   shorter than 2 s and ``frame 100%`` is the last picture.
 
 The decoder seeks to the keyframe at or before T and decodes forward, at most
-:data:`MAX_DECODED_FRAMES` frames and :data:`MAX_DECODE_SECONDS` seconds (a file with
-very few keyframes would otherwise cost minutes); past either bound the job fails with a
-:class:`LimitError`.
+:data:`MAX_DECODED_FRAMES` frames and :data:`MAX_DECODE_SECONDS` seconds, or the job's
+``max_processing_seconds`` when that is shorter (a file with very few keyframes would
+otherwise cost minutes); past either bound the job fails with a :class:`LimitError`.
 
 The result is upright and in display proportions: non-square pixels are stretched to the
 stream's sample aspect ratio (width x SAR, height kept), and a display rotation in the
@@ -105,8 +105,8 @@ def decode(handle: BinaryIO, found: str, reference: str, instructions, config) -
         stream, _ = _video_stream(container, reference)
         _check_source_pixels(stream.codec_context.width, stream.codec_context.height, reference, config)
         target = _target_pts(instructions.frame, stream, container, reference)
-        budget = min(MAX_DECODE_SECONDS, config.lease_seconds / 2)  # finish well inside the lease
-        frame = _frame_at(container, stream, target, reference, time.monotonic() + budget)
+        budget = min(MAX_DECODE_SECONDS, config.max_processing_seconds)
+        frame = _frame_at(container, stream, target, reference, budget)
         return _picture(frame, stream, reference, instructions, config), None
 
 
@@ -214,13 +214,14 @@ def _duration(stream, container) -> Fraction | None:
     return None
 
 
-def _frame_at(container, stream, target: int, reference: str, deadline: float):
+def _frame_at(container, stream, target: int, reference: str, budget: float):
     """The frame on screen at ``target``: seek to the keyframe at or before it, decode on.
 
     The demuxers index keyframes by decoding time, so with B-frames the keyframe found can
     show later than ``target``; then, and when a file cut short has no data left after
     that keyframe, the seek is repeated further back (1 s, 2 s, 4 s ... down to the start).
     """
+    deadline = time.monotonic() + budget
     start = stream.start_time or 0
     step_back = round(1 / stream.time_base)  # one second
     decoded = 0
@@ -239,7 +240,7 @@ def _frame_at(container, stream, target: int, reference: str, deadline: float):
             if decoded > MAX_DECODED_FRAMES or time.monotonic() > deadline:
                 raise LimitError(
                     f"source {reference!r}: reaching the frame asked for needs more than "
-                    f"{MAX_DECODED_FRAMES} decoded frames or {MAX_DECODE_SECONDS:g} seconds"
+                    f"{MAX_DECODED_FRAMES} decoded frames or {budget:g} seconds"
                 )
             pts = frame.pts
             if pts is not None and pts > target:
