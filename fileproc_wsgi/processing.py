@@ -160,6 +160,9 @@ class Processor:
             reason = str(error) if isinstance(error, FileProcError) else "internal error while processing"
             with contextlib.suppress(FileProcError):  # the store may be what is down
                 self.store.fail(job.checksum, token, reason, retry_at=self.store.now() + delay, status=503)
+            if isinstance(error, FileProcError):
+                # The answer every request gets until the retry time: the same Retry-After.
+                raise UnavailableError(reason, retry_after=max(1, round(delay))) from None
             raise
         self.store.complete(
             job.checksum,

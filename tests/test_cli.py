@@ -1,0 +1,200 @@
+"""The ``fileproc`` command run for real: ``python -m fileproc_wsgi.cli`` in a subprocess,
+configured by ``FILEPROC_*`` variables, against a SQLite store the test also reads."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from webob import Request
+
+from fileproc_wsgi.config import Config
+from fileproc_wsgi.middleware import FileProcessor
+from fileproc_wsgi.store import InstructionStore
+from support import halves, write
+
+FILEPROC = [sys.executable, "-m", "fileproc_wsgi.cli"]
+
+
+def _checksum(n: int) -> str:
+    return f"{n:032x}"
+
+
+@pytest.fixture
+def env(tmp_path) -> dict[str, str]:
+    media = tmp_path / "media"
+    media.mkdir()
+    return {
+        **{name: value for name, value in os.environ.items() if not name.startswith("FILEPROC_")},
+        "FILEPROC_SOURCE_ROOTS": f"default={media}",
+        "FILEPROC_DATABASE_URL": f"sqlite:///{tmp_path / 'fp.db'}",
+        "FILEPROC_STORAGE": str(tmp_path / "results"),
+    }
+
+
+@pytest.fixture
+def store(env):
+    store = InstructionStore(env["FILEPROC_DATABASE_URL"])
+    yield store
+    store.dispose()
+
+
+def fileproc(env, *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*FILEPROC, *arguments], env=env, capture_output=True, text=True, timeout=60)
+
+
+def _add(store: InstructionStore, n: int) -> str:
+    key = _checksum(n)
+    store.add(key, f"source a{n}.png", source=f"a{n}.png", output_format="png", width=None, height=None)
+    return key
+
+
+def _failed(store: InstructionStore, n: int, *, retry_in: float | None) -> str:
+    key = _add(store, n)
+    retry_at = None if retry_in is None else store.now() + retry_in
+    store.fail(
+        key,
+        store.claim(key, lease=60),
+        f"reason {n}",
+        retry_at=retry_at,
+        status=404 if retry_in is None else 503,
+    )
+    return key
+
+
+def _states(store: InstructionStore, keys) -> list[tuple[str, int]]:
+    return [(job.state, job.attempts) for job in map(store.get, keys)]
+
+
+def test_retry_resets_the_failed_jobs_given(env, store):
+    permanent, transient = _failed(store, 1, retry_in=None), _failed(store, 2, retry_in=600)
+    untouched = _failed(store, 3, retry_in=None)
+    done = _add(store, 4)
+    store.complete(
+        done,
+        store.claim(done, lease=60),
+        result_key="00/x.png",
+        content_type="image/png",
+        width=1,
+        height=1,
+        result_bytes=1,
+    )
+    result = fileproc(env, "retry", permanent, transient, done, permanent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "2 failed jobs reset to pending\n"
+    assert result.stderr == f"fileproc: {done} is done, not failed; left as it is\n"
+    assert _states(store, [permanent, transient, untouched, done]) == [
+        ("pending", 0),
+        ("pending", 0),
+        ("failed", 1),
+        ("done", 1),
+    ]
+    job = store.get(permanent)
+    assert (job.reason, job.failure_status, job.retry_at) == (None, None, None)
+
+
+def test_retry_all_failed(env, store):
+    keys = [_failed(store, n, retry_in=None if n % 2 else 60) for n in range(5)]
+    working = _add(store, 9)
+    store.claim(working, lease=60)
+    result = fileproc(env, "retry", "--all-failed")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "5 failed jobs reset to pending\n"
+    assert {state for state, _ in _states(store, keys)} == {"pending"}
+    assert store.get(working).state == "working", "a job being made is not a failure"
+    again = fileproc(env, "retry", "--all-failed")
+    assert again.stdout == "0 failed jobs reset to pending\n"
+
+
+def test_retry_of_an_unknown_checksum_says_so(env, store):
+    failed = _failed(store, 1, retry_in=None)
+    result = fileproc(env, "retry", failed, _checksum(77))
+    assert result.returncode == 1
+    assert result.stdout == "1 failed job reset to pending\n"
+    assert result.stderr == f"fileproc: {_checksum(77)}: no instructions registered under it\n"
+    assert store.get(failed).state == "pending"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        pytest.param([], "give the checksums of failed jobs, or --all-failed", id="nothing"),
+        pytest.param([_checksum(1), "--all-failed"], "(not both)", id="both"),
+        pytest.param(["0123"], "not a checksum (32 hex digits): 0123", id="malformed"),
+        pytest.param(["../" + "0" * 29], "not a checksum", id="traversal"),
+    ],
+)
+def test_retry_usage_errors(env, store, arguments, message):
+    failed = _failed(store, 1, retry_in=None)
+    result = fileproc(env, "retry", *arguments)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert store.get(failed).state == "failed"
+
+
+def _shown(env, checksum: str) -> dict:
+    result = fileproc(env, "show", checksum)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_show_has_attempts_reason_and_when_it_is_tried_again(env, store):
+    permanent, transient = _failed(store, 1, retry_in=None), _failed(store, 2, retry_in=600)
+    pending = _add(store, 3)
+
+    shown = _shown(env, permanent)
+    assert (shown["state"], shown["attempts"], shown["reason"], shown["failure_status"]) == (
+        "failed",
+        1,
+        "reason 1",
+        404,
+    )
+    assert shown["retry_at"] is None
+    assert shown["next_attempt"] == "never by itself: a permanent failure; `fileproc retry` resets it"
+
+    shown = _shown(env, transient)
+    retry_at = store.get(transient).retry_at
+    expected = datetime.datetime.fromtimestamp(retry_at, datetime.UTC).isoformat(timespec="seconds")
+    assert (shown["attempts"], shown["failure_status"], shown["retry_at"]) == (1, 503, expected)
+    assert shown["next_attempt"].startswith(f"on the first request after {expected} (in ")
+    assert 590 <= int(shown["next_attempt"].rsplit("(in ", 1)[1].split()[0]) <= 600
+    assert datetime.datetime.fromisoformat(shown["created_at"]).tzinfo is not None
+
+    shown = _shown(env, pending)
+    assert (shown["state"], shown["attempts"], shown["next_attempt"]) == ("pending", 0, None)
+
+
+def test_a_failure_seen_by_the_server_is_shown_and_retried(env, tmp_path):
+    media = tmp_path / "media"
+    write(media, "a.png", halves(40, 20))
+    registered = fileproc(env, "register", "a.png | fit 20x")
+    assert registered.returncode == 0, registered.stderr
+    representation = json.loads(registered.stdout)
+    (media / "a.png").unlink()
+
+    config = Config.from_env({name: value for name, value in env.items() if name.startswith("FILEPROC_")})
+    app = FileProcessor(None, config)
+    try:
+        missing = Request.blank(representation["url"]).get_response(app)
+        assert (missing.status_int, missing.text) == (404, "source 'a.png' does not exist\n")
+        shown = _shown(env, representation["checksum"])
+        assert (shown["state"], shown["attempts"], shown["reason"]) == (
+            "failed",
+            1,
+            "source 'a.png' does not exist",
+        )
+        assert shown["next_attempt"].startswith("never by itself")
+
+        write(media, "a.png", halves(40, 20))
+        assert Request.blank(representation["url"]).get_response(app).status_int == 404, "on record"
+        retried = fileproc(env, "retry", representation["checksum"])
+        assert retried.stdout == "1 failed job reset to pending\n"
+        assert Request.blank(representation["url"]).get_response(app).status_int == 301
+        assert _shown(env, representation["checksum"])["state"] == "done"
+    finally:
+        app.store.dispose()
