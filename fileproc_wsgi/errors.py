@@ -68,9 +68,17 @@ class UnsupportedSourceError(FileProcError):
 
 
 class LimitError(FileProcError):
-    """A configured limit (bytes, pixels, time) was exceeded."""
+    """A configured limit (bytes, pixels, side, frames, time) was exceeded."""
 
     status = 422
+
+
+class TimeLimitError(LimitError):
+    """A job ran past ``max_processing_seconds``.
+
+    Unlike the other limits this one depends on the machine's load as well as on the
+    source, so the processor retries it, with backoff, before recording it as permanent.
+    """
 
 
 class ProcessingError(FileProcError):

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from . import engines
 from .config import Config
@@ -27,9 +27,9 @@ from .errors import (
     PERMANENT_FAILURES,
     FileProcError,
     LeaseLostError,
-    LimitError,
     ProcessingError,
     RecordedFailureError,
+    TimeLimitError,
     UnavailableError,
 )
 from .instructions import Instructions, parse
@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 _FIRST_RETRY = 30.0
 _LAST_RETRY = 3600.0
+# A job that ran out of time may only have met a busy machine: the first overruns are
+# retried with backoff, and the last is recorded as permanent like any other limit.
+_TIME_LIMIT_ATTEMPTS = 3
 
 
 class Processor:
@@ -151,19 +154,12 @@ class Processor:
             key = result_key(job.checksum, EXTENSIONS[job.output_format])
             self.storage.put(key, result.data)
         except PERMANENT_FAILURES as error:
-            self.store.fail(job.checksum, token, str(error), retry_at=None, status=error.status)
-            raise
+            if not isinstance(error, TimeLimitError) or job.attempts + 1 >= _TIME_LIMIT_ATTEMPTS:
+                self.store.fail(job.checksum, token, str(error), retry_at=None, status=error.status)
+                raise
+            self._fail_for_now(job, token, error)
         except Exception as error:
-            if not isinstance(error, FileProcError):
-                log.exception("processing %s failed unexpectedly", job.checksum)
-            delay = min(_FIRST_RETRY * 2 ** max(0, job.attempts), _LAST_RETRY)
-            reason = str(error) if isinstance(error, FileProcError) else "internal error while processing"
-            with contextlib.suppress(FileProcError):  # the store may be what is down
-                self.store.fail(job.checksum, token, reason, retry_at=self.store.now() + delay, status=503)
-            if isinstance(error, FileProcError):
-                # The answer every request gets until the retry time: the same Retry-After.
-                raise UnavailableError(reason, retry_after=max(1, round(delay))) from None
-            raise
+            self._fail_for_now(job, token, error)
         self.store.complete(
             job.checksum,
             token,
@@ -174,6 +170,20 @@ class Processor:
             result_bytes=len(result.data),
         )
         return self.store.get(job.checksum)
+
+    def _fail_for_now(self, job: Job, token: int, error: Exception) -> NoReturn:
+        """Record a failure that may pass (an outage, a busy machine) with a retry time that
+        doubles with each attempt, and raise what requests get until then."""
+        if not isinstance(error, FileProcError):
+            log.exception("processing %s failed unexpectedly", job.checksum)
+        delay = min(_FIRST_RETRY * 2 ** max(0, job.attempts), _LAST_RETRY)
+        reason = str(error) if isinstance(error, FileProcError) else "internal error while processing"
+        with contextlib.suppress(FileProcError):  # the store may be what is down
+            self.store.fail(job.checksum, token, reason, retry_at=self.store.now() + delay, status=503)
+        if isinstance(error, FileProcError):
+            # The answer every request gets until the retry time: the same Retry-After.
+            raise UnavailableError(reason, retry_after=max(1, round(delay))) from None
+        raise error
 
     def make(self, job: Job, *, deadline: float | None = None) -> Result:
         """Decode, transform and encode the job's source, without touching the store.
@@ -246,7 +256,7 @@ def produce(
 
 def _check_time(deadline: float, stage: str, config: Config) -> None:
     if time.monotonic() > deadline:
-        raise LimitError(
+        raise TimeLimitError(
             f"processing took longer than max_processing_seconds={config.max_processing_seconds:g} "
             f"(stopped after {stage})"
         )
