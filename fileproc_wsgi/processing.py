@@ -178,8 +178,12 @@ class Processor:
             log.exception("processing %s failed unexpectedly", job.checksum)
         delay = min(_FIRST_RETRY * 2 ** max(0, job.attempts), _LAST_RETRY)
         reason = str(error) if isinstance(error, FileProcError) else "internal error while processing"
-        with contextlib.suppress(FileProcError):  # the store may be what is down
+        try:
             self.store.fail(job.checksum, token, reason, retry_at=self.store.now() + delay, status=503)
+        except LeaseLostError:
+            raise  # another worker has the job now: answer with its verdict, not this one
+        except FileProcError:
+            pass  # the store may be what is down
         if isinstance(error, FileProcError):
             # The answer every request gets until the retry time: the same Retry-After.
             raise UnavailableError(reason, retry_after=max(1, round(delay))) from None

@@ -613,3 +613,45 @@ def test_the_raster_engine_checks_the_predicted_size_before_decoding():
     with pytest.raises(LimitError, match="a side longer than max_output_side=100"):
         buffer.seek(0)
         raster.decode(buffer, "PNG", "photo.png", parse("photo.png | fit 150x"), config)
+
+
+def test_a_late_worker_answers_with_the_result_of_the_worker_that_took_over(site, monkeypatch):
+    clock = _Clock()
+    store = InstructionStore(site.config.database_url, clock=clock)
+    app = FileProcessor(None, dataclasses.replace(site.config, max_processing_seconds=0.1), store=store)
+    write(site.media, "photo.png", halves(40, 20))
+    representation = site.registrar.register("photo.png | blur 1")
+    apply = Blur.apply
+    calls = []
+
+    def stalled(operation, image):
+        calls.append(operation)
+        if len(calls) == 1:
+            # Frozen past max_processing_seconds and past the lease: another worker takes over.
+            time.sleep(0.2)
+            clock.now += 61
+            job = store.get(representation.checksum)
+            token = store.claim(representation.checksum, lease=60)
+            result = app.processor.make(job)
+            key = result_key(job.checksum, EXTENSIONS[job.output_format])
+            app.storage.put(key, result.data)
+            store.complete(
+                job.checksum,
+                token,
+                result_key=key,
+                content_type=CONTENT_TYPES[job.output_format],
+                width=result.width,
+                height=result.height,
+                result_bytes=len(result.data),
+            )
+        return apply(operation, image)
+
+    monkeypatch.setattr(Blur, "apply", stalled)
+    try:
+        response = _get(app, representation.url)
+        assert response.status_int == 301, response.text
+        job = store.get(representation.checksum)
+        assert (job.state, job.attempts, job.token, job.reason) == ("done", 2, 2, None)
+        assert _stored_files(site) == [job.result_key]
+    finally:
+        store.dispose()
