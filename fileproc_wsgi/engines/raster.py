@@ -7,8 +7,8 @@ thumbnailer. Pixel limits are checked on the header, before any pixel is decoded
 ``page N`` of a GIF, WebP, APNG, TIFF or MPO file is its Nth frame. Reaching it walks
 the frames before it (decoding them, for animations), so N is bounded by
 ``max_source_frames``, and a frame count is only ever asked of Pillow where the header
-states it: GIF and TIFF count theirs by walking every frame, which a file of a million
-tiny frames turns into minutes.
+states it: GIF and TIFF count theirs by walking every frame, which takes tens of seconds
+for a file of a few million one-pixel frames.
 """
 
 from __future__ import annotations
