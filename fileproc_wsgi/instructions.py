@@ -269,6 +269,16 @@ def canonical_source(reference: str) -> str:
     Surrounding whitespace goes; for paths (not ``scheme://`` URLs) repeated slashes
     collapse and a leading ``./`` is dropped, after an optional ``root:`` prefix.
     """
+    # Each tidying step can expose work for another ("./ a.jpg" loses "./", then a space),
+    # and the canonical form must be a fixed point, so tidy until nothing changes.
+    while True:
+        tidied = _tidy_source(reference)
+        if tidied == reference:
+            return tidied
+        reference = tidied
+
+
+def _tidy_source(reference: str) -> str:
     reference = reference.strip()
     if _URL.match(reference):
         return reference
@@ -701,7 +711,9 @@ def parse(text: str) -> Instructions:
             raise _fail("source given twice: give one source, as the first step", head, "source")
         entry = _STEPS.get(word)
         if entry is None:
-            raise _fail(f"unknown operation {written!r}; expected one of: {_KNOWN}", head, written)
+            raise _fail(
+                f"unknown operation {written!r}; expected one of: {_KNOWN}", head, written, at_value=False
+            )
         spec, build = entry
         operations.append(build(word, _split(word, head, tokens[1:], spec)))
     return Instructions(source, tuple(operations))

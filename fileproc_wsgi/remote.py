@@ -63,9 +63,12 @@ def verify(secret: str, timestamp: str | None, signature: str | None, body: byte
     """Raise SignatureError unless ``signature`` signs ``body`` at a fresh ``timestamp``."""
     if not timestamp or not signature:
         raise SignatureError(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    # isascii: str.isdigit accepts digits such as "¹²³" that int() then refuses.
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise SignatureError(f"{TIMESTAMP_HEADER} must be whole seconds since the epoch")
-    if not hmac.compare_digest(sign(secret, timestamp, body), signature.strip().lower()):
+    signature = signature.strip().lower()
+    # compare_digest refuses non-ASCII text with a TypeError: such a signature is simply wrong.
+    if not signature.isascii() or not hmac.compare_digest(sign(secret, timestamp, body), signature):
         raise SignatureError("bad signature: the request was not signed with this server's secret")
     # Checked after the signature, so an unsigned caller learns nothing about our clock.
     if abs(now - int(timestamp)) > REPLAY_WINDOW:
@@ -81,6 +84,8 @@ def texts_of(body: bytes) -> list[str]:
         payload = json.loads(body)
     except (UnicodeDecodeError, ValueError) as error:
         raise RequestError(f"the body is not JSON: {error}") from None
+    except RecursionError:
+        raise RequestError("the body is not JSON this server reads: nested too deeply") from None
     texts = payload.get("texts") if isinstance(payload, dict) else None
     if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
         raise RequestError('expected a JSON object {"texts": [<instruction text>, ...]}')

@@ -81,6 +81,10 @@ class Sources:
             )
         if ".." in re.split(r"[\\/]", relative):
             raise SourceError(f"source {reference!r}: '..' is not allowed in a source path")
+        try:
+            relative.encode()
+        except UnicodeEncodeError:  # a lone surrogate: no file system can have that name
+            raise SourceError(f"source {reference!r}: not a valid file name") from None
         real_root = self._real_root(root)
         real = os.path.realpath(os.path.join(real_root, relative))
         if os.path.commonpath((real, real_root)) != real_root:
