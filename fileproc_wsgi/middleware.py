@@ -26,7 +26,7 @@ from .errors import FileProcError, NotRegisteredError, RequestTooLargeError, Una
 from .instructions import is_checksum
 from .processing import Processor
 from .registrar import Registrar
-from .storage import open_storage, parse_key
+from .storage import open_storage, parse_key, result_key
 from .store import InstructionStore
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class FileProcessor:
 
     def _serve_file(self, key: str) -> Response:
         parsed = parse_key(key)
-        if parsed is None:
+        if parsed is None or key != result_key(*parsed):  # another fan-out directory is not its name
             raise NotRegisteredError("no such result")
         checksum, extension = parsed
         try:

@@ -655,3 +655,22 @@ def test_a_late_worker_answers_with_the_result_of_the_worker_that_took_over(site
         assert _stored_files(site) == [job.result_key]
     finally:
         store.dispose()
+
+
+def test_registering_a_png_decodes_no_pixel(site, monkeypatch):
+    # Pillow finds a PNG's EXIF by decoding the whole image when no eXIf chunk precedes the
+    # pixels; a header read must not, or registering a page of large PNGs decodes them all.
+    from PIL import PngImagePlugin
+
+    loads = []
+    load = PngImagePlugin.PngImageFile.load
+
+    def counted(image):
+        loads.append(image)
+        return load(image)
+
+    write(site.media, "photo.png", halves(200, 100))
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", counted)
+    representation = site.registrar.register("photo.png | fit 50x")
+    assert (representation.width, representation.height) == (50, 25)
+    assert loads == [], "registration decoded the pixels"

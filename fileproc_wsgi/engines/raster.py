@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 
 from PIL import ExifTags, Image, ImageOps, features
 
@@ -26,6 +27,8 @@ _TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 # Animations: every frame has the canvas's size, and reaching one decodes those before it,
 # so a header read never moves to another frame of these.
 _CANVAS_FORMATS = {"GIF", "WEBP", "PNG"}
+# "cannot identify image file <_io.BufferedReader name='/srv/media/a.png'>"
+_FILE_OBJECT = re.compile(r"\s*<_io\.\w+ name=.*?>")
 
 
 def sniff(head: bytes) -> str | None:
@@ -63,7 +66,9 @@ def _open(handle, found: str, reference: str, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise LimitError(f"source {reference!r} has more pixels than this server decodes") from None
     except Exception as error:  # Pillow raises many types for bad headers
-        raise ProcessingError(f"source {reference!r} is not a readable {found} image ({error})") from None
+        raise ProcessingError(
+            f"source {reference!r} is not a readable {found} image ({_reason(error)})"
+        ) from None
     width, height = image.size
     if width * height > max_pixels:
         image.close()
@@ -93,7 +98,9 @@ def _seek_page(image: Image.Image, page: int, reference: str, config) -> None:
         except EOFError:
             raise ProcessingError(f"page {page}: {reference!r} has only {index} page(s)") from None
         except Exception as error:  # a broken frame or directory on the way
-            raise ProcessingError(f"page {page} of {reference!r} is not readable ({error})") from None
+            raise ProcessingError(
+                f"page {page} of {reference!r} is not readable ({_reason(error)})"
+            ) from None
     width, height = image.size
     if width * height > config.max_source_pixels:  # a page can be larger than the first
         raise LimitError(
@@ -102,7 +109,17 @@ def _seek_page(image: Image.Image, page: int, reference: str, config) -> None:
         )
 
 
+def _reason(error: Exception) -> str:
+    """Pillow's message, on one line and without the file object it names (a server path)."""
+    text = _FILE_OBJECT.sub("", str(error)).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _orientation(image: Image.Image) -> int:
+    if image.format == "PNG" and "exif" not in image.info:
+        # Pillow looks for an eXIf chunk after the pixels by decoding them all: never for a
+        # header read, and never where a decoding error would be swallowed here.
+        return 1
     try:
         value = image.getexif().get(ExifTags.Base.Orientation, 1)
     except Exception:  # a broken EXIF block must not make the picture unreadable
@@ -152,7 +169,7 @@ def decode(handle, found: str, reference: str, instructions, config) -> tuple[Im
         image.load()
         image = ImageOps.exif_transpose(image)
     except Exception as error:
-        raise ProcessingError(f"source {reference!r} could not be decoded ({error})") from None
+        raise ProcessingError(f"source {reference!r} could not be decoded ({_reason(error)})") from None
     icc_profile = image.info.get("icc_profile")
     return _normalise(image, icc_profile)
 
