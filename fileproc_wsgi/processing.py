@@ -155,7 +155,12 @@ class Processor:
             self.storage.put(key, result.data)
         except PERMANENT_FAILURES as error:
             if not isinstance(error, TimeLimitError) or job.attempts + 1 >= _TIME_LIMIT_ATTEMPTS:
-                self.store.fail(job.checksum, token, str(error), retry_at=None, status=error.status)
+                # A source refused only now (replaced by a FIFO, a symlink out of its root ...)
+                # is no bad request: the URL is registered and its source cannot be processed.
+                status = 422 if error.status == 400 else error.status
+                self.store.fail(job.checksum, token, str(error), retry_at=None, status=status)
+                if status != error.status:
+                    raise RecordedFailureError(str(error), status) from None
                 raise
             self._fail_for_now(job, token, error)
         except Exception as error:
