@@ -4,8 +4,8 @@ Each case asserts the answer's status and its one-line message (no traceback, no
 path), and that nothing was lost or left half-written: no temporary or partial file among
 the results, the store row in the state it should be in, nothing registered for input that
 was refused. The tables: routing and checksums, instruction text (with Hypothesis
-properties), sources, decoders, the register endpoint, concurrency, and outages. Cases
-that wait on a decision rather than on a plain fix are kept apart at the end.
+properties), sources, decoders, the register endpoint, concurrency, and outages; sources
+that change into something refused after they were registered come last.
 """
 
 from __future__ import annotations
@@ -1435,12 +1435,12 @@ def test_outages(scenario, message, request, make_site):
     assert decode(site.get(response.location).body).size == (200, 200)
 
 
-# =========================================================================== awaiting a decision
+# =========================================================================== refused after registering
 #
 # SPEC section 5 answers a registered URL whose processing failed for good with 404 or 422.
 # A source that turned into something refused after it was registered (a FIFO, a symlink out
-# of its root, a directory, a device) is answered 400 today: SourceError's status, which
-# fits a bad reference at registration, not a GET of a registered URL.
+# of its root, a directory, a device) is 422: a bad reference is 400 at registration, but a
+# GET of a registered URL is not a bad request, its source just cannot be processed.
 
 SOURCES_REFUSED_AFTER_REGISTERING = [
     pytest.param("pipe.png", _fifo, "replaced", 422, "is not a regular file", id="replaced-by-a-fifo"),
