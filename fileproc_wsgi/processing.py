@@ -152,7 +152,15 @@ class Processor:
         try:
             result = self.make(job, deadline=time.monotonic() + self.config.max_processing_seconds)
             key = result_key(job.checksum, EXTENSIONS[job.output_format])
+            # A worker that stalled past its lease must not overwrite the file the worker
+            # that took over may have finished (their bytes can differ during a deploy).
+            # One read narrows that window to the write itself; completion stays fenced.
+            current = self.store.find(job.checksum)
+            if current is None or current.token != token:
+                raise LeaseLostError(f"lease on {job.checksum} was taken over before storing")
             self.storage.put(key, result.data)
+        except LeaseLostError:
+            raise
         except PERMANENT_FAILURES as error:
             if not isinstance(error, TimeLimitError) or job.attempts + 1 >= _TIME_LIMIT_ATTEMPTS:
                 # A source refused only now (replaced by a FIFO, a symlink out of its root ...)
