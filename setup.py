@@ -37,6 +37,8 @@ TEST = [
     "Flask>=3.0",
     "playwright>=1.45",
     "gunicorn>=22",  # the multi-process tests run real pre-forking servers
+    "boto3>=1.34",
+    "moto[server]>=5",  # a real S3-compatible HTTP server for the tests (moto_server)
     # Every engine is tested for real: a missing one fails the suite rather than skipping.
     *PDF,
     *VIDEO,

@@ -46,6 +46,17 @@ class Config:
     secret: str | None = None
     registrar_url: str | None = None
     allowed_hosts: tuple[str, ...] = ()
+    # http(s) sources: how long a download may take, how many redirects it may follow, and
+    # whether hosts on loopback/private/link-local addresses may be fetched (tests only).
+    download_timeout: float = 10.0
+    max_redirects: int = 3
+    allow_private_addresses: bool = False
+    # S3 (storage "s3://bucket/prefix" and "s3://bucket/key" sources): an endpoint for
+    # S3-compatible servers and a region; credentials come from the standard AWS_* variables
+    # or files. presign_seconds > 0 answers with a presigned URL (private buckets).
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    presign_seconds: int = 0
     redirect_status: int = 301
     serve_results: bool = False
     wait_timeout: float = 10.0
@@ -115,6 +126,16 @@ class Config:
                 f"max_processing_seconds: must be shorter than lease_seconds ({self.lease_seconds:g}), "
                 f"so that a worker finishes inside its lease; got {self.max_processing_seconds:g}"
             )
+        if not 0 < self.download_timeout <= 600:
+            raise ConfigError(
+                f"download_timeout: expected seconds between 0 and 600, got {self.download_timeout!r}"
+            )
+        if isinstance(self.presign_seconds, bool) or not 0 <= self.presign_seconds <= 7 * 24 * 3600:
+            raise ConfigError(
+                f"presign_seconds: expected 0 (public URLs) up to 604800, got {self.presign_seconds!r}"
+            )
+        if self.s3_endpoint_url and not re.match(r"^https?://[^/\s]+", self.s3_endpoint_url):
+            raise ConfigError(f"s3_endpoint_url: expected an http(s) URL, got {self.s3_endpoint_url!r}")
         if not 0 <= self.source_check_interval <= 3600:
             raise ConfigError(
                 "source_check_interval: expected seconds between 0 and 3600, "
@@ -130,6 +151,7 @@ class Config:
             "max_source_frames",
             "max_concurrent_jobs",
             "max_register_bytes",
+            "max_redirects",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
