@@ -3,7 +3,8 @@
 ``FileProcessor(app, config)`` decides "mine or not" with one string comparison before
 building anything. For ``GET <prefix>/<checksum>[.<ext>]`` it makes the result if needed
 (once, however many ask at the same moment) and answers with a redirect to it; finished
-redirects are remembered in-process, so a warm hit is a dictionary lookup. With local
+redirects are remembered in-process, so a warm hit is a dictionary lookup (presigned
+ones expire, so they are made afresh each time and sent as temporary redirects). With local
 storage it also serves ``<prefix>/files/...``, remaking a registered result whose file
 has gone missing. Errors are turned into responses in one place, ``_error_response``;
 no traceback ever reaches a client.
@@ -128,8 +129,11 @@ class FileProcessor:
         job = self.processor.ensure(job)
         if self.config.serve_results and getattr(self.storage, "local", False):
             return self._serve_file(job.result_key)
+        location = self.storage.url(job.result_key)
+        if getattr(self.storage, "temporary_urls", False):
+            return self._expiring_redirect(location)
         headers = [
-            ("Location", self.storage.url(job.result_key)),
+            ("Location", location),
             ("Cache-Control", self._redirect_cache_control),
             ("Content-Length", "0"),
         ]
@@ -171,6 +175,18 @@ class FileProcessor:
         # absolute: the first answer and the cached ones must be byte-identical.
         start_response(self._redirect_status, self._redirects[environ["PATH_INFO"]])
         return [b""]
+
+    def _expiring_redirect(self, location: str):
+        """A redirect to a URL that expires (presigned): temporary, never stored by a cache
+        or in ``_redirects``, since either would outlive the signature."""
+        status = 302 if self.config.redirect_status in _PERMANENT else self.config.redirect_status
+        headers = [("Location", location), ("Cache-Control", "no-store"), ("Content-Length", "0")]
+
+        def redirect(environ, start_response):
+            start_response(_status_line(status), headers)
+            return [b""]
+
+        return redirect
 
     def _allow(self, request: Request, methods: tuple[str, ...]) -> None:
         if request.method not in methods:

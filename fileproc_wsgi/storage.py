@@ -2,7 +2,8 @@
 
 Results are immutable: a key is derived from the checksum, so a finished file is never
 rewritten with other content. Local storage writes a temporary file in the target
-directory and renames it into place, so a reader sees either nothing or the whole file.
+directory and renames it into place, so a reader sees either nothing or the whole file;
+S3 storage (:mod:`fileproc_wsgi.s3`) gets the same from one conditional PUT.
 """
 
 from __future__ import annotations
@@ -72,10 +73,14 @@ class LocalStorage:
             pass
 
 
-def open_storage(config: Config) -> LocalStorage:
-    """The storage a Config names; ``s3://`` arrives with the S3 backend."""
+def open_storage(config: Config):
+    """The storage a Config names: a :class:`LocalStorage` or an :class:`~.s3.S3Storage`."""
     if config.storage.startswith("file://"):
         return LocalStorage(config.storage[len("file://") :], config.public_url)
+    if config.storage.startswith("s3://"):
+        from .s3 import S3Storage  # boto3 is imported only by sites that use it
+
+        return S3Storage(config)
     raise ConfigError(
         f"storage: {config.storage.split('://')[0]}:// storage is not available in this version"
     )

@@ -1,0 +1,174 @@
+"""Results in an S3 bucket (AWS or any S3-compatible server), reached through boto3.
+
+``storage="s3://bucket/prefix"`` keeps each result at ``prefix/<key>``. A result is written
+with one PUT, which S3 makes visible whole or not at all, and with ``If-None-Match: *`` so a
+finished object is never replaced: a second worker's write is refused and the first object
+stays. Servers that do not know conditional writes get a look first and then the write; two
+workers in the gap between them can both write, which is harmless only because a key names
+its content (the same checksum, the same instructions).
+
+Redirects go to ``public_url`` + key when one is configured (a CDN or a public bucket),
+to a presigned GET URL when ``presign_seconds`` > 0 (a private bucket), and otherwise to the
+object's own URL on the endpoint. Every failure to reach or use the bucket becomes an
+:class:`UnavailableError` with one line saying why, so a request gets a 503 to retry.
+"""
+
+from __future__ import annotations
+
+import threading
+from urllib.parse import quote
+
+from .config import Config
+from .encode import CONTENT_TYPES, FORMAT_OF_EXTENSION
+from .errors import ConfigError, UnavailableError
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+_MISSING = ("404", "NoSuchKey", "NotFound")
+_EXISTS = ("412", "PreconditionFailed")
+_UNSUPPORTED = ("501", "NotImplemented")
+
+
+class S3Storage:
+    """Results as objects under one bucket prefix; the middleware never serves them itself."""
+
+    local = False
+
+    def __init__(self, config: Config):
+        try:
+            import boto3
+            from botocore.config import Config as BotoConfig
+        except ImportError:
+            raise ConfigError(
+                "storage: s3:// storage needs boto3 (pip install 'fileproc_wsgi[s3]')"
+            ) from None
+        bucket, _, prefix = config.storage[len("s3://") :].partition("/")
+        if not bucket:
+            raise ConfigError(f"storage: expected 's3://bucket/prefix', got {config.storage!r}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.endpoint_url = config.s3_endpoint_url.rstrip("/")
+        # Config fills public_url with the local files/ route when none is given; that route
+        # serves nothing for a bucket, so it counts as no public URL here.
+        default = f"{config.prefix}/files/"
+        self.public_url = config.public_url if config.public_url != default else ""
+        # A public URL (a CDN signing its own way, say) wins over presigning.
+        self.presign_seconds = 0 if self.public_url else config.presign_seconds
+        # A presigned URL expires: the middleware must not cache it or redirect permanently.
+        self.temporary_urls = self.presign_seconds > 0
+        # One client per storage: boto3 clients are thread-safe once made (sessions are not,
+        # hence a session of our own). Few quick retries: a request waiting on a dead
+        # endpoint holds a worker, and the job is retried after its backoff anyway.
+        session = boto3.session.Session()
+        self.client = session.client(
+            "s3",
+            endpoint_url=self.endpoint_url or None,
+            region_name=config.s3_region or None,
+            config=BotoConfig(
+                signature_version="s3v4",
+                connect_timeout=5,
+                read_timeout=30,
+                retries={"max_attempts": 2, "mode": "standard"},
+                s3={"addressing_style": "path" if self.endpoint_url else "auto"},
+            ),
+        )
+        self.region = self.client.meta.region_name
+        self._conditional = True
+        self._lock = threading.Lock()
+
+    def object_key(self, key: str) -> str:
+        return self.prefix + key
+
+    def url(self, key: str) -> str:
+        if self.public_url:
+            return self.public_url + key
+        if self.presign_seconds:
+            try:
+                return self.client.generate_presigned_url(
+                    "get_object",
+                    Params={"Bucket": self.bucket, "Key": self.object_key(key)},
+                    ExpiresIn=self.presign_seconds,
+                )
+            except Exception as error:  # no credentials to sign with
+                raise self._unavailable(error) from None
+        path = quote(self.object_key(key))
+        if self.endpoint_url:
+            return f"{self.endpoint_url}/{quote(self.bucket)}/{path}"
+        return f"https://{self.bucket}.s3.{self.region or 'us-east-1'}.amazonaws.com/{path}"
+
+    def path(self, key: str) -> str:
+        raise NotImplementedError("S3 results have no local path; use url()")
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
+        except Exception as error:
+            if _code(error) in _MISSING:
+                return False
+            raise self._unavailable(error) from None
+        return True
+
+    def put(self, key: str, data: bytes) -> None:
+        extension = key.rpartition(".")[2]
+        arguments = {
+            "Bucket": self.bucket,
+            "Key": self.object_key(key),
+            "Body": data,
+            "ContentType": CONTENT_TYPES.get(FORMAT_OF_EXTENSION.get(extension), "application/octet-stream"),
+            "CacheControl": IMMUTABLE,
+        }
+        if self._conditional:
+            try:
+                self.client.put_object(IfNoneMatch="*", **arguments)
+                return
+            except Exception as error:
+                code = _code(error)
+                if code in _EXISTS:
+                    return  # finished by another worker: the first object stays
+                if code not in _UNSUPPORTED:
+                    raise self._unavailable(error) from None
+                with self._lock:
+                    self._conditional = False
+        # No conditional writes on this server: look, then write (see the module docstring).
+        if self.exists(key):
+            return
+        try:
+            self.client.put_object(**arguments)
+        except Exception as error:
+            raise self._unavailable(error) from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+        except Exception as error:
+            if _code(error) not in _MISSING:
+                raise self._unavailable(error) from None
+
+    def _unavailable(self, error: Exception) -> UnavailableError:
+        """One line a client and a log can read, never botocore's traceback."""
+        from botocore.exceptions import ClientError, ConnectionError, NoCredentialsError
+
+        where = f"s3://{self.bucket}"
+        if isinstance(error, NoCredentialsError):
+            reason = "no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or a profile)"
+        elif isinstance(error, ConnectionError):
+            reason = f"cannot reach the S3 endpoint {self.endpoint_url or 'of AWS'}"
+        elif isinstance(error, ClientError):
+            code = _code(error)
+            if code == "NoSuchBucket":
+                reason = f"bucket {self.bucket!r} does not exist"
+            elif code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                reason = f"access to {where} denied ({code})"
+            else:
+                message = error.response.get("Error", {}).get("Message") or code
+                reason = f"{where} answered {code}: {message}"
+        else:
+            reason = f"{where}: {type(error).__name__}"
+        return UnavailableError(f"result storage unavailable: {reason.splitlines()[0]}")
+
+
+def _code(error: Exception) -> str:
+    """The S3 error code of a ClientError ('' for anything else)."""
+    response = getattr(error, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str(response.get("Error", {}).get("Code", ""))
