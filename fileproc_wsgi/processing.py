@@ -56,7 +56,7 @@ class Processor:
         self.config = config
         self.store = store
         self.storage = storage
-        self.sources = sources or Sources(config.source_roots)
+        self.sources = sources or Sources.for_config(config)
         self._flights: dict[str, _Flight] = {}
         self._flights_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(config.max_concurrent_jobs)

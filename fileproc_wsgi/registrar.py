@@ -67,7 +67,7 @@ class Registrar:
     def __init__(self, config: Config | None = None, *, store: InstructionStore | None = None, cache=None):
         self.config = config or Config()
         self.store = store or InstructionStore(self.config.database_url)
-        self.sources = Sources(self.config.source_roots)
+        self.sources = Sources.for_config(self.config)
         self.cache = None if cache is None else SharedCache(cache)
         self._url_base = self.config.prefix + "/"
         self._check_interval = self.config.source_check_interval

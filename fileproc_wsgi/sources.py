@@ -3,8 +3,10 @@
 A reference is ``path`` (under the ``default`` root) or ``root:path``. Absolute paths,
 ``..`` components, unknown roots and symlinks that lead out of their root are refused
 with a :class:`~fileproc_wsgi.errors.SourceError` that names the reference, never the
-server's directories. ``http(s)://`` and ``s3://`` references are recognised so they
-get a clear refusal until remote sources are configured.
+server's directories. ``http(s)://`` references become
+:class:`~fileproc_wsgi.http_sources.HttpSource` objects when their host is on
+``allowed_hosts``, and are refused while that list is empty; ``s3://`` references are
+recognised so they get a clear refusal.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import stat
 from collections.abc import Mapping
 
 from .errors import LimitError, SourceError, SourceNotFoundError
+from .http_sources import HttpSettings, HttpSource, check_url
 
 _ROOT_PREFIX = re.compile(r"^([a-z][a-z0-9_-]*):(?!//)")
 _REMOTE = ("http://", "https://", "s3://")
@@ -57,17 +60,30 @@ class LocalSource:
 
 
 class Sources:
-    """Turns references into :class:`LocalSource` objects for one set of roots."""
+    """Turns references into :class:`LocalSource` (or :class:`HttpSource`) objects for
+    one set of roots and, given ``http``, the hosts it may fetch from."""
 
-    def __init__(self, roots: Mapping[str, str]):
+    def __init__(self, roots: Mapping[str, str], *, http: HttpSettings | None = None):
         self._roots = dict(roots)
         self._real_roots: dict[str, str] = {}
+        self._http = http
 
-    def resolve(self, reference: str) -> LocalSource:
-        """Check a reference and find its file; raises SourceError or SourceNotFoundError."""
+    @classmethod
+    def for_config(cls, config) -> Sources:
+        """The sources a :class:`~fileproc_wsgi.config.Config` allows: its roots and its hosts."""
+        return cls(config.source_roots, http=HttpSettings.from_config(config))
+
+    def resolve(self, reference: str) -> LocalSource | HttpSource:
+        """Check a reference and find its file; raises SourceError or SourceNotFoundError.
+
+        An http(s) URL is only checked against ``allowed_hosts`` here: no request is made
+        until the source is opened."""
         if reference.startswith(_REMOTE):
             scheme = reference.split(":", 1)[0]
-            raise SourceError(f"source {reference!r}: {scheme} sources are not enabled on this server")
+            if scheme == "s3" or self._http is None or not self._http.allowed_hosts:
+                raise SourceError(f"source {reference!r}: {scheme} sources are not enabled on this server")
+            check_url(reference, reference, self._http)
+            return HttpSource(reference, self._http)
         match = _ROOT_PREFIX.match(reference)
         root, relative = (match.group(1), reference[match.end() :]) if match else ("default", reference)
         if root not in self._roots:
