@@ -3,11 +3,13 @@
 ``storage="s3://bucket/prefix"`` keeps each result at ``prefix/<key>``. A result is written
 with one PUT, which S3 makes visible whole or not at all, and with ``If-None-Match: *`` so a
 finished object is never replaced: a second worker's write is refused and the first object
-stays. Servers that do not know conditional writes get a look first and then the write; two
-workers in the gap between them can both write, which is harmless only because a key names
-its content (the same checksum, the same instructions).
+stays. A server that answers 501 to conditional writes gets a look first and then the write
+instead: two workers in the gap between them can both write, and the later whole object wins.
+Both made the same instructions, and the processor's token check leaves only that gap open;
+a server that silently ignores ``If-None-Match`` has the same race.
 
-Redirects go to ``public_url`` + key when one is configured (a CDN or a public bucket),
+Redirects go to ``public_url`` + key when one is configured (a CDN or a public bucket;
+it is the URL the prefix is served at, as it is the results directory's for local storage),
 to a presigned GET URL when ``presign_seconds`` > 0 (a private bucket), and otherwise to the
 object's own URL on the endpoint. Every failure to reach or use the bucket becomes an
 :class:`UnavailableError` with one line saying why, so a request gets a 503 to retry.
@@ -15,7 +17,6 @@ object's own URL on the endpoint. Every failure to reach or use the bucket becom
 
 from __future__ import annotations
 
-import threading
 from urllib.parse import quote
 
 from .config import Config
@@ -73,7 +74,6 @@ class S3Storage:
         )
         self.region = self.client.meta.region_name
         self._conditional = True
-        self._lock = threading.Lock()
 
     def object_key(self, key: str) -> str:
         return self.prefix + key
@@ -126,8 +126,7 @@ class S3Storage:
                     return  # finished by another worker: the first object stays
                 if code not in _UNSUPPORTED:
                     raise self._unavailable(error) from None
-                with self._lock:
-                    self._conditional = False
+                self._conditional = False  # one assignment: safe across threads
         # No conditional writes on this server: look, then write (see the module docstring).
         if self.exists(key):
             return
