@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import http.client
 import ipaddress
 import re
@@ -164,11 +165,16 @@ class _PinnedHTTPSConnection(_PinnedHTTPConnection):
     """The same over TLS; the certificate is checked against the host name, not the address."""
 
     default_port = 443
-    _context = ssl.create_default_context()
 
     def connect(self) -> None:
         super().connect()
-        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
+        self.sock = _tls_context().wrap_socket(self.sock, server_hostname=self.host)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # Made on first use: loading the CA certificates is not worth it for local sources only.
+    return ssl.create_default_context()
 
 
 class _Download:
