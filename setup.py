@@ -55,11 +55,14 @@ setup(
     packages=packages,
     package_dir=package_dir,
     include_package_data=True,
+    # The Alembic environment's template: revisions and env.py are modules already.
+    package_data={"fileproc_wsgi.migrations": ["script.py.mako"]},
     zip_safe=False,
     install_requires=[
         "WebOb>=1.8",
         "Pillow>=11.3",
         "SQLAlchemy>=2.0",
+        "alembic>=1.13",  # the store's schema migrations (fileproc_wsgi/migrations)
         "waitress>=3.0",
     ],
     extras_require={

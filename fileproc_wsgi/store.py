@@ -98,7 +98,7 @@ class InstructionStore:
     ``complete``, ``fail`` and ``release`` raise :class:`LeaseLostError` when that token
     is no longer current (the lease expired and another worker claimed the job). A
     database that cannot be reached raises :class:`UnavailableError`. Tables are created
-    on first use.
+    (or migrated) on first use, see :mod:`fileproc_wsgi.migrations`.
     """
 
     def __init__(self, database_url: str, *, clock: Callable[[], float] = time.time):
@@ -140,19 +140,37 @@ class InstructionStore:
         return self._clock()
 
     def create_tables(self) -> None:
-        """Create the table and index if missing; runs once per store, thread-safe."""
+        """Bring the tables to the current schema if needed; runs once per store, thread-safe.
+
+        The schema comes from the Alembic revisions in :mod:`fileproc_wsgi.migrations`
+        (an old database without their version table is stamped, not recreated). In
+        production run ``fileproc migrate`` before starting servers; this then only
+        finds the database at head.
+        """
         if self._tables_ready:
             return
         with self._tables_lock:
-            if self._tables_ready:
-                return
-            with self._outage_as_unavailable():
-                try:
-                    metadata.create_all(self.engine, checkfirst=True)
-                except (exc.ProgrammingError, exc.IntegrityError):
-                    # Another process created the table between our check and our CREATE.
-                    metadata.create_all(self.engine, checkfirst=True)
-            self._tables_ready = True
+            if not self._tables_ready:
+                self.upgrade()
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """Run the store's migrations to head now; (revision before, revision after)."""
+        from . import migrations
+
+        with self._outage_as_unavailable():
+            try:
+                result = migrations.upgrade_engine(self.engine)
+            except exc.DBAPIError as error:
+                # SQLite: another process created a table between our look and our CREATE
+                # (PostgreSQL upgrades are serialised by an advisory lock). Look again.
+                if not (
+                    isinstance(error, (exc.ProgrammingError, exc.IntegrityError))
+                    or "already exists" in str(error)
+                ):
+                    raise
+                result = migrations.upgrade_engine(self.engine)
+        self._tables_ready = True
+        return result
 
     def add(
         self,

@@ -1,0 +1,1 @@
+"""Alembic revisions of the instruction store; each file is frozen once released."""

@@ -1,0 +1,104 @@
+"""Schema migrations: the packaged Alembic revisions on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from fileproc_wsgi import migrations
+from fileproc_wsgi.store import InstructionStore, metadata
+
+
+def _tables(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _revision(url: str) -> str | None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return migrations.current(connection)
+    finally:
+        engine.dispose()
+
+
+def _differences(url: str) -> list:
+    """What Alembic's autogenerate sees between the database and store.py's schema."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"include_name": lambda name, kind, parent: name != migrations.VERSION_TABLE}
+            )
+            return compare_metadata(context, metadata)
+    finally:
+        engine.dispose()
+
+
+def test_a_fresh_database_is_upgraded_to_the_schema_of_the_store(database_url):
+    assert migrations.upgrade(database_url) == (None, migrations.head())
+    assert _tables(database_url) == {"fileproc_jobs", migrations.VERSION_TABLE}
+    assert _revision(database_url) == migrations.head()
+    assert _differences(database_url) == []
+
+
+def test_upgrading_twice_changes_nothing(database_url):
+    migrations.upgrade(database_url)
+    statements = []
+    store = InstructionStore(database_url)
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    try:
+        assert store.upgrade() == (migrations.head(), migrations.head())
+    finally:
+        store.dispose()
+    assert not [s for s in statements if s.lstrip().upper().startswith(("CREATE", "ALTER", "DROP", "INSERT"))]
+
+
+def test_a_database_made_before_migrations_is_stamped_and_keeps_its_rows(database_url):
+    engine = sa.create_engine(database_url)
+    metadata.create_all(engine)  # what create_tables() did before migrations
+    with engine.begin() as connection:
+        connection.execute(
+            metadata.tables["fileproc_jobs"].insert(),
+            {
+                "checksum": "0" * 32,
+                "instructions": "a.png | fit 10x",
+                "source": "a.png",
+                "output_format": "png",
+                "state": "pending",
+                "token": 0,
+                "attempts": 0,
+                "created_at": 1.0,
+            },
+        )
+    engine.dispose()
+    assert migrations.upgrade(database_url) == (None, migrations.head())
+    assert _revision(database_url) == migrations.head()
+    store = InstructionStore(database_url)
+    try:
+        assert store.get("0" * 32).source == "a.png"
+    finally:
+        store.dispose()
+
+
+def test_the_store_migrates_on_first_use_into_its_own_version_table(database_url):
+    store = InstructionStore(database_url)
+    try:
+        assert store.find("0" * 32) is None
+    finally:
+        store.dispose()
+    assert _revision(database_url) == migrations.head()
+    assert "alembic_version" not in _tables(database_url), "a host app's own Alembic table stays free"
+
+
+def test_revisions_need_no_ini_file_and_form_one_line():
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrations.alembic_config())
+    assert script.get_heads() == [migrations.head()]
+    assert script.get_base() == migrations.INITIAL
