@@ -5,8 +5,9 @@ A reference is ``path`` (under the ``default`` root) or ``root:path``. Absolute 
 with a :class:`~fileproc_wsgi.errors.SourceError` that names the reference, never the
 server's directories. ``http(s)://`` references become
 :class:`~fileproc_wsgi.http_sources.HttpSource` objects when their host is on
-``allowed_hosts``, and are refused while that list is empty; ``s3://`` references are
-recognised so they get a clear refusal.
+``allowed_hosts``, and are refused while that list is empty; ``s3://bucket/key``
+references become :class:`~fileproc_wsgi.s3_sources.S3Source` objects when the bucket's
+exact name is on ``allowed_hosts``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Mapping
 
 from .errors import LimitError, SourceError, SourceNotFoundError
 from .http_sources import HttpSettings, HttpSource, check_url
+from .s3_sources import S3Settings, S3Source
+from .s3_sources import parse as parse_s3
 
 _ROOT_PREFIX = re.compile(r"^([a-z][a-z0-9_-]*):(?!//)")
 _REMOTE = ("http://", "https://", "s3://")
@@ -63,23 +66,30 @@ class Sources:
     """Turns references into :class:`LocalSource` (or :class:`HttpSource`) objects for
     one set of roots and, given ``http``, the hosts it may fetch from."""
 
-    def __init__(self, roots: Mapping[str, str], *, http: HttpSettings | None = None):
+    def __init__(
+        self, roots: Mapping[str, str], *, http: HttpSettings | None = None, s3: S3Settings | None = None
+    ):
         self._roots = dict(roots)
         self._real_roots: dict[str, str] = {}
         self._http = http
+        self._s3 = s3
 
     @classmethod
     def for_config(cls, config) -> Sources:
         """The sources a :class:`~fileproc_wsgi.config.Config` allows: its roots and its hosts."""
-        return cls(config.source_roots, http=HttpSettings.from_config(config))
+        return cls(
+            config.source_roots, http=HttpSettings.from_config(config), s3=S3Settings.from_config(config)
+        )
 
-    def resolve(self, reference: str) -> LocalSource | HttpSource:
+    def resolve(self, reference: str) -> LocalSource | HttpSource | S3Source:
         """Check a reference and find its file; raises SourceError or SourceNotFoundError.
 
-        An http(s) URL is only checked against ``allowed_hosts`` here: no request is made
-        until the source is opened."""
+        An http(s) URL or s3:// reference is only checked against ``allowed_hosts`` here:
+        no request is made until the source is opened (or, for S3, asked its version)."""
         if reference.startswith(_REMOTE):
             scheme = reference.split(":", 1)[0]
+            if scheme == "s3" and self._s3 is not None and self._s3.allowed_buckets:
+                return S3Source(reference, *parse_s3(reference, self._s3), self._s3)
             if scheme == "s3" or self._http is None or not self._http.allowed_hosts:
                 raise SourceError(f"source {reference!r}: {scheme} sources are not enabled on this server")
             check_url(reference, reference, self._http)
