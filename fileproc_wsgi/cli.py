@@ -1,4 +1,4 @@
-"""The ``fileproc`` command: demo, serve, register, show and retry.
+"""The ``fileproc`` command: demo, serve, register, show, retry, warm, gc, stats and purge.
 
 Settings come from ``FILEPROC_*`` environment variables (see the README), the same
 names as the :class:`~fileproc_wsgi.config.Config` fields.
@@ -42,7 +42,24 @@ def main(argv: list[str] | None = None) -> int:
     retry.add_argument("checksums", nargs="*", metavar="CHECKSUM", help="failed jobs to reset")
     retry.add_argument("--all-failed", action="store_true", help="reset every failed job")
 
+    warm = commands.add_parser("warm", help="make pending jobs (and failed ones due for retry) now")
+    warm.add_argument("--workers", type=_positive, default=4, help="worker threads (default 4)")
+
+    gc = commands.add_parser(
+        "gc", help="find results not requested for N days and orphan files; --delete removes them"
+    )
+    gc.add_argument("--days", type=float, default=30.0, help="not requested for this many days (default 30)")
+    gc.add_argument("--delete", action="store_true", help="delete them (the default is a dry run)")
+
+    stats = commands.add_parser("stats", help="jobs by state, failures by reason, storage used")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+
+    purge = commands.add_parser("purge", help="delete every result and row made from a source")
+    purge.add_argument("source", metavar="SOURCE", help="the source reference, as in the instructions")
+
     arguments = parser.parse_args(argv)
+    if arguments.command == "gc" and arguments.days < 0:
+        parser.error("gc: --days must not be negative")
     if arguments.command == "retry":
         if bool(arguments.checksums) == arguments.all_failed:
             parser.error("retry: give the checksums of failed jobs, or --all-failed (not both)")
@@ -50,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if malformed:
             parser.error(f"retry: not a checksum (32 hex digits): {', '.join(malformed)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the store's migrations, run on first use
     try:
         return _COMMANDS[arguments.command](arguments)
     except FileProcError as error:
@@ -156,7 +174,139 @@ def _retry(arguments: argparse.Namespace) -> int:
     return 1 if unknown else 0
 
 
-_COMMANDS = {"demo": _demo, "serve": _serve_command, "register": _register, "show": _show, "retry": _retry}
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a whole number of at least 1")
+    return value
+
+
+def _open():
+    from .storage import open_storage
+    from .store import InstructionStore
+
+    config = Config.from_env()
+    return config, InstructionStore(config.database_url), open_storage(config)
+
+
+def _warm(arguments: argparse.Namespace) -> int:
+    from . import ops
+
+    config, store, storage = _open()
+    interactive = sys.stderr.isatty()
+
+    def progress(report: ops.WarmReport) -> None:
+        line = (
+            f"warm: {report.handled}/{report.total} ({report.done} made, {report.failed} failed, "
+            f"{report.skipped} taken elsewhere) {report.rate:.1f} jobs/s"
+        )
+        print(
+            ("\r" + line) if interactive else line,
+            end="" if interactive else "\n",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        report = ops.warm(config, store, storage, workers=arguments.workers, progress=progress)
+    finally:
+        store.dispose()
+    if interactive:
+        print(file=sys.stderr)
+    print(
+        f"{report.done} made, {report.failed} failed, {report.skipped} taken elsewhere"
+        f" in {report.seconds:.1f} s"
+    )
+    for reason, count in report.reasons.most_common(10):
+        print(f"  {count:>6}  {reason}")
+    return 1 if report.failed else 0
+
+
+def _gc(arguments: argparse.Namespace) -> int:
+    from . import ops
+
+    _config, store, storage = _open()
+    try:
+        report = ops.gc(store, storage, days=arguments.days, delete=arguments.delete)
+    finally:
+        store.dispose()
+    size = ops.human_bytes
+    verb = "deleted" if report.deleted else "to delete"
+    print(
+        f"results not requested for {report.days:g} days: {report.stale} ({size(report.stale_bytes)}) {verb}"
+    )
+    print(f"orphan result files (no row): {report.orphans} ({size(report.orphan_bytes)}) {verb}")
+    print(f"leftover temporary files: {report.temporary} ({size(report.temporary_bytes)}) {verb}")
+    if report.unknown:
+        print(f"other files, left alone: {report.unknown}")
+    if not report.deleted:
+        print("dry run: nothing was deleted; run again with --delete to delete these")
+    return 0
+
+
+def _stats(arguments: argparse.Namespace) -> int:
+    from . import ops
+    from .store import STATES, InstructionStore
+
+    store = InstructionStore(Config.from_env().database_url)
+    try:
+        found = ops.stats(store)
+    finally:
+        store.dispose()
+    oldest = found["oldest_pending"]
+    if arguments.json:
+        shown = {key: found[key] for key in ("states", "results", "result_bytes")}
+        shown["failures"] = [{"reason": reason, "count": count} for reason, count in found["failures"]]
+        shown["oldest_pending"] = None if oldest is None else _iso(oldest)
+        print(json.dumps(shown, indent=2))
+        return 0
+    states = found["states"]
+    print("jobs: " + ", ".join(f"{states.get(state, 0)} {state}" for state in STATES))
+    print(f"storage used: {ops.human_bytes(found['result_bytes'])} in {found['results']} results")
+    if oldest is None:
+        print("oldest pending: none")
+    else:
+        print(f"oldest pending: {_iso(oldest)} ({_age(found['now'] - oldest)} ago)")
+    if found["failures"]:
+        print("failures by reason:")
+        for reason, count in found["failures"]:
+            print(f"  {count:>6}  {reason}")
+    return 0
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{max(0, seconds):.0f} s"
+
+
+def _purge(arguments: argparse.Namespace) -> int:
+    from . import ops
+
+    _config, store, storage = _open()
+    try:
+        report = ops.purge(store, storage, arguments.source)
+    finally:
+        store.dispose()
+    print(
+        f"{arguments.source}: {report.rows} row{'' if report.rows == 1 else 's'} and {report.files} "
+        f"result file{'' if report.files == 1 else 's'} ({ops.human_bytes(report.result_bytes)}) deleted"
+    )
+    return 0
+
+
+_COMMANDS = {
+    "demo": _demo,
+    "serve": _serve_command,
+    "register": _register,
+    "show": _show,
+    "retry": _retry,
+    "warm": _warm,
+    "gc": _gc,
+    "stats": _stats,
+    "purge": _purge,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

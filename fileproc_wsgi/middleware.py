@@ -8,13 +8,21 @@ ones expire, so they are made afresh each time and sent as temporary redirects).
 storage it also serves ``<prefix>/files/...``, remaking a registered result whose file
 has gone missing. Errors are turned into responses in one place, ``_error_response``;
 no traceback ever reaches a client.
+
+Last access (``accessed_at``, which ``fileproc gc`` reads) is recorded cheaply: a request
+adds its path to an in-process set (the warm hit's only extra cost), and one background
+thread per process writes each processor's set every ``access_flush_seconds`` with one
+batched :meth:`~fileproc_wsgi.store.InstructionStore.touch`. Never a write per request,
+and no request waits for one; a process that exits loses at most that interval.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+import weakref
 from http import HTTPStatus
 
 from webob import Request, Response
@@ -69,9 +77,13 @@ class FileProcessor:
         self._redirect_status = _status_line(self.config.redirect_status)
         self._redirect_cache_control = IMMUTABLE if self.config.redirect_status in _PERMANENT else "no-cache"
         self._redirects: dict[str, list[tuple[str, str]]] = {}
+        self._accessed: set[str] = set()  # paths requested since the last flush
+        self._flush_at = 0.0  # set by the flusher thread, which starts on the first request made
         missing = [name for name, present in engines.available().items() if not present]
         if missing:
             log.warning("fileproc_wsgi: these engines or encoders are not available: %s", ", ".join(missing))
+
+    access_flush_seconds = 60.0
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -127,6 +139,9 @@ class FileProcessor:
                 f"{checksum} is registered as .{EXTENSIONS[job.output_format]}, not .{extension}"
             )
         job = self.processor.ensure(job)
+        self._accessed.add(request.path_info)
+        if not self._flush_at:
+            _FLUSHER.add(self)
         if self.config.serve_results and getattr(self.storage, "local", False):
             return self._serve_file(job.result_key)
         location = self.storage.url(job.result_key)
@@ -173,8 +188,25 @@ class FileProcessor:
     def _redirect(self, environ, start_response):
         # Sent as-is rather than through webob.Response, which would make Location
         # absolute: the first answer and the cached ones must be byte-identical.
-        start_response(self._redirect_status, self._redirects[environ["PATH_INFO"]])
+        path = environ["PATH_INFO"]
+        self._accessed.add(path)
+        start_response(self._redirect_status, self._redirects[path])
         return [b""]
+
+    def flush_access(self) -> int:
+        """Write the last-access time of every result requested since the last flush (one
+        batched ``touch``); how many were written. The flusher thread calls it by itself."""
+        paths, self._accessed = self._accessed, set()
+        checksums = {path[len(self._mount) :].partition(".")[0] for path in paths}
+        checksums = {checksum for checksum in checksums if is_checksum(checksum)}
+        if not checksums:
+            return 0
+        try:
+            self.store.touch(checksums)
+        except FileProcError as error:
+            log.warning("fileproc_wsgi: could not record last access: %s", error)
+            return 0
+        return len(checksums)
 
     def _expiring_redirect(self, location: str):
         """A redirect to a URL that expires (presigned): temporary, never stored by a cache
@@ -236,6 +268,44 @@ class FileProcessor:
         if isinstance(error, _MethodNotAllowed):
             response.allow = error.methods
         return response
+
+
+class _AccessFlusher:
+    """One daemon thread per process that flushes every registered processor's accesses
+    when due; processors are held weakly, and a forked child starts its own thread."""
+
+    tick = 1.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._processors: weakref.WeakSet[FileProcessor] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def add(self, processor: FileProcessor) -> None:
+        with self._lock:
+            processor._flush_at = time.monotonic() + processor.access_flush_seconds
+            self._processors.add(processor)
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="fileproc-access", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.tick)
+            now = time.monotonic()
+            with self._lock:
+                due = [processor for processor in self._processors if processor._flush_at <= now]
+            for processor in due:
+                processor._flush_at = now + processor.access_flush_seconds
+                try:
+                    processor.flush_access()
+                except Exception:  # never let the thread die
+                    log.exception("fileproc_wsgi: recording last access failed")
+
+
+_FLUSHER = _AccessFlusher()
 
 
 class _ClosingFileIter(FileIter):

@@ -142,6 +142,23 @@ class S3Storage:
             if _code(error) not in _MISSING:
                 raise self._unavailable(error) from None
 
+    def keys(self):
+        """Every object under the prefix, as :class:`~.storage.StoredFile` with keys
+        relative to it."""
+        from .storage import StoredFile
+
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    yield StoredFile(
+                        item["Key"][len(self.prefix) :], int(item["Size"]), item["LastModified"].timestamp()
+                    )
+        except Exception as error:
+            raise self._unavailable(error) from None
+
     def _unavailable(self, error: Exception) -> UnavailableError:
         """One line a client and a log can read, never botocore's traceback."""
         from botocore.exceptions import ClientError, ConnectionError, NoCredentialsError

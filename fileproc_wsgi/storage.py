@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from .config import Config
 from .errors import ConfigError, UnavailableError
@@ -27,6 +29,14 @@ def parse_key(key: str) -> tuple[str, str] | None:
     """``(checksum, extension)`` of a well-formed key, else None."""
     match = _KEY.match(key)
     return (match.group(1), match.group(2)) if match else None
+
+
+class StoredFile(NamedTuple):
+    """One file in result storage, as listed by ``keys()``: its key, size and mtime (unix s)."""
+
+    key: str
+    size: int
+    modified: float
 
 
 class LocalStorage:
@@ -71,6 +81,31 @@ class LocalStorage:
             os.unlink(self.path(key))
         except FileNotFoundError:
             pass
+
+    def keys(self) -> Iterator[StoredFile]:
+        """Every file under the directory (results, and temporary ``.tmp-*.part`` files a
+        crashed writer left), in no particular order."""
+        pending = [self.directory]
+        while pending:
+            folder = pending.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                raise UnavailableError(
+                    f"result storage unavailable: cannot list ({error.strerror})"
+                ) from None
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # renamed or deleted meanwhile
+                    key = os.path.relpath(entry.path, self.directory).replace(os.sep, "/")
+                    yield StoredFile(key, info.st_size, info.st_mtime)
 
 
 def open_storage(config: Config):

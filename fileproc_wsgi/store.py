@@ -365,6 +365,150 @@ class InstructionStore:
         with self._begin() as connection:
             return {state: count for state, count in connection.execute(statement)}
 
+    # Operations (``fileproc warm``, ``gc``, ``stats``, ``purge``): scans paged by checksum,
+    # so memory stays flat however many rows there are.
+
+    def claimable(self, *, after: str | None = None, limit: int = 500) -> list[Job]:
+        """Rows a worker could take now (pending, failed and due for retry, working with an
+        expired lease), up to ``limit``, ordered by checksum after ``after``. Pending rows
+        whose result ``fileproc gc`` removed (they have a ``completed_at``) are left out:
+        they are made again when next requested, not ahead of time."""
+        return self._page(self._claimable_condition(), after, limit)
+
+    def count_claimable(self) -> int:
+        """How many rows :meth:`claimable` would list in all."""
+        with self._begin() as connection:
+            return connection.execute(
+                sa.select(sa.func.count()).select_from(jobs).where(self._claimable_condition())
+            ).scalar_one()
+
+    def stale(self, before: float, *, after: str | None = None, limit: int = 500) -> list[Job]:
+        """Done rows last requested (or, never requested, completed) before ``before``."""
+        return self._page(self._stale_condition(before), after, limit)
+
+    def evict_stale(self, checksums: Iterable[str], before: float) -> list[tuple[str, str]]:
+        """Set those of ``checksums`` still done and stale back to pending, without a result;
+        ``(checksum, result_key)`` of each, whose file the caller deletes. A row requested
+        since it was listed stays done. The row is kept, so its URL (wherever it is still
+        rendered or cached) makes the result again on its next request; ``completed_at``
+        stays, which is how :meth:`claimable` tells it from a job never made."""
+        evicted: list[tuple[str, str]] = []
+        condition = self._stale_condition(before)
+        with self._begin() as connection:
+            for chunk in _chunks(checksums):
+                keys = dict(
+                    connection.execute(
+                        sa.select(jobs.c.checksum, jobs.c.result_key).where(
+                            condition, jobs.c.checksum.in_(chunk)
+                        )
+                    ).all()
+                )
+                if not keys:
+                    continue
+                statement = (
+                    jobs.update()
+                    .where(condition, jobs.c.checksum.in_(list(keys)))
+                    .values(
+                        state="pending",
+                        result_key=None,
+                        result_bytes=None,
+                        accessed_at=None,
+                        lease_until=None,
+                    )
+                    .returning(jobs.c.checksum)
+                )
+                evicted.extend(
+                    (checksum, keys[checksum]) for checksum in connection.execute(statement).scalars()
+                )
+        return evicted
+
+    def delete(self, checksums: Iterable[str]) -> list[tuple[str, str | None]]:
+        """Delete these rows whatever their state; ``(checksum, result_key)`` of each."""
+        return self._delete(sa.true(), checksums)
+
+    def by_source(self, source: str, *, after: str | None = None, limit: int = 500) -> list[Job]:
+        """Rows whose instructions read ``source`` (the reference exactly as registered)."""
+        return self._page(jobs.c.source == source, after, limit)
+
+    def existing(self, checksums: Iterable[str]) -> set[str]:
+        """Those of ``checksums`` that have a row."""
+        found: set[str] = set()
+        with self._begin() as connection:
+            for chunk in _chunks(checksums):
+                found.update(
+                    connection.execute(sa.select(jobs.c.checksum).where(jobs.c.checksum.in_(chunk))).scalars()
+                )
+        return found
+
+    def stale_totals(self, before: float) -> tuple[int, int]:
+        """How many stale done rows there are and the bytes of their results."""
+        statement = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(jobs.c.result_bytes), 0)).where(
+            self._stale_condition(before)
+        )
+        with self._begin() as connection:
+            count, size = connection.execute(statement).one()
+        return int(count), int(size)
+
+    def statistics(self, *, top: int = 10) -> dict[str, Any]:
+        """Counts by state, the ``top`` failure reasons, bytes stored, the oldest pending row."""
+        failures = (
+            sa.select(jobs.c.reason, sa.func.count().label("count"))
+            .where(jobs.c.state == "failed")
+            .group_by(jobs.c.reason)
+            .order_by(sa.desc("count"), jobs.c.reason)
+            .limit(top)
+        )
+        done = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(jobs.c.result_bytes), 0)).where(
+            jobs.c.state == "done"
+        )
+        oldest = sa.select(sa.func.min(jobs.c.created_at)).where(jobs.c.state == "pending")
+        by_state = sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)
+        with self._begin() as connection:
+            states = {state: count for state, count in connection.execute(by_state)}
+            reasons = [(reason, count) for reason, count in connection.execute(failures)]
+            results, stored = connection.execute(done).one()
+            oldest_pending = connection.execute(oldest).scalar_one()
+        return {
+            "states": states,
+            "failures": reasons,
+            "results": int(results),
+            "result_bytes": int(stored),
+            "oldest_pending": oldest_pending,
+        }
+
+    def _claimable_condition(self):
+        now = self._clock()
+        return sa.or_(
+            sa.and_(jobs.c.state == "pending", jobs.c.completed_at.is_(None)),
+            sa.and_(jobs.c.state == "working", jobs.c.lease_until < now),
+            sa.and_(jobs.c.state == "failed", jobs.c.retry_at.is_not(None), jobs.c.retry_at <= now),
+        )
+
+    @staticmethod
+    def _stale_condition(before: float):
+        return sa.and_(
+            jobs.c.state == "done", sa.func.coalesce(jobs.c.accessed_at, jobs.c.completed_at) < before
+        )
+
+    def _page(self, condition, after: str | None, limit: int) -> list[Job]:
+        statement = sa.select(jobs).where(condition).order_by(jobs.c.checksum).limit(limit)
+        if after is not None:
+            statement = statement.where(jobs.c.checksum > after)
+        with self._begin() as connection:
+            return [Job(**row) for row in connection.execute(statement).mappings()]
+
+    def _delete(self, condition, checksums: Iterable[str]) -> list[tuple[str, str | None]]:
+        deleted: list[tuple[str, str | None]] = []
+        with self._begin() as connection:
+            for chunk in _chunks(checksums):
+                statement = (
+                    jobs.delete()
+                    .where(condition, jobs.c.checksum.in_(chunk))
+                    .returning(jobs.c.checksum, jobs.c.result_key)
+                )
+                deleted.extend((checksum, key) for checksum, key in connection.execute(statement))
+        return deleted
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
