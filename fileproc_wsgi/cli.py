@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     purge = commands.add_parser("purge", help="delete every result and row made from a source")
     purge.add_argument("source", metavar="SOURCE", help="the source reference, as in the instructions")
 
+    commands.add_parser("migrate", help="bring the database's tables to this release's schema")
+
     arguments = parser.parse_args(argv)
     if arguments.command == "gc" and arguments.days < 0:
         parser.error("gc: --days must not be negative")
@@ -296,6 +298,17 @@ def _purge(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(arguments: argparse.Namespace) -> int:
+    from .migrations import upgrade
+
+    before, after = upgrade(Config.from_env().database_url)
+    if before == after:
+        print(f"fileproc_jobs: already at revision {after}")
+    else:
+        print(f"fileproc_jobs: upgraded from {before or 'no revision'} to {after}")
+    return 0
+
+
 _COMMANDS = {
     "demo": _demo,
     "serve": _serve_command,
@@ -306,6 +319,7 @@ _COMMANDS = {
     "gc": _gc,
     "stats": _stats,
     "purge": _purge,
+    "migrate": _migrate,
 }
 
 if __name__ == "__main__":

@@ -198,3 +198,16 @@ def test_a_failure_seen_by_the_server_is_shown_and_retried(env, tmp_path):
         assert _shown(env, representation["checksum"])["state"] == "done"
     finally:
         app.store.dispose()
+
+
+def test_migrate_brings_a_new_database_to_the_schema_and_is_idempotent(env):
+    first = fileproc(env, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("fileproc_jobs: upgraded from no revision to ")
+    again = fileproc(env, "migrate")
+    assert again.returncode == 0 and again.stdout.startswith("fileproc_jobs: already at revision ")
+    store = InstructionStore(env["FILEPROC_DATABASE_URL"])
+    try:
+        assert store.count_by_state() == {}
+    finally:
+        store.dispose()
