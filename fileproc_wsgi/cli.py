@@ -19,8 +19,10 @@ from .errors import FileProcError
 from .instructions import is_checksum
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fileproc", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, *, config: Config | None = None, prog: str = "fileproc") -> int:
+    """Run one command; ``config`` replaces ``FILEPROC_*`` (Django's ``manage.py fileproc``
+    passes the one its settings build)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="serve a page of thumbnails made from sample images")
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="bring the database's tables to this release's schema")
 
     arguments = parser.parse_args(argv)
+    arguments.config = config
     if arguments.command == "gc" and arguments.days < 0:
         parser.error("gc: --days must not be negative")
     if arguments.command == "retry":
@@ -102,13 +105,13 @@ def _demo(arguments: argparse.Namespace) -> int:
 def _serve_command(arguments: argparse.Namespace) -> int:
     from .middleware import FileProcessor
 
-    return _serve(FileProcessor(None, Config.from_env()), arguments, "processing server")
+    return _serve(FileProcessor(None, _config(arguments)), arguments, "processing server")
 
 
 def _register(arguments: argparse.Namespace) -> int:
     from .registrar import Registrar
 
-    representation = Registrar(Config.from_env()).register(arguments.text)
+    representation = Registrar(_config(arguments)).register(arguments.text)
     print(json.dumps({**dataclasses.asdict(representation), "html": representation.html}, indent=2))
     return 0
 
@@ -116,7 +119,7 @@ def _register(arguments: argparse.Namespace) -> int:
 def _show(arguments: argparse.Namespace) -> int:
     from .store import InstructionStore
 
-    store = InstructionStore(Config.from_env().database_url)
+    store = InstructionStore(_config(arguments).database_url)
     try:
         job = store.get(arguments.checksum)
         shown = dataclasses.asdict(job)
@@ -152,7 +155,7 @@ def _next_attempt(job, now: float) -> str | None:
 def _retry(arguments: argparse.Namespace) -> int:
     from .store import InstructionStore
 
-    store = InstructionStore(Config.from_env().database_url)
+    store = InstructionStore(_config(arguments).database_url)
     try:
         if arguments.all_failed:
             reset = store.reset()
@@ -183,18 +186,22 @@ def _positive(text: str) -> int:
     return value
 
 
-def _open():
+def _config(arguments: argparse.Namespace) -> Config:
+    return arguments.config or Config.from_env()
+
+
+def _open(arguments: argparse.Namespace):
     from .storage import open_storage
     from .store import InstructionStore
 
-    config = Config.from_env()
+    config = _config(arguments)
     return config, InstructionStore(config.database_url), open_storage(config)
 
 
 def _warm(arguments: argparse.Namespace) -> int:
     from . import ops
 
-    config, store, storage = _open()
+    config, store, storage = _open(arguments)
     interactive = sys.stderr.isatty()
 
     def progress(report: ops.WarmReport) -> None:
@@ -227,7 +234,7 @@ def _warm(arguments: argparse.Namespace) -> int:
 def _gc(arguments: argparse.Namespace) -> int:
     from . import ops
 
-    _config, store, storage = _open()
+    _, store, storage = _open(arguments)
     try:
         report = ops.gc(store, storage, days=arguments.days, delete=arguments.delete)
     finally:
@@ -250,7 +257,7 @@ def _stats(arguments: argparse.Namespace) -> int:
     from . import ops
     from .store import STATES, InstructionStore
 
-    store = InstructionStore(Config.from_env().database_url)
+    store = InstructionStore(_config(arguments).database_url)
     try:
         found = ops.stats(store)
     finally:
@@ -286,7 +293,7 @@ def _age(seconds: float) -> str:
 def _purge(arguments: argparse.Namespace) -> int:
     from . import ops
 
-    _config, store, storage = _open()
+    _, store, storage = _open(arguments)
     try:
         report = ops.purge(store, storage, arguments.source)
     finally:
@@ -301,7 +308,7 @@ def _purge(arguments: argparse.Namespace) -> int:
 def _migrate(arguments: argparse.Namespace) -> int:
     from .migrations import upgrade
 
-    before, after = upgrade(Config.from_env().database_url)
+    before, after = upgrade(_config(arguments).database_url)
     if before == after:
         print(f"fileproc_jobs: already at revision {after}")
     else:

@@ -617,3 +617,26 @@ def test_example_site_shows_its_gallery(tmp_path, monkeypatch):
             assert response.status_int == 200, url
             image = decode(response.body)
             assert image.width == width and height in (None, image.height), url
+
+
+def test_manage_py_fileproc_runs_the_command_line_on_the_settings(fileprocessor, capsys):
+    from django.core.management import call_command
+
+    render("{% fileprocessor %}photo.jpg | fit 40x{% endfileprocessor %}")
+    call_command("fileproc", "stats")
+    printed = capsys.readouterr().out
+    assert "jobs: 1 pending" in printed, printed
+    call_command("fileproc", "migrate")
+    assert "fileproc_jobs: already at revision" in capsys.readouterr().out
+
+
+def test_manage_py_fileproc_passes_options_through(fileprocessor, capsys):
+    import json
+
+    from fileproc_django.management.commands.fileproc import Command
+
+    render("{% fileprocessor %}photo.jpg | fit 40x{% endfileprocessor %}")
+    Command().run_from_argv(["manage.py", "fileproc", "stats", "--json"])
+    assert json.loads(capsys.readouterr().out)["states"] == {"pending": 1}
+    with pytest.raises(SystemExit):
+        Command().run_from_argv(["manage.py", "fileproc", "retry"])  # neither checksums nor --all-failed
