@@ -153,3 +153,42 @@ class DictCache:
 
     def set(self, key, value):
         self.values[key] = value
+
+
+# Headless Chromium through Playwright, with the system's browser: flags that work as root
+# with no network (see ENVIRONMENT.md); Playwright adds --headless and a fresh profile.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# moto's S3 server accepts any credentials; AWS tools insist on having some.
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@contextlib.contextmanager
+def s3_server(directory):
+    """A real S3-compatible HTTP server (moto_server, its own process) on 127.0.0.1; its URL."""
+    import sys
+
+    port = free_port()
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "moto_server"),
+        "-H",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+    with serving(command, port=port, cwd=directory, env={**os.environ, **S3_CREDENTIALS}):
+        yield f"http://127.0.0.1:{port}"

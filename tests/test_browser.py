@@ -16,23 +16,10 @@ import sys
 import pytest
 from playwright.sync_api import sync_playwright
 
-from support import free_port, http_get, serving
+from support import CHROMIUM, CHROMIUM_FLAGS, free_port, http_get, serving
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ARTIFACTS = pathlib.Path(os.environ.get("FILEPROC_TEST_ARTIFACTS", ROOT / "test-artifacts"))
-CHROMIUM = "/usr/bin/chromium"
-# What works as root with no network (see ENVIRONMENT.md); Playwright adds --headless
-# and a fresh profile directory itself.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 _CHECKSUM = re.compile(r"/_fp/([0-9a-f]{32})\.([a-z]+)$")
 
 # name, command (run in the test's directory), results directory relative to it

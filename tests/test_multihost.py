@@ -38,26 +38,10 @@ from playwright.sync_api import sync_playwright
 
 from fileproc_wsgi.remote import RemoteRegistrar
 from fileproc_wsgi.store import InstructionStore
-from support import free_port, http_get, serving
+from support import CHROMIUM, CHROMIUM_FLAGS, S3_CREDENTIALS, free_port, http_get, s3_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "a shared secret for the processing hosts"
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 COUNT = 20
 # One source per picture, so twenty distinct jobs; the width each one promises.
 TEXTS = [f"photo{index:02d}.jpg | fit {200 + index}x | format jpeg" for index in range(COUNT)]
@@ -96,22 +80,13 @@ def s3(tmp_path) -> Iterator[tuple[str, str, object]]:
     """(endpoint, bucket, boto3 client) of a moto_server process with ``results/`` public."""
     import boto3
 
-    port = free_port()
-    command = [
-        os.path.join(os.path.dirname(sys.executable), "moto_server"),
-        "-H",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
     moto_dir = tmp_path / "moto"
     moto_dir.mkdir()
-    with serving(command, port=port, cwd=moto_dir, env={**os.environ, **CREDENTIALS}):
-        endpoint = f"http://127.0.0.1:{port}"
+    with s3_server(moto_dir) as endpoint:
         client = boto3.session.Session(
-            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
+            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
         ).client("s3", endpoint_url=endpoint)
         bucket = f"fp-{uuid.uuid4().hex[:12]}"
         client.create_bucket(Bucket=bucket)
@@ -303,7 +278,7 @@ def test_twenty_pictures_through_a_round_robin_proxy_are_each_made_once(database
         "FILEPROC_WAIT_TIMEOUT": "30",
     }
     env = {key: value for key, value in os.environ.items() if not key.startswith("FILEPROC_")}
-    env.update(CREDENTIALS)
+    env.update(S3_CREDENTIALS)
     env.update(settings)
     store = InstructionStore(database_url)
     store.create_tables()  # before the servers, so no two processes race to create it

@@ -10,7 +10,6 @@ import dataclasses
 import http.client
 import json
 import os
-import sys
 import uuid
 from urllib.parse import urlsplit
 
@@ -18,29 +17,15 @@ import pytest
 
 from fileproc_wsgi.s3 import S3Storage
 from fileproc_wsgi.storage import open_storage, result_key
-from support import decode, free_port, halves, serving, write
+from support import S3_CREDENTIALS, decode, free_port, halves, s3_server, write
 
 CHECKSUM = "0123456789abcdef0123456789abcdef"
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
-    port = free_port()
-    command = [
-        os.path.join(os.path.dirname(sys.executable), "moto_server"),
-        "-H",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
-    env = {**os.environ, **CREDENTIALS}
-    with serving(command, port=port, cwd=tmp_path_factory.mktemp("moto"), env=env):
-        yield f"http://127.0.0.1:{port}"
+    with s3_server(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
@@ -48,7 +33,7 @@ def bucket(s3_endpoint, monkeypatch):
     """A new empty bucket per test, with credentials in the environment as AWS tools expect."""
     import boto3
 
-    for name, value in CREDENTIALS.items():
+    for name, value in S3_CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     name = f"fp-{uuid.uuid4().hex[:12]}"
     client = boto3.session.Session().client("s3", endpoint_url=s3_endpoint)
@@ -189,7 +174,7 @@ def test_a_missing_bucket_or_denied_access_is_a_one_line_503(s3_site, monkeypatc
 
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_S3_CREDENTIALS_FILE", os.devnull)
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no wait on an instance metadata probe
     anonymous = s3_site(database_url=f"sqlite:///{site.root / 'other.db'}")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import sys
 import uuid
 
 import pytest
@@ -13,13 +11,7 @@ from fileproc_wsgi.config import Config
 from fileproc_wsgi.errors import LimitError, SourceError, SourceNotFoundError, UnavailableError
 from fileproc_wsgi.s3_sources import S3Source
 from fileproc_wsgi.sources import Sources
-from support import decode, free_port, halves, serving
-
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+from support import S3_CREDENTIALS, decode, free_port, halves, s3_server
 
 
 def _png(width: int = 60, height: int = 40) -> bytes:
@@ -30,24 +22,15 @@ def _png(width: int = 60, height: int = 40) -> bytes:
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
-    port = free_port()
-    command = [
-        os.path.join(os.path.dirname(sys.executable), "moto_server"),
-        "-H",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
-    env = {**os.environ, **CREDENTIALS}
-    with serving(command, port=port, cwd=tmp_path_factory.mktemp("moto"), env=env):
-        yield f"http://127.0.0.1:{port}"
+    with s3_server(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
 def client(s3_endpoint, monkeypatch):
     import boto3
 
-    for name, value in CREDENTIALS.items():
+    for name, value in S3_CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     return boto3.session.Session().client("s3", endpoint_url=s3_endpoint)
 
@@ -160,7 +143,7 @@ def test_access_denied_is_a_source_error(bucket, s3_endpoint, client):
 
 
 def test_an_endpoint_that_is_down_is_unavailable(bucket, monkeypatch):
-    for name, value in CREDENTIALS.items():
+    for name, value in S3_CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     down = f"http://127.0.0.1:{free_port()}"
     source = sources(bucket, down).resolve(f"s3://{bucket}/photos/photo.png")
