@@ -192,3 +192,28 @@ def s3_server(directory):
     ]
     with serving(command, port=port, cwd=directory, env={**os.environ, **S3_CREDENTIALS}):
         yield f"http://127.0.0.1:{port}"
+
+
+def gunicorn_command(port: int, *, threads: int, timeout: int) -> list[str]:
+    """A production server for the processing app (``fileproc_wsgi.wsgi:application``): two
+    threaded gunicorn workers bound to 127.0.0.1, configured by the ``FILEPROC_*`` environment."""
+    import sys
+
+    import gunicorn
+
+    # gunicorn 25.1 and later open ~/.gunicorn/gunicorn.ctl, which two servers would share.
+    no_control_socket = ["--no-control-socket"] if gunicorn.version_info >= (25, 1) else []
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        f"--bind=127.0.0.1:{port}",
+        "--workers=2",
+        "--worker-class=gthread",
+        f"--threads={threads}",
+        "--graceful-timeout=2",
+        f"--timeout={timeout}",
+        "--log-level=info",
+        *no_control_socket,
+        "fileproc_wsgi.wsgi:application",
+    ]

@@ -22,7 +22,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -31,14 +30,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import gunicorn as gunicorn_package
 import pytest
 from PIL import Image, ImageDraw
 from playwright.sync_api import sync_playwright
 
 from fileproc_wsgi.remote import RemoteRegistrar
 from fileproc_wsgi.store import InstructionStore
-from support import CHROMIUM, CHROMIUM_FLAGS, S3_CREDENTIALS, free_port, http_get, s3_server
+from support import CHROMIUM, CHROMIUM_FLAGS, S3_CREDENTIALS, free_port, gunicorn_command, http_get, s3_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "a shared secret for the processing hosts"
@@ -46,7 +44,6 @@ COUNT = 20
 # One source per picture, so twenty distinct jobs; the width each one promises.
 TEXTS = [f"photo{index:02d}.jpg | fit {200 + index}x | format jpeg" for index in range(COUNT)]
 WIDTHS = [200 + index for index in range(COUNT)]
-NO_CONTROL_SOCKET = ["--no-control-socket"] if gunicorn_package.version_info >= (25, 1) else []
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -115,27 +112,7 @@ def gunicorn(name: str, env: dict[str, str], logs: Path) -> Iterator[Server]:
     """A gunicorn arbiter with two threaded workers; its whole process group is killed at the end."""
     port = free_port()
     log = logs / f"{name}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-        "--worker-class",
-        "gthread",
-        "--threads",
-        "8",
-        "--graceful-timeout",
-        "2",
-        "--timeout",
-        "30",
-        "--log-level",
-        "info",
-        *NO_CONTROL_SOCKET,
-        "fileproc_wsgi.wsgi:application",
-    ]
+    command = gunicorn_command(port, threads=8, timeout=30)
     with open(log, "wb") as output:
         process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True

@@ -21,19 +21,17 @@ import io
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import gunicorn as gunicorn_package
 import pytest
 from PIL import Image
 
 from fileproc_wsgi.config import Config
 from fileproc_wsgi.registrar import Registrar
-from support import free_port, http_get
+from support import free_port, gunicorn_command, http_get
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = (6000, 4000)
@@ -49,7 +47,6 @@ LEASE = 6.0
 MAX_PROCESSING = 5.0
 # gunicorn 25.1 and later open a control socket at ~/.gunicorn/gunicorn.ctl by default: two
 # arbiters would fight over that one path, and it outlives the test.
-NO_CONTROL_SOCKET = ["--no-control-socket"] if gunicorn_package.version_info >= (25, 1) else []
 
 # A fresh PostgreSQL database per test (conftest's ``database_url``), never SQLite.
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -113,27 +110,9 @@ def gunicorn(name: str, env: dict[str, str], logs: Path) -> Iterator[Server]:
     """A gunicorn arbiter with two threaded workers; its whole process group is killed at the end."""
     port = free_port()
     log = logs / f"{name}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-        "--worker-class",
-        "gthread",
-        "--threads",
-        "16",  # 2 servers x 2 workers x 16 threads: the whole herd is in flight at once
-        "--graceful-timeout",
-        "2",
-        "--timeout",
-        "60",  # a worker stopped with SIGSTOP must not be recycled by the arbiter meanwhile
-        "--log-level",
-        "info",
-        *NO_CONTROL_SOCKET,
-        "fileproc_wsgi.wsgi:application",
-    ]
+    # 2 servers x 2 workers x 16 threads: the whole herd is in flight at once; a worker
+    # stopped with SIGSTOP must not be recycled by the arbiter meanwhile (timeout 60).
+    command = gunicorn_command(port, threads=16, timeout=60)
     with open(log, "wb") as output:
         process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
