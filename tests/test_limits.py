@@ -451,13 +451,18 @@ def _in_thread(function, answers: list):
     return thread
 
 
-def test_beyond_max_concurrent_jobs_a_new_job_is_refused_at_once(make_site, monkeypatch):
-    site = make_site(max_concurrent_jobs=1, retry_after=7)
+def _one_slot_and_two_jobs(make_site, monkeypatch, **settings):
+    """A site with one job slot, two registered jobs, and the first one's making blocked."""
+    site = make_site(max_concurrent_jobs=1, **settings)
     write(site.media, "a.png", halves(60, 40))
     write(site.media, "b.png", halves(60, 40))
     slow = site.registrar.register("a.png | fit 20x")
     other = site.registrar.register("b.png | fit 20x")
-    blocking = _Blocking(monkeypatch, slow.checksum)
+    return site, slow, other, _Blocking(monkeypatch, slow.checksum)
+
+
+def test_beyond_max_concurrent_jobs_a_new_job_is_refused_at_once(make_site, monkeypatch):
+    site, slow, other, blocking = _one_slot_and_two_jobs(make_site, monkeypatch, retry_after=7)
 
     answers: list = []
     first = _in_thread(lambda: site.get(slow.url), answers)
@@ -493,12 +498,7 @@ def test_beyond_max_concurrent_jobs_a_new_job_is_refused_at_once(make_site, monk
 
 
 def test_waiting_for_another_workers_claim_needs_no_slot(make_site, monkeypatch):
-    site = make_site(max_concurrent_jobs=1, wait_timeout=10)
-    write(site.media, "a.png", halves(60, 40))
-    write(site.media, "b.png", halves(60, 40))
-    slow = site.registrar.register("a.png | fit 20x")
-    other = site.registrar.register("b.png | fit 20x")
-    blocking = _Blocking(monkeypatch, slow.checksum)
+    site, slow, other, blocking = _one_slot_and_two_jobs(make_site, monkeypatch, wait_timeout=10)
     answers: list = []
     first = _in_thread(lambda: site.get(slow.url), answers)
     assert blocking.started.wait(10)
@@ -509,18 +509,8 @@ def test_waiting_for_another_workers_claim_needs_no_slot(make_site, monkeypatch)
 
     def other_worker():
         time.sleep(0.3)
-        result = site.app.processor.make(job)
-        key = result_key(job.checksum, EXTENSIONS[job.output_format])
-        site.app.storage.put(key, result.data)
-        site.store.complete(
-            job.checksum,
-            token,
-            result_key=key,
-            content_type=CONTENT_TYPES[job.output_format],
-            width=result.width,
-            height=result.height,
-            result_bytes=len(result.data),
-        )
+        # What another process does with its claim: the processor's own make, store, complete.
+        Processor(site.config, site.store, site.app.storage)._run(job, token)
 
     worker = threading.Thread(target=other_worker)
     worker.start()
