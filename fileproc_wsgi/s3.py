@@ -29,19 +29,39 @@ _EXISTS = ("412", "PreconditionFailed")
 _UNSUPPORTED = ("501", "NotImplemented")
 
 
+def make_client(endpoint_url: str, region: str, *, read_timeout: float, what: str):
+    """A boto3 S3 client for an endpoint (AWS when empty) and region, shared by storage and
+    sources; credentials come from the standard AWS environment and files.
+
+    A client is thread-safe once made (a session is not, hence a session of its own). Few,
+    quick retries: a request waiting on a dead endpoint holds a worker, and the job is
+    tried again after its backoff anyway.
+    """
+    try:
+        import boto3
+        from botocore.config import Config as BotoConfig
+    except ImportError:
+        raise ConfigError(f"{what}: s3:// needs boto3 (pip install 'fileproc_wsgi[s3]')") from None
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint_url or None,
+        region_name=region or None,
+        config=BotoConfig(
+            signature_version="s3v4",
+            connect_timeout=5,
+            read_timeout=read_timeout,
+            retries={"max_attempts": 2, "mode": "standard"},
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
+        ),
+    )
+
+
 class S3Storage:
     """Results as objects under one bucket prefix; the middleware never serves them itself."""
 
     local = False
 
     def __init__(self, config: Config):
-        try:
-            import boto3
-            from botocore.config import Config as BotoConfig
-        except ImportError:
-            raise ConfigError(
-                "storage: s3:// storage needs boto3 (pip install 'fileproc_wsgi[s3]')"
-            ) from None
         bucket, _, prefix = config.storage[len("s3://") :].partition("/")
         if not bucket:
             raise ConfigError(f"storage: expected 's3://bucket/prefix', got {config.storage!r}")
@@ -56,22 +76,7 @@ class S3Storage:
         self.presign_seconds = 0 if self.public_url else config.presign_seconds
         # A presigned URL expires: the middleware must not cache it or redirect permanently.
         self.temporary_urls = self.presign_seconds > 0
-        # One client per storage: boto3 clients are thread-safe once made (sessions are not,
-        # hence a session of our own). Few quick retries: a request waiting on a dead
-        # endpoint holds a worker, and the job is retried after its backoff anyway.
-        session = boto3.session.Session()
-        self.client = session.client(
-            "s3",
-            endpoint_url=self.endpoint_url or None,
-            region_name=config.s3_region or None,
-            config=BotoConfig(
-                signature_version="s3v4",
-                connect_timeout=5,
-                read_timeout=30,
-                retries={"max_attempts": 2, "mode": "standard"},
-                s3={"addressing_style": "path" if self.endpoint_url else "auto"},
-            ),
-        )
+        self.client = make_client(self.endpoint_url, config.s3_region, read_timeout=30, what="storage")
         self.region = self.client.meta.region_name
         self._conditional = True
 

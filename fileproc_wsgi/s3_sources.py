@@ -25,7 +25,7 @@ import re
 import tempfile
 import threading
 
-from .errors import ConfigError, LimitError, SourceError, SourceNotFoundError, UnavailableError
+from .errors import LimitError, SourceError, SourceNotFoundError, UnavailableError
 
 _CHUNK = 64 * 1024
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -65,24 +65,11 @@ class S3Settings:
 
 
 def _make_client(settings: S3Settings):
-    try:
-        import boto3
-        from botocore.config import Config as BotoConfig
-    except ImportError:
-        raise ConfigError("s3:// sources need boto3 (pip install 'fileproc_wsgi[s3]')") from None
-    # The same settings as S3Storage's client, with the download deadline as read timeout.
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=settings.endpoint_url or None,
-        region_name=settings.region or None,
-        config=BotoConfig(
-            signature_version="s3v4",
-            connect_timeout=5,
-            read_timeout=settings.timeout,
-            retries={"max_attempts": 2, "mode": "standard"},
-            s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
-        ),
-    )
+    from .s3 import make_client  # boto3 is imported only when an s3:// source is used
+
+    # The storage's settings, with the download deadline as read timeout.
+    timeout = settings.timeout
+    return make_client(settings.endpoint_url, settings.region, read_timeout=timeout, what="s3 sources")
 
 
 def parse(reference: str, settings: S3Settings) -> tuple[str, str]:
