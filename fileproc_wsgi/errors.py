@@ -140,3 +140,30 @@ class RecordedFailureError(FileProcError):
     def __init__(self, reason: str, status: int):
         self.status = status
         super().__init__(reason)
+
+
+def describe(error: FileProcError) -> dict:
+    """A plain dict that :func:`restore` turns back into an equal error, for sending an
+    error across a process or HTTP boundary (pickling would call constructors with the
+    wrong arguments)."""
+    return {"type": type(error).__name__, "message": str(error), "attributes": dict(vars(error))}
+
+
+def restore(described: dict) -> FileProcError:
+    """The error :func:`describe` described, of its own class where this module has it.
+
+    The instance is made without calling its constructor, whose arguments differ between
+    classes, and its attributes are set back; an unknown class becomes a plain
+    :class:`FileProcError` with the same message.
+    """
+    kind = globals().get(str(described.get("type")))
+    if not (isinstance(kind, type) and issubclass(kind, FileProcError)):
+        kind = FileProcError
+    error = kind.__new__(kind)
+    Exception.__init__(error, str(described.get("message", "")))
+    attributes = described.get("attributes")
+    if isinstance(attributes, dict):
+        for name, value in attributes.items():
+            if isinstance(name, str) and not name.startswith("_"):
+                setattr(error, name, value)
+    return error
