@@ -144,13 +144,14 @@ class Registrar:
             representation = self._representation(checksum, *shared)
             return _Cold(text, _Entry(source, version, representation), {})
         with source.open(self.config.max_source_bytes) as handle:
-            info = engines.probe(handle, source.reference, instructions)
+            # Every limit the header already decides is checked here, so that no page
+            # ever points at a result that is sure to be refused when first asked for.
+            info = engines.probe(handle, source.reference, instructions, self.config)
         flattened = any(isinstance(step, Background) for step in instructions.steps)
         output = choose_format(info.format, info.has_alpha and not flattened, instructions.output)
-        size = instructions.predict_size(info.width, info.height)
-        if size:  # a result over a limit would only be refused when first asked for
-            self.config.check_result_size(*size)
-        width, height = size if size else (None, None)
+        plan = instructions.plan(info.width, info.height)
+        self.config.check_plan(plan)
+        width, height = plan[-1][1:] if plan else (None, None)
         row = {
             "checksum": checksum,
             "instructions": instructions.canonical,
