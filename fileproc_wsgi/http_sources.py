@@ -3,7 +3,10 @@
 A URL passes when its parsed host name (lower-cased, IDNA) equals an entry of
 ``allowed_hosts`` or ends in ``.domain`` for a ``*.domain`` entry; an entry with a port
 also needs that port. URLs with user information, backslashes, whitespace or control
-characters are refused outright, since parsers disagree about where their host is.
+characters are refused outright, since parsers disagree about where their host is. A URL
+may be an IRI (RFC 3987): its host goes through IDNA and the other non-ASCII characters
+are sent percent-encoded as UTF-8, while the reference itself, and so its version, stays
+as written.
 
 The download is made with :mod:`http.client` so that the address is ours to choose: the
 host name is resolved here, every address it has must be a global one (loopback,
@@ -11,9 +14,11 @@ private, link-local, multicast, reserved and the like are refused unless
 ``allow_private_addresses``), and the connection goes to that checked address with the
 name in the ``Host`` header and TLS's SNI. Each redirect hop is checked the same way, its
 target must be on ``allowed_hosts`` too, and at most ``max_redirects`` are followed.
-``download_timeout`` is a deadline for the whole download (name lookup, connect and every
-read), and ``max_source_bytes`` is checked against ``Content-Length`` and then while the
-body streams into a temporary file, which is deleted when the handle is closed.
+``download_timeout`` is one deadline for the whole download: name lookups, connects, TLS
+handshakes and every send and receive of every hop are given only the time left (see
+:class:`_DeadlineSocket`). ``max_source_bytes`` is checked against ``Content-Length`` and
+then while the body streams into a temporary file, which is deleted when the handle is
+closed.
 
 A URL is taken to name bytes that never change: its version is the reference itself, so
 registration does no network I/O to check it; to publish a new image, change the URL.
@@ -25,19 +30,23 @@ import concurrent.futures
 import dataclasses
 import functools
 import http.client
+import io
 import ipaddress
 import re
 import socket
 import ssl
 import tempfile
 import time
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from .errors import LimitError, SourceError, SourceNotFoundError, UnavailableError
 
 _CHUNK = 64 * 1024
 _REDIRECTS = (301, 302, 303, 307, 308)
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+# C0 and C1 controls, space, DEL and '\\': RFC 3987 allows none of them in an IRI.
+_REFUSED = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 # Name lookups run here so that they count against the download's deadline: getaddrinfo
 # itself cannot be given a timeout.
 _resolver = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="fileproc-resolve")
@@ -79,14 +88,19 @@ class HttpSource:
 
 
 def check_url(reference: str, url: str, settings: HttpSettings) -> tuple[str, str, int, str]:
-    """(scheme, host, port, path) of ``url`` if its host is allowed; raises SourceError.
+    """(scheme, host, port, request target) of ``url`` if its host is allowed; raises SourceError.
 
+    ``url`` may be an IRI: the host is returned as IDNA and the request target in ASCII,
+    its non-ASCII characters percent-encoded as UTF-8 (RFC 3987, section 3.1).
     ``reference`` is what the error names (the URL registered, which may differ from a
     redirect's target).
     """
-    if re.search(r"[\x00-\x20\x7f\\]", url):
+    if _REFUSED.search(url):
         raise SourceError(f"source {reference!r}: URLs with spaces, control characters or '\\' are refused")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # e.g. a host whose NFKC form has a '/', '?', '#' or '@'
+        raise SourceError(f"source {reference!r}: {url!r} cannot be parsed ({error})") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise SourceError(f"source {reference!r}: only http and https URLs can be fetched, not {url!r}")
@@ -96,25 +110,31 @@ def check_url(reference: str, url: str, settings: HttpSettings) -> tuple[str, st
         port = parts.port or (443 if scheme == "https" else 80)
     except ValueError:
         raise SourceError(f"source {reference!r}: the URL's port is not a number from 1 to 65535") from None
-    host = _ascii_host(parts.hostname or "")
-    if host is None:
-        raise SourceError(f"source {reference!r}: {url!r} has no valid host name")
+    host = _ascii_host(reference, url, parts.hostname or "")
     if not _allowed(host, port, settings.allowed_hosts):
         where = f"host {host!r}" if parts.port is None else f"host {host!r} (port {port})"
         raise SourceError(f"source {reference!r}: {where} is not on allowed_hosts")
     path = parts.path or "/"
-    return scheme, host, port, f"{path}?{parts.query}" if parts.query else path
+    target = f"{path}?{parts.query}" if parts.query else path
+    try:
+        # Only what is not ASCII: '%XX' already there and reserved characters keep their meaning.
+        return scheme, host, port, _NON_ASCII.sub(lambda match: quote(match[0], safe=""), target)
+    except UnicodeEncodeError:
+        raise SourceError(f"source {reference!r}: {url!r} is not valid Unicode") from None
 
 
-def _ascii_host(name: str) -> str | None:
-    """The host name as DNS sees it, or None for anything that is not a plain name or IPv4 address."""
+def _ascii_host(reference: str, url: str, name: str) -> str:
+    """The host name as DNS sees it; SourceError for anything but a plain name or IPv4 address."""
     try:
         ascii_name = name.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        return None
+    except UnicodeError as error:
+        raise SourceError(
+            f"source {reference!r}: the host name {name!r} cannot be converted to ASCII by IDNA ({error})"
+        ) from None
     labels = ascii_name.split(".")
     if not ascii_name or not all(_LABEL.match(label) for label in labels):
-        return None  # includes IPv6 literals, empty labels and a trailing dot
+        # Includes IPv6 literals, empty labels, a trailing dot and percent-encoded names.
+        raise SourceError(f"source {reference!r}: {url!r} has no valid host name")
     return ascii_name
 
 
@@ -149,26 +169,89 @@ def refused_address(address: str) -> bool:
     )
 
 
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """An HTTP connection to one already checked address, whatever the host name resolves to now."""
+class _DeadlineSocket:
+    """A connected socket (plain or TLS) whose every send and receive gets only the time left.
 
-    def __init__(self, host: str, port: int, address: str, timeout: float):
-        super().__init__(host, port, timeout=timeout)
-        self._address = address
+    http.client reads the status line, headers, chunk sizes and trailers a line at a time,
+    each line as many receives as the origin likes; a timeout per receive would let an
+    origin that sends one byte a second hold a worker for as long as it wants. Arming each
+    operation with ``deadline - now`` bounds the whole exchange instead, whatever
+    http.client's reading pattern, and once the deadline has passed every operation fails
+    with TimeoutError without touching the network.
 
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    ``makefile`` and ``close`` keep the socket's own contract, which http.client relies on:
+    when the origin will close the connection, http.client closes it while the response
+    still reads, and the socket really closes when both are closed.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        self._sock = sock
+        self._deadline = deadline
+        self._readers = 0
+        self._closed = False
+
+    def _arm(self) -> None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        self._sock.settimeout(left)
+
+    def recv_into(self, buffer, nbytes: int = 0) -> int:
+        self._arm()
+        return self._sock.recv_into(buffer, nbytes)
+
+    def sendall(self, data) -> None:
+        self._arm()
+        self._sock.sendall(data)
+
+    def makefile(self, mode: str = "rb") -> io.BufferedReader:
+        if mode != "rb":
+            raise ValueError(f"only 'rb' is supported, not {mode!r}")
+        self._readers += 1
+        return io.BufferedReader(_DeadlineReader(self))
+
+    def reader_closed(self) -> None:
+        self._readers -= 1
+        self._close_when_done()
+
+    def close(self) -> None:
+        self._closed = True
+        self._close_when_done()
+
+    def _close_when_done(self) -> None:
+        if self._closed and self._readers <= 0:
+            self._sock.close()
 
 
-class _PinnedHTTPSConnection(_PinnedHTTPConnection):
-    """The same over TLS; the certificate is checked against the host name, not the address."""
+class _DeadlineReader(io.RawIOBase):
+    """The raw stream under http.client's buffered response reader."""
 
-    default_port = 443
+    def __init__(self, sock: _DeadlineSocket):
+        super().__init__()
+        self._owner = sock
 
-    def connect(self) -> None:
-        super().connect()
-        self.sock = _tls_context().wrap_socket(self.sock, server_hostname=self.host)
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self._owner.recv_into(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            self._owner.reader_closed()
+
+
+class _Connection(http.client.HTTPConnection):
+    """http.client's requests and responses over a socket :class:`_Download` opened itself."""
+
+    auto_open = 0  # never reconnect on its own: that would skip the address check and pin
+
+    def __init__(self, host: str, port: int, scheme: str, sock: _DeadlineSocket):
+        super().__init__(host, port)
+        # The Host header leaves out the port when it is the scheme's default.
+        self.default_port = 443 if scheme == "https" else 80
+        self.sock = sock
 
 
 @functools.cache
@@ -185,27 +268,25 @@ class _Download:
         self.settings = settings
         self.max_bytes = max_bytes
         self.deadline = time.monotonic() + settings.timeout
+        self.stage = "starting"  # what a timeout names: where the download stalled
 
     def run(self):
         url = self.reference
         for _hop in range(self.settings.max_redirects + 1):
-            scheme, host, port, path = check_url(self.reference, url, self.settings)
+            scheme, host, port, target = check_url(self.reference, url, self.settings)
             addresses = self._resolve(host, port)
-            connection = self._connect(scheme, host, port, addresses)
+            connection = _Connection(host, port, scheme, self._open(scheme, host, port, addresses))
+            response = None
             try:
-                sock = connection.sock  # kept: a response that closes the connection takes it over
-                response = self._get(connection, path)
+                response = self._get(connection, target)
                 if response.status in _REDIRECTS:
-                    location = response.getheader("Location")
-                    if not location:
-                        raise SourceError(
-                            f"source {self.reference!r}: {host} answered {response.status} without a Location"
-                        )
-                    url = urljoin(url, location.strip())
+                    url = self._redirect_target(url, response, host)
                     continue
                 self._check_status(response.status, host)
-                return self._save(response, sock)
+                return self._save(response, host)
             finally:
+                if response is not None:
+                    response.close()
                 connection.close()
         raise SourceError(
             f"source {self.reference!r}: more than max_redirects={self.settings.max_redirects} redirects"
@@ -220,10 +301,16 @@ class _Download:
     def _timed_out(self) -> UnavailableError:
         return UnavailableError(
             f"source {self.reference!r}: download took longer than "
-            f"download_timeout={self.settings.timeout:g} seconds"
+            f"download_timeout={self.settings.timeout:g} seconds (timed out {self.stage})"
         )
 
+    def _failed(self, error: BaseException, what: str) -> UnavailableError:
+        if isinstance(error, TimeoutError) or time.monotonic() >= self.deadline:
+            return self._timed_out()
+        return UnavailableError(f"source {self.reference!r}: {what} ({_reason(error)})")
+
     def _resolve(self, host: str, port: int) -> list[str]:
+        self.stage = f"looking up {host}"
         future = _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
         try:
             found = future.result(timeout=self._remaining())
@@ -245,37 +332,56 @@ class _Download:
                     )
         return addresses
 
-    def _connect(self, scheme: str, host: str, port: int, addresses: list[str]):
-        kind = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
+    def _open(self, scheme: str, host: str, port: int, addresses: list[str]) -> _DeadlineSocket:
+        """A socket to the first checked address that answers, TLS verified against ``host``."""
         reason = "no address"
         for address in addresses:
-            connection = kind(host, port, address, self._remaining())
+            self.stage = f"connecting to {host}"
+            sock = None
             try:
-                connection.connect()
-                return connection
+                sock = socket.create_connection((address, port), self._remaining())
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if scheme == "https":
+                    self.stage = f"in the TLS handshake with {host}"
+                    sock.settimeout(self._remaining())
+                    # The handshake is bounded by that timeout as a whole, not per read.
+                    sock = _tls_context().wrap_socket(sock, server_hostname=host)
+                return _DeadlineSocket(sock, self.deadline)
             except ssl.SSLCertVerificationError as error:
-                connection.close()
                 raise SourceError(
                     f"source {self.reference!r}: {host}'s certificate is not valid ({error.verify_message})"
                 ) from None
             except (OSError, ssl.SSLError) as error:
-                connection.close()
-                reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+                if sock is not None:
+                    sock.close()  # a failed handshake has closed its own socket; this one is detached
+                if isinstance(error, TimeoutError):
+                    raise self._timed_out() from None
+                reason = error.strerror or str(error)
+            except BaseException:
+                if sock is not None:
+                    sock.close()
+                raise
         self._remaining()
         raise UnavailableError(f"source {self.reference!r}: cannot connect to {host}:{port} ({reason})")
 
-    def _get(self, connection, path: str) -> http.client.HTTPResponse:
+    def _get(self, connection: _Connection, target: str) -> http.client.HTTPResponse:
         try:
-            connection.sock.settimeout(self._remaining())
+            self.stage = f"sending the request to {connection.host}"
             connection.request(
-                "GET", path, headers={"User-Agent": "fileproc_wsgi", "Accept-Encoding": "identity"}
+                "GET", target, headers={"User-Agent": "fileproc_wsgi", "Accept-Encoding": "identity"}
             )
+            self.stage = f"reading the status line and headers from {connection.host}"
             return connection.getresponse()
         except (OSError, http.client.HTTPException) as error:
-            self._remaining()
-            raise UnavailableError(
-                f"source {self.reference!r}: no answer from {connection.host} ({_reason(error)})"
-            ) from None
+            raise self._failed(error, f"no answer from {connection.host}") from None
+
+    def _redirect_target(self, url: str, response: http.client.HTTPResponse, host: str) -> str:
+        location = response.getheader("Location")
+        if not location:
+            raise SourceError(
+                f"source {self.reference!r}: {host} answered {response.status} without a Location"
+            )
+        return urljoin(url, _location_text(location.strip()))
 
     def _check_status(self, status: int, host: str) -> None:
         if status == 200:
@@ -288,31 +394,35 @@ class _Download:
             )
         raise SourceError(f"source {self.reference!r}: {host} answered {status}")
 
-    def _save(self, response: http.client.HTTPResponse, sock: socket.socket):
+    def _save(self, response: http.client.HTTPResponse, host: str):
         length = response.getheader("Content-Length")
         if length and length.strip().isdigit() and int(length) > self.max_bytes:
             raise self._too_big(f"{int(length)} bytes")
+        self.stage = f"reading the body from {host}"
         # A real file, not a spooled one: some engines want a file descriptor.
         handle = tempfile.TemporaryFile(prefix="fileproc-download-")  # noqa: SIM115 - the caller closes it
         try:
             received = 0
+            # Bounded: every pass but the last adds at least a byte, and max_bytes caps them;
+            # every receive is held to the deadline by the socket.
             while True:
-                sock.settimeout(self._remaining())
                 try:
-                    # read1: at most one read from the socket, so a trickling server meets
-                    # the deadline instead of keeping a buffered read waiting for a full chunk.
+                    # read1: one read from the socket at most, so the byte cap is checked often.
                     chunk = response.read1(_CHUNK)
                 except (OSError, http.client.HTTPException) as error:
-                    self._remaining()
-                    raise UnavailableError(
-                        f"source {self.reference!r}: download broke off ({_reason(error)})"
-                    ) from None
+                    raise self._failed(error, "download broke off") from None
                 if not chunk:
                     break
                 received += len(chunk)
                 if received > self.max_bytes:
                     raise self._too_big(f"more than {self.max_bytes} bytes")
                 handle.write(chunk)
+            if response.length:
+                # http.client ends a Content-Length body quietly when the origin hangs up early.
+                raise UnavailableError(
+                    f"source {self.reference!r}: download broke off after {received} of "
+                    f"{received + response.length} bytes"
+                )
             handle.seek(0)
             return handle
         except BaseException:
@@ -323,6 +433,21 @@ class _Download:
         return LimitError(
             f"source {self.reference!r} has {size}, more than max_source_bytes={self.max_bytes}"
         )
+
+
+def _location_text(value: str) -> str:
+    """A Location header's value as a URL or IRI for ``urljoin`` and :func:`check_url`.
+
+    http.client decodes header bytes as Latin-1. Bytes that are valid UTF-8 are taken as an
+    IRI (RFC 3987 says to write one so, and most servers do); other non-ASCII bytes are
+    percent-encoded as they are, as Chromium and curl do, which reaches the resource the
+    origin named in its own encoding.
+    """
+    raw = value.encode("latin-1")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return re.sub(rb"[\x80-\xff]", lambda match: b"%%%02X" % match[0][0], raw).decode("ascii")
 
 
 def _reason(error: BaseException) -> str:

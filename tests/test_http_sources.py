@@ -270,6 +270,166 @@ def test_trickling_server_meets_the_deadline(origin):
     assert time.monotonic() - started < 2
 
 
+def trickle(fast: bytes, slow: bytes, interval: float = 0.6):
+    """A route that sends ``fast`` at once, then ``slow`` one byte per ``interval`` seconds.
+
+    Every byte comes sooner than download_timeout=1, so only a deadline for the whole
+    download stops it; it ends when the client hangs up, or after ``slow``.
+    """
+
+    def send(handler):
+        try:
+            handler.wfile.write(fast)
+            for byte in slow:
+                time.sleep(interval)
+                handler.wfile.write(bytes([byte]))
+        except OSError:
+            pass  # the client gave up, which is what the test wants
+        handler.close_connection = True
+
+    return send
+
+
+_OK = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n"
+_CHUNKED = _OK + b"Transfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "fast, slow, stage",
+    [
+        pytest.param(b"", b"HTTP/1.1 200 " + b"O" * 30, "status line and headers", id="status-line"),
+        pytest.param(_OK, b"X-Pad: " + b"a" * 30, "status line and headers", id="headers"),
+        pytest.param(_CHUNKED + b"5\r\nhello\r\n", b"1;pad=" + b"a" * 30, "body", id="chunk-size"),
+        pytest.param(_CHUNKED, b"1\r\nx\r\n" * 10, "body", id="chunked-body"),
+        pytest.param(_CHUNKED + b"5\r\nhello\r\n0\r\n", b"X-Pad: " + b"a" * 30, "body", id="trailer"),
+        pytest.param(_OK + b"Content-Length: 30\r\n\r\n", b"x" * 30, "body", id="body"),
+    ],
+)
+def test_trickling_origin_meets_one_deadline(origin, fast, slow, stage):
+    origin.routes["/slow.png"] = trickle(fast, slow)
+    started = time.monotonic()
+    with pytest.raises(UnavailableError) as raised:
+        _fetch(origin.url("/slow.png"), download_timeout=1)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2, f"the download held on for {elapsed:.1f} s"
+    assert "longer than download_timeout=1 seconds" in str(raised.value)
+    assert f"{stage} from 127.0.0.1" in str(raised.value)
+
+
+def test_deadline_spans_redirect_hops(origin):
+    # Each hop answers within the deadline on its own; together they do not.
+    def slow_redirect(handler):
+        time.sleep(0.4)
+        redirect("/hop")(handler)
+
+    origin.routes["/hop"] = slow_redirect
+    started = time.monotonic()
+    with pytest.raises(UnavailableError, match="longer than download_timeout=1 seconds"):
+        _fetch(origin.url("/hop"), download_timeout=1, max_redirects=10)
+    assert time.monotonic() - started < 2
+
+
+def test_body_cut_short_is_unavailable(origin):
+    origin.routes["/short.png"] = trickle(_OK + b"Content-Length: 1000\r\n\r\n" + b"x" * 10, b"")
+    with pytest.raises(UnavailableError, match="broke off after 10 of 1000 bytes"):
+        _fetch(origin.url("/short.png"))
+
+
+def test_unicode_path_end_to_end(make_site, origin):
+    origin.routes["/caf%C3%A9.png"] = body(_png(60, 40))
+    site = make_site(allowed_hosts="127.0.0.1", allow_private_addresses=True)
+    reference = origin.url("/café.png")
+    representation = site.registrar.register(f"{reference} | fit 30x30")
+    assert (representation.width, representation.height) == (30, 20)
+    response = site.get(representation.url)
+    if response.status_int == 301:
+        response = site.get(response.location)
+    assert response.status_int == 200
+    assert decode(response.body).size == (30, 20)
+    assert origin.hits == ["/caf%C3%A9.png", "/caf%C3%A9.png"]
+    # The source stays what was written: its version (and so the result's name) is the IRI.
+    assert _sources().resolve(reference).version() == reference
+
+
+@pytest.mark.parametrize(
+    "path, sent",
+    [
+        pytest.param("/photo.png?name=crème brûlée", None, id="space-refused"),
+        pytest.param("/photo.png?name=crème", "/photo.png?name=cr%C3%A8me", id="query"),
+        pytest.param("/photo.png?name=日本", "/photo.png?name=%E6%97%A5%E6%9C%AC", id="query-cjk"),
+        pytest.param(
+            "/photo.png?name=%C3%A8&b=é", "/photo.png?name=%C3%A8&b=%C3%A9", id="already-encoded-kept"
+        ),
+        pytest.param("/photo.png?v=1#çà", "/photo.png?v=1", id="fragment-not-sent"),
+        pytest.param("/photo.png?x=\U0001f600", "/photo.png?x=%F0%9F%98%80", id="astral"),
+    ],
+)
+def test_unicode_query_downloads(origin, path, sent):
+    origin.routes["/photo.png"] = body(b"the bytes")
+    if sent is None:
+        with pytest.raises(SourceError, match="spaces"):
+            _fetch(origin.url(path))
+        return
+    assert _fetch(origin.url(path)) == b"the bytes"
+    assert origin.hits == [sent]
+
+
+@pytest.mark.parametrize(
+    "location, sent",
+    [
+        pytest.param(b"/caf\xc3\xa9.png", "/caf%C3%A9.png", id="utf-8"),
+        pytest.param(b"/caf\xe9.png", "/caf%E9.png", id="latin-1"),
+        pytest.param(b"/caf\xc3\xa9.png?q=\xc3\xa9", "/caf%C3%A9.png?q=%C3%A9", id="utf-8-query"),
+        pytest.param(b"http://localhost:{port}/caf\xc3\xa9.png", "/caf%C3%A9.png", id="utf-8-absolute"),
+    ],
+)
+def test_non_ascii_location_is_followed(origin, location, sent):
+    origin.routes[sent.split("?", 1)[0]] = body(b"the bytes")
+    # http.server writes header values as Latin-1: this sends ``location``'s bytes unchanged.
+    origin.routes["/a"] = redirect(location.replace(b"{port}", str(origin.port).encode()).decode("latin-1"))
+    assert _fetch(origin.url("/a")) == b"the bytes"
+    assert origin.hits == ["/a", sent]
+
+
+@pytest.mark.parametrize(
+    "location, reason",
+    [
+        pytest.param(b"http://caf\xe9.example/a.png", "no valid host name", id="latin-1-host"),
+        pytest.param(
+            b"http://caf\xc3\xa9.example/a.png",
+            "'xn--caf-dma.example' is not on allowed_hosts",
+            id="idna-host",
+        ),
+        pytest.param(b"/a\xc2\x85b.png", "control characters", id="c1-control"),
+    ],
+)
+def test_non_ascii_location_refused(origin, location, reason):
+    origin.routes["/a"] = redirect(location.decode("latin-1"))
+    with pytest.raises(SourceError, match=reason):
+        _fetch(origin.url("/a"))
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        pytest.param("https://b\u00fccher.example/a.png", None, id="idna"),
+        pytest.param("https://B\u00dcCHER.example/a.png", None, id="idna-upper-case"),
+        pytest.param("https://\u00e9" * 1 + "\u00e9" * 70 + ".example/a.png", "IDNA", id="label-too-long"),
+        pytest.param("https://exa\u2028mple.example/a.png", "IDNA", id="prohibited"),
+        pytest.param("https://example.com\uff0fevil.com/a.png", "NFKC", id="nfkc-slash"),
+        pytest.param("https://b\u00fccher.example/a\x85.png", "control characters", id="c1-control"),
+        pytest.param("https://b\u00fccher.example/\ud800.png", "not valid Unicode", id="lone-surrogate"),
+    ],
+)
+def test_iri_hosts(url, reason):
+    sources = _sources(allowed_hosts="xn--bcher-kva.example,example.com")
+    if reason is None:
+        assert sources.resolve(url).version() == url
+        return
+    with pytest.raises(SourceError, match=reason):
+        sources.resolve(url)
+
+
 def test_unreachable_is_unavailable():
     with pytest.raises(UnavailableError, match="cannot connect"):
         _fetch(f"http://127.0.0.1:{free_port()}/a.png")
