@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import socketserver
 import threading
 import time
 
@@ -314,6 +315,43 @@ def test_trickling_origin_meets_one_deadline(origin, fast, slow, stage):
     assert elapsed < 2, f"the download held on for {elapsed:.1f} s"
     assert "longer than download_timeout=1 seconds" in str(raised.value)
     assert f"{stage} from 127.0.0.1" in str(raised.value)
+
+
+class _TricklingTLS(socketserver.ThreadingTCPServer):
+    """Answers a TLS ClientHello with a record header for 16 KiB, then a byte per 0.6 s."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _TrickleHandler)
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+
+class _TrickleHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        trickle(b"\x16\x03\x03\x40\x00", b"\x02" * 30)(_Raw(self.request))
+
+
+class _Raw:
+    """Enough of a request handler for ``trickle`` over a bare socket."""
+
+    def __init__(self, sock):
+        self.wfile = sock.makefile("wb", buffering=0)
+
+    close_connection = True
+
+
+def test_trickled_tls_handshake_meets_the_deadline():
+    server = _TricklingTLS()
+    try:
+        started = time.monotonic()
+        with pytest.raises(UnavailableError, match="timed out in the TLS handshake with 127.0.0.1"):
+            _fetch(f"https://127.0.0.1:{server.server_address[1]}/a.png", download_timeout=1)
+        assert time.monotonic() - started < 2
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_deadline_spans_redirect_hops(origin):
