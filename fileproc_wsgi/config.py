@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -169,18 +169,32 @@ class Config:
                 "no page or frame further into a source is read"
             )
 
-    def check_result_size(self, width: int, height: int) -> None:
-        """Raise :class:`LimitError` for a result over ``max_output_pixels`` or ``max_output_side``."""
+    def check_result_size(self, width: int, height: int, *, step: str | None = None) -> None:
+        """Raise :class:`LimitError` for a result (or, naming ``step``, the image a step
+        would make) over ``max_output_pixels`` or ``max_output_side``."""
+        if step is None:
+            pixels = f"the result would have {width}x{height} pixels"
+            side = f"the result would be {width}x{height}"
+        else:
+            pixels = side = f"step {step!r} would make an image of {width}x{height}"
         if width * height > self.max_output_pixels:
-            raise LimitError(
-                f"the result would have {width}x{height} pixels, "
-                f"more than max_output_pixels={self.max_output_pixels}"
-            )
+            raise LimitError(f"{pixels}, more than max_output_pixels={self.max_output_pixels}")
         if max(width, height) > self.max_output_side:
-            raise LimitError(
-                f"the result would be {width}x{height}, "
-                f"a side longer than max_output_side={self.max_output_side}"
-            )
+            raise LimitError(f"{side}, a side longer than max_output_side={self.max_output_side}")
+
+    def check_plan(self, plan: Iterable[tuple[str, int, int]] | None) -> None:
+        """Apply :meth:`check_result_size` to every step of an ``Instructions.plan``: an
+        intermediate image is held in memory as surely as the result (``resize
+        16384x16384 | resize 64x64`` is a gigabyte on the way to a thumbnail)."""
+        if not plan:
+            return
+        # Only a step that enlarges the image (more pixels, or a longer side) can break a
+        # limit the step before it kept: the source itself, and a quarter turn of it, are
+        # held to max_source_pixels, not to the output limits.
+        for (_, before_w, before_h), (word, width, height) in zip(plan[:-1], plan[1:-1]):
+            if width * height > before_w * before_h or max(width, height) > max(before_w, before_h):
+                self.check_result_size(width, height, step=word)
+        self.check_result_size(*plan[-1][1:])
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)

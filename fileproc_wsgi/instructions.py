@@ -643,19 +643,33 @@ class Instructions:
         frames = [step for step in self.steps if isinstance(step, Frame)]
         return frames[-1] if frames else None
 
+    def plan(self, width: int, height: int) -> list[tuple[str, int, int]] | None:
+        """``(step word, width, height)`` after each step, for a source of ``width`` x
+        ``height`` (the first entry is the source itself, as ``"source"``).
+
+        The one size computation shared by the registrar (what it promises and which
+        limits it checks) and the pipeline (the size each step must give, checked
+        before the step runs). None when it cannot be known: a crop outside the image,
+        or a size below 1.
+        """
+        if width < 1 or height < 1:
+            return None
+        sizes = [("source", width, height)]
+        try:
+            for operation in self.operations:
+                width, height = operation.size(width, height)
+                sizes.append((operation.word, width, height))
+        except ProcessingError:
+            return None
+        return sizes
+
     def predict_size(self, width: int, height: int) -> tuple[int, int] | None:
         """The result's size for a source of ``width`` x ``height``, without decoding.
 
         None when it cannot be known: a crop outside the image, or a size below 1.
         """
-        if width < 1 or height < 1:
-            return None
-        try:
-            for operation in self.operations:
-                width, height = operation.size(width, height)
-        except ProcessingError:
-            return None
-        return width, height
+        sizes = self.plan(width, height)
+        return None if sizes is None else sizes[-1][1:]
 
     def checksum(self, source_version: str) -> str:
         """The checksum of these instructions for that version of their source."""

@@ -385,6 +385,10 @@ class Quality(Operation):
     value: int
 
 
+# Steps that resample the whole image to a size of their own.
+RESAMPLING = (Fit, Fill, Pad, Resize)
+
+
 def reduction_target(operations: tuple[Operation, ...], width: int, height: int) -> tuple[int, int] | None:
     """The smallest size the source may be decoded at without losing output detail.
 
@@ -393,7 +397,7 @@ def reduction_target(operations: tuple[Operation, ...], width: int, height: int)
     may come before the first resampling step; anything else means full size (None).
     """
     for operation in operations:
-        if isinstance(operation, (Fit, Fill, Pad, Resize)):
+        if isinstance(operation, RESAMPLING):
             out_w, out_h = operation.size(width, height)
             if isinstance(operation, Pad):
                 out_w, out_h = Fit(operation.width, operation.height, operation.upscale).size(width, height)

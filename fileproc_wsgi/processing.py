@@ -20,20 +20,22 @@ import threading
 import time
 from typing import TYPE_CHECKING, NoReturn
 
+from PIL import Image
+
 from . import engines
 from .config import Config
 from .encode import CONTENT_TYPES, EXTENSIONS, encode
+from .engines.boundary import failure
 from .errors import (
     PERMANENT_FAILURES,
     FileProcError,
     LeaseLostError,
-    ProcessingError,
     RecordedFailureError,
     TimeLimitError,
     UnavailableError,
 )
 from .instructions import Instructions, parse
-from .operations import WHITE, Background
+from .operations import RESAMPLING, WHITE, Background
 from .sources import LocalSource, Sources
 from .storage import result_key
 
@@ -243,9 +245,15 @@ def produce(
 ) -> Result:
     """The pipeline itself: engine → operations → encoder, within the config's limits.
 
+    Each stage runs inside one error boundary (:func:`.engines.boundary.failure`):
+    whatever a decoder, a step or an encoder raises becomes a refusal naming the format
+    and the stage. Every step's size comes from the plan the registrar promised from
+    (:meth:`.Instructions.plan`), is checked against the output limits before the step
+    runs, and is the size the step must give: a step working on an image decoded at a
+    reduced scale lands on exactly the promised size.
+
     ``deadline`` (a :func:`time.monotonic` time; by default ``max_processing_seconds``
-    from now) is checked between stages. The check is cooperative: one stage, such as a
-    PDFium render or an ImageMagick read, runs to its end before the job is stopped.
+    from now) is checked between stages.
     """
     if deadline is None:
         deadline = time.monotonic() + config.max_processing_seconds
@@ -253,20 +261,26 @@ def produce(
     with source.open(config.max_source_bytes) as handle:
         decoded = engines.decode(handle, source.reference, instructions, config)
     _check_time(deadline, "decoding", config)
+    plan = instructions.plan(*decoded.size)
+    config.check_plan(plan)
     image = decoded.image
-    for operation in instructions.operations:
-        try:
+    # Until the first resampling step, the image may be a reduced decode of the source;
+    # only steps that do not care about scale come before it (see reduction_target).
+    exact = image.size == decoded.size
+    for index, operation in enumerate(instructions.operations):
+        with failure(f"step {operation.word!r} failed on source {source.reference!r}"):
             image = operation.apply(image)
-        except FileProcError:
-            raise
-        except Exception as error:  # e.g. a filter that does not support this mode
-            raise ProcessingError(f"step {operation.word!r} failed: {error}") from None
+            exact = exact or isinstance(operation, RESAMPLING)
+            planned = plan[index + 1][1:] if plan else None
+            if exact and planned and image.size != planned:
+                image = image.resize(planned, Image.Resampling.LANCZOS)
         _check_time(deadline, f"step {operation.word!r}", config)
     config.check_result_size(image.width, image.height)
     background = next(
         (step.color for step in reversed(instructions.steps) if isinstance(step, Background)), WHITE
     )
-    data = encode(image, output_format, instructions.output, decoded.icc_profile, background)
+    with failure(f"the result of {source.reference!r} could not be written as {output_format.upper()}"):
+        data = encode(image, output_format, instructions.output, decoded.icc_profile, background)
     _check_time(deadline, "encoding", config)
     return Result(data, image.width, image.height)
 

@@ -552,7 +552,7 @@ SOURCES = [
         _data(lambda: _encoded(halves(400, 300), "JPEG", quality=90)[:1500]),
         "request",
         422,
-        "'cut.jpg' could not be decoded",
+        "'cut.jpg' is a JPEG image that could not be decoded",
         id="truncated-jpeg",
     ),
     pytest.param(
@@ -560,7 +560,7 @@ SOURCES = [
         _data(lambda: _encoded(Image.effect_noise((200, 100), 64), "PNG")[:2000]),
         "request",
         422,
-        "'cut.png' could not be decoded",
+        "'cut.png' is a PNG image that could not be decoded",
         id="truncated-png",
     ),
     pytest.param(
@@ -611,7 +611,7 @@ DECODERS = [
     pytest.param(
         "large.png | fit 100x",
         _data(_png(9000, 9000, data=zlib.compress(b"\0" * 9001))),
-        "request",
+        "register",
         422,
         "9000x9000 = 81000000 pixels, more than max_source_pixels=50000000",
         id="png-over-max-source-pixels-refused-from-its-header",
@@ -621,7 +621,7 @@ DECODERS = [
         _data(_png(64, 64, data=b"\x78\x9c" + b"\xff" * 200)),
         "request",
         422,
-        "'noise.png' could not be decoded",
+        "'noise.png' is a PNG image that could not be decoded",
         id="png-corrupt-image-data",
     ),
     pytest.param(
@@ -664,7 +664,7 @@ DECODERS = [
         _data(b"RIFF\x10\0\0\0WEBPVP8 " + b"\0" * 20),
         "register",
         422,
-        "not a readable WEBP",
+        "not a readable WebP image",
         id="webp-broken-chunk",
     ),
     pytest.param(
@@ -680,7 +680,7 @@ DECODERS = [
         _data(b"%PDF-1.4\n" + b"garbage " * 20),
         "register",
         422,
-        "not a readable PDF",
+        "is a PDF file that PDFium cannot read",
         id="pdf-garbage",
     ),
     pytest.param(
@@ -704,7 +704,7 @@ DECODERS = [
         _data(b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>'),
         "register",
         422,
-        "'svg.png' is a SVG file",
+        "'svg.png' is an SVG file",
         id="svg-named-png",
     ),
     pytest.param(
@@ -720,11 +720,11 @@ DECODERS = [
         _data(b"\xc5\xd0\xd3\xc6" + b"\0" * 40),
         "register",
         422,
-        "is a EPS file",
+        "is an EPS file",
         id="eps-named-png",
     ),
     pytest.param(
-        "list.jpg", _data(b"#EXTM3U\n"), "register", 422, "is a HLS playlist file", id="playlist-named-jpg"
+        "list.jpg", _data(b"#EXTM3U\n"), "register", 422, "is an HLS playlist file", id="playlist-named-jpg"
     ),
     pytest.param("doc.png | fit 50x", _image("PDF"), "request", 301, "", id="pdf-named-png-by-its-bytes"),
     pytest.param(

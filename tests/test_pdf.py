@@ -299,7 +299,7 @@ REFUSALS = [
         lambda: pdf_bytes(DOCUMENT)[:700],
         "",
         ProcessingError,
-        "source 'cut.pdf' is not a readable PDF (PDFium: data format error)",
+        "source 'cut.pdf' is a PDF file that PDFium cannot read (data format error)",
         id="truncated",
     ),
     pytest.param(
@@ -307,7 +307,7 @@ REFUSALS = [
         lambda: b"%PDF-1.7\nthis is not a PDF after all\n",
         "",
         ProcessingError,
-        "source 'junk.pdf' is not a readable PDF (PDFium: data format error)",
+        "source 'junk.pdf' is a PDF file that PDFium cannot read (data format error)",
         id="header-only",
     ),
     pytest.param(
@@ -315,7 +315,7 @@ REFUSALS = [
         lambda: pdf_bytes([]),
         "",
         ProcessingError,
-        "source 'empty.pdf' is not a readable PDF",
+        "source 'empty.pdf' is a PDF file that PDFium cannot read",
         id="no-pages",
     ),
     pytest.param(
@@ -331,7 +331,7 @@ REFUSALS = [
         lambda: b"\xc5\xd0\xd3\xc6" + bytes(28) + b"%!PS-Adobe-3.0 EPSF-3.0\n",
         "",
         UnsupportedSourceError,
-        "source 'figure.pdf' is a EPS file",
+        "source 'figure.pdf' is an EPS file",
         id="eps-named-pdf",
     ),
 ]
@@ -376,7 +376,7 @@ def test_frame_is_refused_on_a_pdf(document):
             {"max_source_pixels": 10_000},
             (200, 100),
             "",
-            422,
+            "registration",
             "page 1 of 'big.pdf' would render at 200x100 = 20000 pixels, more than max_source_pixels=10000",
             None,
             id="render-over-source-limit",
@@ -397,7 +397,7 @@ def test_frame_is_refused_on_a_pdf(document):
             {"max_output_pixels": 10**9, "max_output_side": 16384},
             (14400, 14400),
             "",
-            422,
+            "registration",
             "would render at 14400x14400 = 207360000 pixels, more than max_source_pixels=50000000",
             None,
             id="huge-page-source-limit",
@@ -421,7 +421,7 @@ def test_pixel_limits_apply_to_what_is_rendered(
     width, height = page
     (site.media / "big.pdf").write_bytes(pdf_bytes([Page(width, height, fill(RED, 0, 0, width, height))]))
     text = f"big.pdf | {steps}" if steps else "big.pdf"
-    if status == "registration":  # the result's size is known from the page box: refused at once
+    if status == "registration":  # the sizes are known from the page box: refused at once
         with pytest.raises(LimitError) as refused:
             site.registrar.register(text)
         assert message in str(refused.value)

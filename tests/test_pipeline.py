@@ -216,7 +216,7 @@ def test_large_jpeg_is_decoded_at_reduced_size(site):
             lambda path: path.write_text('<svg xmlns="http://www.w3.org/2000/svg"/>'),
             "",
             422,
-            "'vector.jpg' is a SVG file",
+            "'vector.jpg' is an SVG file",
             id="svg-named-jpg",
         ),
         pytest.param(
@@ -240,7 +240,7 @@ def test_large_jpeg_is_decoded_at_reduced_size(site):
             lambda path: path.write_bytes(_truncated_jpeg()),
             "",
             422,
-            "'truncated.jpg' could not be decoded",
+            "'truncated.jpg' is a JPEG image that could not be decoded",
             id="truncated-jpeg",
         ),
         pytest.param(
@@ -283,7 +283,8 @@ def test_bad_sources_fail_with_a_reason(site, name, content, steps, status, mess
     # Registered while the file was a good image, then replaced: the processing path
     # must refuse it by its bytes and record why.
     path = site.media / name
-    halves(40, 20).save(path, "PNG")
+    # A one-page TIFF declares no page count, so "page 3" is refused only once it has two.
+    halves(40, 20).save(path, "TIFF" if name.endswith(".tiff") else "PNG")
     url = site.registrar.register(f"{name} | {steps}" if steps else name).url
     content(path)
     response = site.get(url)
@@ -301,12 +302,12 @@ def test_bad_sources_fail_with_a_reason(site, name, content, steps, status, mess
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        pytest.param("vector.jpg", '<svg xmlns="http://www.w3.org/2000/svg"/>', "is a SVG file", id="svg"),
+        pytest.param("vector.jpg", '<svg xmlns="http://www.w3.org/2000/svg"/>', "is an SVG file", id="svg"),
         pytest.param("script.pdf", "%!PS-Adobe-3.0\n", "is a PostScript file", id="postscript-named-pdf"),
         pytest.param(
             "list.mp4",
             "#EXTM3U\n#EXTINF:1,\nhttp://example.com/a.ts\n",
-            "is a HLS playlist file",
+            "is an HLS playlist file",
             id="playlist-named-mp4",
         ),
     ],
@@ -328,7 +329,13 @@ def _truncated_jpeg() -> bytes:
 def test_source_pixel_limit_checked_before_decoding(make_site):
     site = make_site(max_source_pixels=10_000)
     write(site.media, "big.png", Image.new("RGB", (200, 100)))
-    response = site.request("big.png | fit 10x")
+    with pytest.raises(LimitError, match="200x100 = 20000 pixels, more than max_source_pixels=10000"):
+        site.registrar.register("big.png | fit 10x")  # refused from the header, at render time
+    # A source that grew past the limit after it was registered is refused by the request.
+    write(site.media, "grows.png", Image.new("RGB", (50, 50)))
+    url = site.registrar.register("grows.png | fit 10x").url
+    write(site.media, "grows.png", Image.new("RGB", (200, 100)))
+    response = site.get(url)
     assert response.status_int == 422
     assert "200x100 = 20000 pixels, more than max_source_pixels=10000" in response.text
 

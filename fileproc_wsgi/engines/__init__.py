@@ -11,15 +11,23 @@ An engine is a module with:
 - ``FORMATS``: the names :func:`sniff` gives that it decodes;
 - ``available()``: ``{"name": bool}`` for its libraries (``"name:FORMAT"`` for a part
   only that format needs);
-- ``probe(handle, found, reference, instructions) -> (width, height, has_alpha)``: the
-  upright size of what ``decode`` will give (the page, the frame), from headers only;
-- ``decode(handle, found, reference, instructions, config) -> (image, icc_profile)``: an
-  upright image in L, LA, RGB or RGBA, decoded no larger than the operations need.
+- ``probe(handle, found, reference, instructions, config) -> (width, height, has_alpha)``:
+  the upright size of what ``decode`` will give (the page, the frame), from headers only,
+  refusing what the header already shows to be over a limit;
+- ``decode(handle, found, reference, instructions, config) -> (image, icc_profile, size)``:
+  an upright image in L, LA, RGB or RGBA, decoded no larger than the operations need, and
+  ``size``, the upright size ``probe`` gives, worked out by the same code.
 
 They raise :class:`UnsupportedSourceError`, :class:`ProcessingError` or
-:class:`LimitError`, all naming the source. Pillow (:mod:`.raster`) comes first; PDF
-pages (:mod:`.pdf`), video frames (:mod:`.video`) and what only ImageMagick reads
-(:mod:`.magick`, also the fallback for TIFFs Pillow cannot decode) follow.
+:class:`LimitError`, all naming the source. Whatever else a library raises (a decoder
+meets far more broken files than its authors did) is caught at one boundary here,
+:func:`.boundary.failure`, and becomes a :class:`ProcessingError` that names the format and the
+stage, or a :class:`LimitError` when memory ran out: a source that breaks a decoder is a
+fact about the source, refused for good, never an error page or a retry.
+
+Pillow (:mod:`.raster`) comes first; PDF pages (:mod:`.pdf`), video frames (:mod:`.video`)
+and what only ImageMagick reads (:mod:`.magick`, also the fallback for TIFFs Pillow cannot
+decode) follow.
 """
 
 from __future__ import annotations
@@ -29,19 +37,15 @@ from typing import BinaryIO
 
 from PIL import Image
 
+from .. import formats
 from ..errors import FileProcError, ProcessingError, UnsupportedSourceError
 from . import magick, pdf, raster, video
+from .boundary import failure
 
 ENGINES = (raster, pdf, video, magick)
 # Sources a first engine failed on that ImageMagick may still read.
 _FALLBACKS = {"TIFF": magick}
-# Recognised, and never decoded, whatever the installation has.
-_REFUSED = {
-    b"%!PS": "PostScript",
-    b"\xc5\xd0\xd3\xc6": "EPS",
-    b"#EXTM3U": "HLS playlist",
-}
-HEAD_BYTES = 64
+HEAD_BYTES = formats.HEAD_BYTES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,39 +60,21 @@ class SourceInfo:
 
 @dataclasses.dataclass
 class Decoded:
-    """A decoded, upright, mode-normalised image and the colour profile it carries."""
+    """A decoded, upright, mode-normalised image and the colour profile it carries.
+
+    ``size`` is the upright size of the source (the page, the frame) as :func:`probe`
+    reports it, which the predicted result size was computed from; ``image`` may be
+    smaller when the engine decoded at a reduced scale.
+    """
 
     image: Image.Image
     icc_profile: bytes | None
+    size: tuple[int, int]
 
 
 def sniff(head: bytes) -> str | None:
     """The format named by a file's magic bytes: ``'JPEG'``, ``'PDF'``, ``'MP4'`` ... or None."""
-    found = raster.sniff(head)
-    if found:
-        return found
-    if head.startswith(b"%PDF-"):
-        return "PDF"
-    if head.startswith(b"8BPS"):
-        return "PSD"
-    for magic, name in _REFUSED.items():
-        if head.startswith(magic):
-            return name
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"):
-            return "HEIF"
-        return "MOV" if brand == b"qt  " else "MP4"
-    if head[4:8] in (b"moov", b"mdat", b"wide", b"free"):
-        return "MOV"  # QuickTime files older than the ftyp box
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "MKV"  # Matroska, and WebM, which is Matroska
-    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
-        return "AVI"
-    stripped = head.lstrip()
-    if stripped.startswith((b"<?xml", b"<svg", b"<!DOCTYPE svg")):
-        return "SVG"
-    return None
+    return formats.sniff(head)
 
 
 def engine_for(head: bytes, reference: str):
@@ -102,27 +88,42 @@ def engine_for(head: bytes, reference: str):
         if found in engine.FORMATS:
             if not _usable(engine):
                 raise UnsupportedSourceError(
-                    f"source {reference!r} is a {found} file, and this server lacks the library to read it"
+                    f"source {reference!r} is {formats.a(found)}, "
+                    "and this server lacks the library to read it"
                 )
             return found, engine
-    raise UnsupportedSourceError(f"source {reference!r} is a {found} file, which this server does not decode")
+    raise UnsupportedSourceError(
+        f"source {reference!r} is {formats.a(found)}, which this server does not decode"
+    )
 
 
-def probe(handle: BinaryIO, reference: str, instructions=None) -> SourceInfo:
+def probe(handle: BinaryIO, reference: str, instructions=None, config=None) -> SourceInfo:
     """Read only the header: format, upright size (of the page or frame asked for) and
-    transparency."""
+    transparency. With ``config``, refuse what the header shows to be over its limits."""
     found, engine = _engine(handle, reference)
-    size = _with_fallback(found, engine, lambda e: e.probe(handle, found, reference, instructions), handle)
+    size = _with_fallback(
+        found,
+        engine,
+        "read",
+        reference,
+        lambda e: e.probe(handle, found, reference, instructions, config),
+        handle,
+    )
     return SourceInfo(found, *size)
 
 
 def decode(handle: BinaryIO, reference: str, instructions, config) -> Decoded:
     """Decode the image the instructions ask for, within the configured limits."""
     found, engine = _engine(handle, reference)
-    image, icc_profile = _with_fallback(
-        found, engine, lambda e: e.decode(handle, found, reference, instructions, config), handle
+    image, icc_profile, size = _with_fallback(
+        found,
+        engine,
+        "decoded",
+        reference,
+        lambda e: e.decode(handle, found, reference, instructions, config),
+        handle,
     )
-    return Decoded(image, icc_profile)
+    return Decoded(image, icc_profile, size)
 
 
 def available() -> dict[str, bool]:
@@ -146,15 +147,18 @@ def _engine(handle: BinaryIO, reference: str):
     return engine_for(head, reference)
 
 
-def _with_fallback(found: str, engine, call, handle: BinaryIO):
+def _with_fallback(found: str, engine, stage: str, reference: str, call, handle: BinaryIO):
+    message = f"source {reference!r} is {formats.a(found)} that could not be {stage}"
     try:
-        return call(engine)
+        with failure(message, handle):
+            return call(engine)
     except ProcessingError as error:
         fallback = _FALLBACKS.get(found)
         if fallback is None or fallback is engine or not _usable(fallback):
             raise
         handle.seek(0)
         try:
-            return call(fallback)
+            with failure(message, handle):
+                return call(fallback)
         except FileProcError:
             raise error from None  # the first engine's reason is the one to show

@@ -55,6 +55,7 @@ from collections.abc import Iterator
 
 from PIL import Image, TiffImagePlugin
 
+from .. import formats
 from ..errors import LimitError, ProcessingError, UnsupportedSourceError
 from .raster import _normalise
 
@@ -92,39 +93,44 @@ def has_coder(found: str) -> bool:
     return library is not None and bool(wand_version.formats(_CODERS[found]))
 
 
-def probe(handle, found: str, reference: str, instructions=None) -> tuple[int, int, bool]:
+def probe(handle, found: str, reference: str, instructions=None, config=None) -> tuple[int, int, bool]:
     scene = _scene(found, reference, instructions)
     data = handle.read()
     # No lock: a ping allocates no pixels, and registration must not wait for a decode.
     with _reading(data, found, reference, scene, ping=True) as image:
-        width, height = image.width, image.height
-        turned = found != "HEIF" and image.orientation in _TRANSPOSED
+        width, height = _upright(image, found)
         # ImageMagick's TIFF coder decides on alpha only while reading the pixels.
         alpha = _tiff_alpha(data, scene) if found == "TIFF" else bool(image.alpha_channel)
-    return (height, width, alpha) if turned else (width, height, alpha)
+    if config is not None:
+        _check_source_pixels(width, height, reference, config)
+    return width, height, alpha
 
 
-def decode(handle, found: str, reference: str, instructions, config) -> tuple[Image.Image, bytes | None]:
+def _upright(image, found: str) -> tuple[int, int]:
+    """The size once oriented, for header and decode alike (HEIF arrives turned)."""
+    turned = found != "HEIF" and image.orientation in _TRANSPOSED
+    return (image.height, image.width) if turned else (image.width, image.height)
+
+
+def _check_source_pixels(width: int, height: int, reference: str, config) -> None:
+    if width * height > config.max_source_pixels:
+        raise LimitError(
+            f"source {reference!r} has {width}x{height} = {width * height} pixels, "
+            f"more than max_source_pixels={config.max_source_pixels}"
+        )
+
+
+def decode(handle, found: str, reference: str, instructions, config):
     if instructions.frame is not None:
-        raise ProcessingError(f"frame applies to video sources; {reference!r} is a {found} image")
+        raise ProcessingError(f"frame applies to video sources; {reference!r} is {formats.a(found, 'image')}")
     scene = _scene(found, reference, instructions)
     data = handle.read()
     with _lock:
         _set_limits(config.max_source_pixels)
         with _reading(data, found, reference, scene, ping=True) as header:
-            width, height = header.width, header.height
-            turned = found != "HEIF" and header.orientation in _TRANSPOSED
-        if width * height > config.max_source_pixels:
-            raise LimitError(
-                f"source {reference!r} has {width}x{height} = {width * height} pixels, "
-                f"more than max_source_pixels={config.max_source_pixels}"
-            )
-        predicted = instructions.predict_size(*((height, width) if turned else (width, height)))
-        if predicted and predicted[0] * predicted[1] > config.max_output_pixels:
-            raise LimitError(
-                f"the result would have {predicted[0]}x{predicted[1]} pixels, "
-                f"more than max_output_pixels={config.max_output_pixels}"
-            )
+            upright = _upright(header, found)
+        _check_source_pixels(*upright, reference, config)
+        config.check_plan(instructions.plan(*upright))
         with _reading(data, found, reference, scene, ping=False) as image:
             mode, pixels, alpha, size, icc_profile = _export(image, found, reference)
     image = Image.frombytes(mode, size, pixels)
@@ -134,8 +140,8 @@ def decode(handle, found: str, reference: str, instructions, config) -> tuple[Im
         image, icc_profile = _normalise(image, icc_profile)
         if alpha is not None:
             image.putalpha(Image.frombytes("L", size, alpha))
-        return image, icc_profile
-    return _normalise(image, icc_profile)
+        return image, icc_profile, upright
+    return (*_normalise(image, icc_profile), upright)
 
 
 def _scene(found: str, reference: str, instructions) -> int:
@@ -145,7 +151,9 @@ def _scene(found: str, reference: str, instructions) -> int:
         return (page or 1) - 1
     if page and page > 1:
         what = "its composite image; layers are not pages" if found == "PSD" else "its primary image"
-        raise ProcessingError(f"page {page}: {reference!r} is a {found} file, which has one page, {what}")
+        raise ProcessingError(
+            f"page {page}: {reference!r} is {formats.a(found, 'file')}, which has one page, {what}"
+        )
     return 0
 
 
@@ -155,12 +163,14 @@ def _reading(data: bytes, found: str, reference: str, scene: int, *, ping: bool)
     destroyed on leaving the block. ImageMagick's errors become this project's."""
     if library is None:
         raise UnsupportedSourceError(
-            f"source {reference!r} is a {found} file, and this server lacks ImageMagick to read it"
+            f"source {reference!r} is {formats.a(found, 'file')}, "
+            "and this server lacks ImageMagick to read it"
         )
     coder = _CODERS[found]
     if not has_coder(found):
         raise UnsupportedSourceError(
-            f"source {reference!r} is a {found} file, and this server's ImageMagick has no {coder} coder"
+            f"source {reference!r} is {formats.a(found, 'file')}, "
+            f"and this server's ImageMagick has no {coder} coder"
         )
     image = WandImage()
     try:
@@ -210,7 +220,8 @@ def _error(problem: Exception, found: str, reference: str) -> Exception:
         return LimitError(f"source {reference!r} is larger than this server's ImageMagick allows ({reason})")
     if kind == "PolicyError":
         return UnsupportedSourceError(
-            f"source {reference!r} is a {found} file, which this server's ImageMagick policy does not read"
+            f"source {reference!r} is {formats.a(found, 'file')}, "
+            "which this server's ImageMagick policy does not read"
         )
     return ProcessingError(f"source {reference!r} is not a readable {found} image ({reason})")
 

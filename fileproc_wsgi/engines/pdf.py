@@ -56,7 +56,9 @@ def available() -> dict[str, bool]:
     return {"pdf": pdfium is not None}
 
 
-def probe(handle: BinaryIO, found: str, reference: str, instructions=None) -> tuple[int, int, bool]:
+def probe(
+    handle: BinaryIO, found: str, reference: str, instructions=None, config=None
+) -> tuple[int, int, bool]:
     """The natural size of the page asked for (page 1 by default); never transparent."""
     number = _page_number(instructions)
     with _LOCK, _document(handle, reference) as document:
@@ -65,12 +67,14 @@ def probe(handle: BinaryIO, found: str, reference: str, instructions=None) -> tu
             width, height = document.get_page_size(index)
         except pdfium.PdfiumError as error:
             raise ProcessingError(f"page {number} of {reference!r} is not readable ({error})") from None
-    return (*_natural_size(width, height), False)
+    natural = _natural_size(width, height)
+    if config is not None and instructions is not None:
+        config.check_plan(instructions.plan(*natural))
+        _check_render_size(instructions, natural, number, reference, config)
+    return (*natural, False)
 
 
-def decode(
-    handle: BinaryIO, found: str, reference: str, instructions, config
-) -> tuple[Image.Image, bytes | None]:
+def decode(handle: BinaryIO, found: str, reference: str, instructions, config):
     """The page rendered as an RGB image, at the size the operations need."""
     if instructions.frame is not None:
         raise ProcessingError(f"frame applies to video sources; {reference!r} is a PDF document")
@@ -83,19 +87,20 @@ def decode(
         except pdfium.PdfiumError as error:
             raise ProcessingError(f"page {number} of {reference!r} is not readable ({error})") from None
         natural = _natural_size(*page.get_size())
-        predicted = instructions.predict_size(*natural)
-        if predicted and predicted[0] * predicted[1] > config.max_output_pixels:
-            raise LimitError(
-                f"the result would have {predicted[0]}x{predicted[1]} pixels, "
-                f"more than max_output_pixels={config.max_output_pixels}"
-            )
-        width, height = _render_size(instructions, *natural)
-        if width * height > config.max_source_pixels:
-            raise LimitError(
-                f"page {number} of {reference!r} would render at {width}x{height} = {width * height} "
-                f"pixels, more than max_source_pixels={config.max_source_pixels}"
-            )
-        return _render(page, width, height), None
+        config.check_plan(instructions.plan(*natural))
+        width, height = _check_render_size(instructions, natural, number, reference, config)
+        return _render(page, width, height), None, natural
+
+
+def _check_render_size(instructions, natural: tuple[int, int], number: int, reference: str, config):
+    """The size the page will be rendered at, refused over ``max_source_pixels``."""
+    width, height = _render_size(instructions, *natural)
+    if width * height > config.max_source_pixels:
+        raise LimitError(
+            f"page {number} of {reference!r} would render at {width}x{height} = {width * height} "
+            f"pixels, more than max_source_pixels={config.max_source_pixels}"
+        )
+    return width, height
 
 
 def _render_size(instructions, width: int, height: int) -> tuple[int, int]:
@@ -157,9 +162,11 @@ def _unreadable(error, reference: str) -> ProcessingError:
         return ProcessingError(f"source {reference!r} is an encrypted PDF that needs a password")
     if code == pdfium_c.FPDF_ERR_SECURITY:
         return ProcessingError(f"source {reference!r} is encrypted in a way PDFium does not support")
+    # PDFium reports some damaged files with no error code ("PDFium: Success").
     reason = pdfium_internal.ErrorToStr.get(code) if code else None
     return ProcessingError(
-        f"source {reference!r} is not a readable PDF ({f'PDFium: {reason.lower()}' if reason else error})"
+        f"source {reference!r} is a PDF file that PDFium cannot read "
+        f"({reason.lower().rstrip('.') if reason else 'it is damaged or incomplete'})"
     )
 
 

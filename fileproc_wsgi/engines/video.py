@@ -1,4 +1,4 @@
-"""The video engine: one frame of an MP4, MOV, Matroska (and WebM) or AVI file, through PyAV.
+"""The video engine: one frame of an MP4, MOV, Matroska (and WebM), AVI or MPEG-TS file, through PyAV.
 
 Only the file handle the caller opened is read: PyAV reads it through Python, so no URL,
 protocol (``http:``, ``concat:``, ``file:``) or playlist in the file is ever followed; the
@@ -45,6 +45,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
+from .. import formats
 from ..errors import LimitError, ProcessingError
 from ..operations import reduction_target
 
@@ -53,18 +54,19 @@ try:
 except ImportError:  # reported by available() at start-up; engine_for never dispatches here then
     av = None
 
-FORMATS = frozenset({"MP4", "MOV", "MKV", "AVI"})
+FORMATS = frozenset({"MP4", "MOV", "MKV", "AVI", "TS"})
 DEFAULT_PERCENT = 10.0
 MAX_DECODED_FRAMES = 1500
 MAX_DECODE_SECONDS = 20.0
 
 # The demuxer for each sniffed name, and its options: nothing is left to FFmpeg's probing.
-_DEMUXERS = {"MP4": "mov", "MOV": "mov", "MKV": "matroska", "AVI": "avi"}
+_DEMUXERS = {"MP4": "mov", "MOV": "mov", "MKV": "matroska", "AVI": "avi", "TS": "mpegts"}
 _OPTIONS = {
     # Data references would make the mov demuxer open other files named inside this one.
     "mov": {"enable_drefs": "0", "use_absolute_path": "0"},
     "matroska": {},
     "avi": {},
+    "mpegts": {},
 }
 # Codec threads. Frame threading delays each picture by a frame per thread, which a job
 # that seeks and decodes a few frames pays for, and a server runs several jobs at once.
@@ -81,7 +83,38 @@ def available() -> dict[str, bool]:
     return {"video": av is not None}
 
 
-def probe(handle: BinaryIO, found: str, reference: str, instructions=None) -> tuple[int, int, bool]:
+def probe(
+    handle: BinaryIO, found: str, reference: str, instructions=None, config=None
+) -> tuple[int, int, bool]:
+    upright, coded, _ = _header_sizes(handle, found, reference)
+    if config is not None:
+        _check_source_pixels(*coded, reference, config)
+    return (*upright, False)
+
+
+def decode(handle: BinaryIO, found: str, reference: str, instructions, config):
+    if instructions.page is not None:
+        raise ProcessingError(
+            f"page applies to PDFs and other documents; {reference!r} is {formats.a(found, 'video')}"
+        )
+    upright, coded, rotation = _header_sizes(handle, found, reference)
+    _check_source_pixels(*coded, reference, config)
+    config.check_plan(instructions.plan(*upright))
+    # The frame is scaled to the display size the headers give, the one the registrar
+    # promised: a decoder's own idea of the picture size (cropping, an edit list, a
+    # codec header that disagrees with the container) can differ from it by a pixel.
+    display = upright[::-1] if rotation in (90, 270) else upright
+    with _opened(handle, found, reference) as container:
+        stream, _ = _video_stream(container, reference)
+        target = _target_pts(instructions.frame, stream, container, reference)
+        budget = min(MAX_DECODE_SECONDS, config.max_processing_seconds)
+        frame = _frame_at(container, stream, target, reference, budget)
+        return _picture(frame, display, reference, instructions, config), None, upright
+
+
+def _header_sizes(handle: BinaryIO, found: str, reference: str):
+    """``(upright display size, coded size, rotation)`` of the first video stream, from
+    headers: the one computation the registrar's promise and the decode share."""
     # The container's headers first; only when they are silent on the pixel shape does
     # FFmpeg read the codec's own header, which costs decoding one frame.
     for headers_only in (True, False):
@@ -89,25 +122,12 @@ def probe(handle: BinaryIO, found: str, reference: str, instructions=None) -> tu
             stream, ordinal = _video_stream(container, reference)
             if headers_only and stream.sample_aspect_ratio is None:
                 continue
-            width, height = _display_size(
-                stream, stream.codec_context.width, stream.codec_context.height, reference
-            )
+            coded = stream.codec_context.width, stream.codec_context.height
+            display = _display_size(stream, *coded, reference)
             track = stream.id
             break
     rotation = _header_rotation(handle, found, track, ordinal)
-    return (height, width, False) if rotation in (90, 270) else (width, height, False)
-
-
-def decode(handle: BinaryIO, found: str, reference: str, instructions, config) -> tuple[Image.Image, None]:
-    if instructions.page is not None:
-        raise ProcessingError(f"page applies to PDFs and other documents; {reference!r} is a {found} video")
-    with _opened(handle, found, reference) as container:
-        stream, _ = _video_stream(container, reference)
-        _check_source_pixels(stream.codec_context.width, stream.codec_context.height, reference, config)
-        target = _target_pts(instructions.frame, stream, container, reference)
-        budget = min(MAX_DECODE_SECONDS, config.max_processing_seconds)
-        frame = _frame_at(container, stream, target, reference, budget)
-        return _picture(frame, stream, reference, instructions, config), None
+    return (display[::-1] if rotation in (90, 270) else display), coded, rotation
 
 
 @contextlib.contextmanager
@@ -128,6 +148,8 @@ def _opened(
             options={"skip_frame": "all"} if headers_only else None,
             container_options=options,
             io_open=_refuse_other_files,
+            # Titles and tags are never shown: one that is not UTF-8 must not stop the picture.
+            metadata_errors="replace",
         )
     except (av.FFmpegError, PermissionError) as error:
         raise _unreadable(reference, error) from None
@@ -150,11 +172,18 @@ def _unreadable(reference: str, error: Exception) -> ProcessingError:
 
 def _video_stream(container, reference: str):
     """The first real video stream (not cover art) and its position among video streams."""
+    undecodable = False
     for ordinal, stream in enumerate(container.streams.video):
-        if not stream.disposition & av.stream.Disposition.attached_pic:
-            stream.thread_type = "AUTO"
-            stream.thread_count = _THREADS
-            return stream, ordinal
+        if stream.disposition & av.stream.Disposition.attached_pic:
+            continue
+        if stream.codec_context is None:  # FFmpeg here has no decoder for its codec
+            undecodable = True
+            continue
+        stream.thread_type = "AUTO"
+        stream.thread_count = _THREADS
+        return stream, ordinal
+    if undecodable:
+        raise ProcessingError(f"source {reference!r} has video in a codec this server's FFmpeg cannot decode")
     raise ProcessingError(f"source {reference!r} has no video stream")
 
 
@@ -272,18 +301,12 @@ def _frames(container, stream):
 # --------------------------------------------------------------------------- to a picture
 
 
-def _picture(frame, stream, reference: str, instructions, config) -> Image.Image:
-    """The frame as an upright RGB image in display proportions, no larger than needed."""
+def _picture(frame, display: tuple[int, int], reference: str, instructions, config) -> Image.Image:
+    """The frame as an upright RGB image of the ``display`` size (before turning),
+    no larger than the operations need."""
     _check_source_pixels(frame.width, frame.height, reference, config)
     rotation = round(frame.rotation / 90) % 4 * 90
-    display = _display_size(stream, frame.width, frame.height, reference)
     upright = display[::-1] if rotation in (90, 270) else display
-    predicted = instructions.predict_size(*upright)
-    if predicted and predicted[0] * predicted[1] > config.max_output_pixels:
-        raise LimitError(
-            f"the result would have {predicted[0]}x{predicted[1]} pixels, "
-            f"more than max_output_pixels={config.max_output_pixels}"
-        )
     size = display
     target = reduction_target(instructions.operations, *upright)
     if target:

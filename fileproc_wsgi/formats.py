@@ -1,0 +1,118 @@
+"""What a file is, from its first bytes, and how to name it in a sentence.
+
+:func:`sniff` looks only at content, never at a file name: the engine chosen for a source,
+and the coder or demuxer that engine pins, follow from what :func:`sniff` returns. The
+rules follow the formats' own specifications rather than the common case:
+
+- TIFF includes BigTIFF (``II+``/``MM\\0+``), which Pillow reads.
+- A PDF may have up to 1024 bytes before ``%PDF-`` (PDF 1.7, annex H: readers accept it,
+  and mail gateways and web frameworks have been known to put them there).
+- An ISO base media file (``ftyp`` box) is an image when any of its brands, major or
+  compatible, is an image brand (AVIF, or the HEIF family: ``mif1``..``mif3``, ``msf1``,
+  ``heic``, ``avci``, ``j2ki`` ...), so a HEIF written by a camera that lists an unusual
+  major brand is never handed to the video engine.
+- MPEG transport streams are recognised by their sync bytes at packet boundaries
+  (188-byte packets, or 192 for the M2TS variant cameras write).
+"""
+
+from __future__ import annotations
+
+import struct
+
+# Enough for every rule below: the PDF header may start as late as byte 1023, and an MPEG
+# transport stream shows its third sync byte at 384.
+HEAD_BYTES = 1024
+
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_HEIF_BRANDS = frozenset(
+    {
+        b"mif1", b"mif2", b"mif3", b"msf1", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx",
+        b"heif", b"avci", b"avcs", b"j2ki", b"j2is", b"jpeg", b"jpgs", b"vvic", b"1pic",
+    }
+)  # fmt: skip
+# Letters whose spoken name starts with a vowel: "an MP4", "an SVG", "an HLS playlist".
+_VOWEL_SOUND = ("A", "E", "F", "H", "I", "L", "M", "N", "O", "R", "S", "X")
+_SPOKEN_AS_WORDS = {"HEIF", "MOV", "WEBP", "RAW"}  # "a HEIF", "a MOV", "a WebP"
+_DISPLAY = {"WEBP": "WebP", "TS": "MPEG-TS"}
+
+
+def sniff(head: bytes) -> str | None:
+    """The format named by a file's first bytes (``'JPEG'``, ``'PDF'``, ``'MP4'`` ...), or None.
+
+    ``head`` should be the first :data:`HEAD_BYTES` bytes (fewer for a shorter file).
+    """
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return "TIFF"
+    if head.startswith(b"BM"):
+        return "BMP"
+    if head.startswith(b"\x00\x00\x01\x00") and len(head) >= 6 and 0 < head[4] + 256 * head[5] <= 256:
+        return "ICO"
+    if head.startswith(b"8BPS"):
+        return "PSD"
+    if head.startswith(b"%!PS"):
+        return "PostScript"
+    if head.startswith(b"\xc5\xd0\xd3\xc6"):
+        return "EPS"
+    if head.startswith(b"#EXTM3U"):
+        return "HLS playlist"
+    if head[4:8] == b"ftyp":
+        return _iso_media(head)
+    if head[4:8] in (b"moov", b"mdat", b"wide", b"free"):
+        return "MOV"  # QuickTime files older than the ftyp box
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "MKV"  # Matroska, and WebM, which is Matroska
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "AVI"
+    if _transport_stream(head):
+        return "TS"
+    if b"%PDF-" in head:
+        return "PDF"
+    stripped = head.lstrip()
+    if stripped.startswith((b"<?xml", b"<svg", b"<!DOCTYPE svg")):
+        return "SVG"
+    return None
+
+
+def _iso_media(head: bytes) -> str:
+    """AVIF, HEIF, MOV or MP4, from the ``ftyp`` box's major and compatible brands."""
+    (size,) = struct.unpack(">I", head[:4])
+    end = min(size, len(head)) if size >= 16 else 16
+    brands = {head[8:12]} | {head[offset : offset + 4] for offset in range(16, end - 3, 4)}
+    if brands & _AVIF_BRANDS:
+        return "AVIF"
+    if brands & _HEIF_BRANDS:
+        return "HEIF"
+    return "MOV" if head[8:12] == b"qt  " else "MP4"
+
+
+def _transport_stream(head: bytes) -> bool:
+    for packet, offset in ((188, 0), (192, 4)):
+        if len(head) >= offset + 2 * packet + 1 and all(
+            head[offset + packet * index] == 0x47 for index in range(3)
+        ):
+            return True
+    return False
+
+
+def display_name(found: str) -> str:
+    """The format as people write it: ``'WebP'``, ``'MPEG-TS'``, ``'JPEG'``."""
+    return _DISPLAY.get(found, found)
+
+
+def a(found: str, noun: str = "file") -> str:
+    """``'an EPS file'``, ``'a PDF file'``, ``'an MP4 video'``: the format with its article."""
+    name = display_name(found)
+    first = name[:1].upper()
+    if name.split()[0].upper() in _SPOKEN_AS_WORDS:
+        article = "an" if first in "AEIOU" else "a"
+    else:  # read letter by letter: "an M-P-4", "a P-D-F"
+        article = "an" if first in _VOWEL_SOUND else "a"
+    return f"{article} {name} {noun}".rstrip()
