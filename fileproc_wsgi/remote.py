@@ -111,21 +111,32 @@ def answer(registrar, texts: Sequence[str]) -> bytes:
 
 
 def _encode_error(error: FileProcError) -> dict:
-    encoded = {"type": type(error).__name__, "message": str(error)}
+    """:func:`errors.describe`, with an InstructionError's position also at the top level
+    and no empty ``attributes``: the shape clients before ``attributes`` read."""
+    encoded = errors.describe(error)
+    if not encoded["attributes"]:
+        del encoded["attributes"]
     if isinstance(error, InstructionError):
         encoded.update(problem=error.problem, line=error.line, column=error.column, step=error.step)
     return encoded
 
 
 def _decode_error(encoded: dict, server: str) -> FileProcError:
-    kind = getattr(errors, str(encoded.get("type")), None)
-    if kind is InstructionError:
-        return InstructionError(
-            encoded["problem"], line=encoded["line"], column=encoded["column"], step=encoded["step"]
-        )
-    if isinstance(kind, type) and issubclass(kind, FileProcError) and kind is not UnavailableError:
-        return kind(encoded.get("message", "refused"))
-    return FileProcError(f"registrar at {server}: {encoded.get('message', 'refused')}")
+    """The server's error as its own class (:func:`errors.restore`: no constructor is
+    called, so classes that take more than a message come back whole)."""
+    attributes = encoded.get("attributes")
+    if not isinstance(attributes, dict):  # an older server: only InstructionError had fields
+        attributes = {name: encoded[name] for name in _LEGACY_FIELDS if name in encoded}
+    message = str(encoded.get("message") or "refused")
+    error = errors.restore({"type": encoded.get("type"), "message": message, "attributes": attributes})
+    if type(error) is FileProcError or isinstance(error, UnavailableError):
+        # Unknown here, or an outage (which the server answers with a 503, never per text):
+        # say whose it is rather than pass it off as a local one.
+        return FileProcError(f"registrar at {server}: {message}")
+    return error
+
+
+_LEGACY_FIELDS = ("problem", "line", "column", "step")
 
 
 class RemoteRegistrar:

@@ -6,20 +6,26 @@ The endpoint's refusals are checked in-process; the client is checked against a 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
 import os
 import sys
+import threading
 import time
+import wsgiref.simple_server
 
 import pytest
 import sqlalchemy
 from PIL import Image
 from webob import Request
 
+from fileproc_wsgi import remote as remote_module
 from fileproc_wsgi.errors import (
+    FileProcError,
     InstructionError,
+    RecordedFailureError,
     SignatureError,
     SourceError,
     SourceNotFoundError,
@@ -392,3 +398,79 @@ def test_an_oversized_chunked_body_is_refused_by_a_real_server(server):
         assert b"over max_register_bytes" in response.read()
     finally:
         connection.close()
+
+
+class _Unknown(FileProcError):
+    """An error class the client's fileproc_wsgi does not have (a newer server's)."""
+
+    status = 418
+
+
+@contextlib.contextmanager
+def _refusing_server(refusals: dict):
+    """A real HTTP server on 127.0.0.1 whose register endpoint answers each text with the
+    error ``refusals`` gives it, encoded by the server's own code (``remote.answer``)."""
+
+    class Refusing:
+        @contextlib.contextmanager
+        def batch(self):
+            yield
+
+        def register(self, text):
+            raise refusals[text]
+
+    def application(environ, start_response):
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        reply = remote_module.answer(Refusing(), remote_module.texts_of(body))
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(reply)))])
+        return [reply]
+
+    server = wsgiref.simple_server.make_server("127.0.0.1", 0, application, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/_fp"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+REFUSALS = [
+    pytest.param(
+        RecordedFailureError("source 'a.jpg' was replaced by a directory", 422),
+        RecordedFailureError,
+        {"status": 422},
+        id="two-argument-constructor",
+    ),
+    pytest.param(
+        InstructionError("expected WxH", line=3, column=5, step="fit", where="page.html"),
+        InstructionError,
+        {"line": 3, "column": 5, "step": "fit", "where": "page.html", "problem": "expected WxH"},
+        id="keyword-only-constructor",
+    ),
+    pytest.param(_Unknown("teapot"), FileProcError, {}, id="unknown-class"),
+]
+
+
+@pytest.mark.parametrize(("refusal", "kind", "attributes"), REFUSALS)
+def test_remote_errors_come_back_whole_whatever_their_constructor(refusal, kind, attributes):
+    with _refusing_server({"a.jpg | fit 10x": refusal}) as url:
+        registrar = RemoteRegistrar(url, secret=SECRET)
+        try:
+            with pytest.raises(FileProcError) as raised:
+                registrar.register("a.jpg | fit 10x")
+        finally:
+            registrar.close()
+    error = raised.value
+    assert type(error) is kind
+    assert {name: getattr(error, name) for name in attributes} == attributes
+    if kind is FileProcError:  # not passed off as one of the client's own errors
+        assert str(error) == f"registrar at {url}: {refusal}"
+    else:
+        assert str(error) == str(refusal) and error.status == refusal.status
