@@ -188,7 +188,7 @@ class Processor:
 
     def _fail_for_now(self, job: Job, token: int, error: Exception) -> NoReturn:
         """Record a failure that may pass (an outage, a busy machine) with a retry time that
-        doubles with each attempt, and raise what requests get until then."""
+        doubles with each attempt, and raise what requests get until then (a 503)."""
         if not isinstance(error, FileProcError):
             log.exception("processing %s failed unexpectedly", job.checksum)
         delay = min(_FIRST_RETRY * 2 ** max(0, job.attempts), _LAST_RETRY)
@@ -199,10 +199,11 @@ class Processor:
             raise  # another worker has the job now: answer with its verdict, not this one
         except FileProcError:
             pass  # the store may be what is down
-        if isinstance(error, FileProcError):
-            # The answer every request gets until the retry time: the same Retry-After.
-            raise UnavailableError(reason, retry_after=max(1, round(delay))) from None
-        raise error
+        # The answer every request gets until the retry time: the same Retry-After. What
+        # reaches here is a fault of the surroundings (the sources' disk, storage, the
+        # database) or a bug, never a property of the source: the engines' boundaries
+        # have made those permanent refusals already.
+        raise UnavailableError(reason, retry_after=max(1, round(delay))) from None
 
     def make(self, job: Job, *, deadline: float | None = None) -> Result:
         """Decode, transform and encode the job's source, without touching the store.
