@@ -16,8 +16,9 @@ import dataclasses
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
+from types import MappingProxyType
 
 from . import engines
 from .cache import SharedCache
@@ -73,7 +74,6 @@ class Registrar:
         self._check_interval = self.config.source_check_interval
         self._lru: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
-        self._pending: ContextVar[list[_Cold] | None] = ContextVar(f"fileproc_batch_{id(self)}", default=None)
 
     def register(self, text: str) -> Representation:
         """The representation of ``text``; raises InstructionError, SourceError or
@@ -100,15 +100,16 @@ class Registrar:
         """Defer writing new registrations to the end of the block (nested blocks join
         the outer one). If that write fails the registrations are forgotten, so the
         next render tries again, and the error is raised."""
-        if self._pending.get() is not None:
+        batches = _BATCHES.get()
+        if self in batches:
             yield
             return
         pending: list[_Cold] = []
-        token = self._pending.set(pending)
+        token = _BATCHES.set({**batches, self: pending})
         try:
             yield
         finally:
-            self._pending.reset(token)
+            _BATCHES.reset(token)
             if pending:
                 self._write(pending)
 
@@ -174,7 +175,7 @@ class Registrar:
 
     def _save(self, cold: list[_Cold]) -> list[Representation]:
         """Remember new registrations, writing them now or at the end of the batch."""
-        pending = self._pending.get()
+        pending = _BATCHES.get().get(self)
         if pending is not None:
             pending.extend(cold)
             self._remember(cold)
@@ -204,6 +205,14 @@ class Registrar:
                 self._lru[item.text] = item.entry
             while len(self._lru) > self.config.cache_size:
                 self._lru.popitem(last=False)
+
+
+# Each registrar's open batch in the current context (thread, task), by registrar. One
+# variable for all registrars, as Python's documentation asks (made once, at module level):
+# a context holds its variables strongly, and Django makes a new registrar whenever its
+# settings change.
+_NO_BATCH: Mapping[Registrar, list[_Cold]] = MappingProxyType({})
+_BATCHES: ContextVar[Mapping[Registrar, list[_Cold]]] = ContextVar("fileproc_batches", default=_NO_BATCH)
 
 
 def _cache_key(checksum: str) -> str:

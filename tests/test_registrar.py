@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import time
 
@@ -213,3 +215,16 @@ def test_a_failing_shared_cache_is_a_miss_not_an_error(site, caplog):
     assert registrar.register("photo.jpg | fit 130x").width == 130
     assert caplog.text.count("the shared cache failed to read (redis is down)") == 1, "logged once a minute"
     assert site.store.count_by_state() == {"pending": 2}
+
+
+def test_registrars_share_one_context_variable_and_keep_their_batches_apart(site):
+    registrars = [Registrar(site.config, store=site.store) for _ in range(20)]
+    with contextlib.ExitStack() as batches:
+        for registrar in registrars:
+            batches.enter_context(registrar.batch())
+        for width, registrar in enumerate(registrars, start=10):
+            registrar.register(f"photo.jpg | fit {width}x")
+        variables = [variable.name for variable in contextvars.copy_context() if "fileproc" in variable.name]
+        assert len(variables) == 1, "one context variable however many registrars"
+        assert site.store.count_by_state() == {}, "every registrar still holds its batch"
+    assert site.store.count_by_state() == {"pending": 20}, "each registrar wrote its own"
