@@ -93,8 +93,12 @@ class FileProcessor:
             if self.registrar is None:
                 return self.app(environ, start_response)
             return self._call_app_in_batch(environ, start_response)
-        if path in self._redirects and environ.get("REQUEST_METHOD") in _READ_METHODS:
-            return self._redirect(environ, start_response)
+        # One read, never a look then a read: another thread may empty the cache between them.
+        headers = self._redirects.get(path)
+        if headers is not None and environ.get("REQUEST_METHOD") in _READ_METHODS:
+            self._accessed.add(path)
+            start_response(self._redirect_status, headers)
+            return [b""]
         try:
             response = self._dispatch(Request(environ), path[len(self._mount) :])
         except FileProcError as error:
@@ -153,9 +157,9 @@ class FileProcessor:
             ("Content-Length", "0"),
         ]
         if len(self._redirects) >= _REDIRECT_CACHE_SIZE:
-            self._redirects.clear()
+            self._redirects = {}
         self._redirects[request.path_info] = headers
-        return self._redirect
+        return self._redirect(headers)
 
     def _register(self, request: Request) -> Response:
         """``POST <prefix>/register``: signed JSON texts in, representations out."""
@@ -185,13 +189,16 @@ class FileProcessor:
             self._endpoint_registrar = Registrar(self.config, store=self.store)
         return self._endpoint_registrar
 
-    def _redirect(self, environ, start_response):
+    def _redirect(self, headers: list[tuple[str, str]]):
+        """The redirect with these headers, as a WSGI application."""
+
         # Sent as-is rather than through webob.Response, which would make Location
         # absolute: the first answer and the cached ones must be byte-identical.
-        path = environ["PATH_INFO"]
-        self._accessed.add(path)
-        start_response(self._redirect_status, self._redirects[path])
-        return [b""]
+        def redirect(environ, start_response):
+            start_response(self._redirect_status, headers)
+            return [b""]
+
+        return redirect
 
     def flush_access(self) -> int:
         """Write the last-access time of every result requested since the last flush (one

@@ -238,3 +238,21 @@ def test_database_outage_is_503(tmp_path):
     assert response.headers["Cache-Control"] == "no-store"
     assert "database unavailable" in response.text
     app.store.dispose()
+
+
+class _EmptiedBetweenLookAndRead(dict):
+    """The redirect cache as a thread sees it while another thread empties it (the cache
+    reached its bound): the look finds the path, the read that follows would not."""
+
+    def __contains__(self, key):
+        found = super().__contains__(key)
+        self.clear()
+        return found
+
+
+def test_a_redirect_cache_emptied_mid_request_still_answers(site):
+    representation = site.registrar.register("photo.jpg | fit 60x")
+    first = site.get(representation.url)
+    site.app._redirects = _EmptiedBetweenLookAndRead(site.app._redirects)
+    again = site.get(representation.url)
+    assert (again.status_int, again.location) == (301, first.location)
