@@ -108,7 +108,7 @@ def decode(handle: BinaryIO, found: str, reference: str, instructions, config):
         stream, _ = _video_stream(container, reference)
         target = _target_pts(instructions.frame, stream, container, reference)
         budget = min(MAX_DECODE_SECONDS, config.max_processing_seconds)
-        frame = _frame_at(container, stream, target, reference, budget)
+        frame = _frame_at(container, stream, target, reference, budget, seekable=found != "TS")
         return _picture(frame, display, reference, instructions, config), None, upright
 
 
@@ -243,20 +243,22 @@ def _duration(stream, container) -> Fraction | None:
     return None
 
 
-def _frame_at(container, stream, target: int, reference: str, budget: float):
+def _frame_at(container, stream, target: int, reference: str, budget: float, *, seekable: bool = True):
     """The frame on screen at ``target``: seek to the keyframe at or before it, decode on.
 
     The demuxers index keyframes by decoding time, so with B-frames the keyframe found can
     show later than ``target``; then, and when a file cut short has no data left after
     that keyframe, the seek is repeated further back (1 s, 2 s, 4 s ... down to the start).
+    A transport stream has no index (FFmpeg's seek in one lands where no frame follows):
+    it is decoded from the start, within the same bounds.
     """
     deadline = time.monotonic() + budget
     start = stream.start_time or 0
     step_back = round(1 / stream.time_base)  # one second
     decoded = 0
-    position = target
+    position = target if seekable else start
     while True:
-        if position > start or position != target:
+        if seekable and (position > start or position != target):
             try:
                 container.seek(max(position, start), stream=stream, backward=True, any_frame=False)
             except av.FFmpegError:

@@ -1,0 +1,69 @@
+"""What a file is taken to be from its first bytes, and how formats are named in reasons."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from fileproc_wsgi.formats import HEAD_BYTES, a, sniff
+
+
+def _ftyp(major: bytes, *compatible: bytes) -> bytes:
+    body = major + b"\0\0\0\0" + b"".join(compatible)
+    return struct.pack(">I", 8 + len(body)) + b"ftyp" + body + b"\0\0\0\x08mdat"
+
+
+def _packets(size: int, prefix: int) -> bytes:
+    packet = b"\0" * prefix + b"\x47" + b"\xff" * (size - prefix - 1)
+    return packet * 4
+
+
+@pytest.mark.parametrize(
+    ("head", "found"),
+    [
+        pytest.param(b"II*\x00" + b"\0" * 12, "TIFF", id="tiff-little-endian"),
+        pytest.param(b"II+\x00\x08\x00\x00\x00", "TIFF", id="bigtiff-little-endian"),
+        pytest.param(b"MM\x00+\x00\x08\x00\x00", "TIFF", id="bigtiff-big-endian"),
+        pytest.param(b"%PDF-1.7\n", "PDF", id="pdf"),
+        pytest.param(b"\r\n" * 500 + b"%PDF-1.4\n", "PDF", id="pdf-after-1000-junk-bytes"),
+        pytest.param(b"x" * HEAD_BYTES + b"%PDF-1.4\n", None, id="pdf-header-too-late"),
+        pytest.param(_ftyp(b"heic", b"mif1", b"heic"), "HEIF", id="heic-phone"),
+        pytest.param(_ftyp(b"mif3", b"miaf"), "HEIF", id="heif-major-mif3"),
+        pytest.param(_ftyp(b"msf1", b"iso8", b"heic"), "HEIF", id="heif-sequence-compatible-heic"),
+        pytest.param(_ftyp(b"avci", b"mif1"), "HEIF", id="heif-avc-coded"),
+        pytest.param(_ftyp(b"j2ki", b"mif1"), "HEIF", id="heif-jpeg2000"),
+        pytest.param(_ftyp(b"avif", b"mif1", b"miaf"), "AVIF", id="avif"),
+        pytest.param(_ftyp(b"mif1", b"avif"), "AVIF", id="avif-as-compatible-brand"),
+        pytest.param(_ftyp(b"isom", b"iso2", b"avc1", b"mp41"), "MP4", id="mp4"),
+        pytest.param(_ftyp(b"qt  "), "MOV", id="quicktime"),
+        pytest.param(_packets(188, 0), "TS", id="mpeg-ts"),
+        pytest.param(_packets(192, 4), "TS", id="m2ts"),
+        pytest.param(b"\x47" + b"\0" * 300, None, id="one-sync-byte-is-not-a-stream"),
+        pytest.param(b"\x00\x00\x01\x00\x02\x00" + b"\0" * 10, "ICO", id="ico"),
+        pytest.param(b"\x00\x00\x01\x00\x00\x00" + b"\0" * 10, None, id="ico-with-no-images"),
+        pytest.param(b"\xc5\xd0\xd3\xc6", "EPS", id="eps"),
+        pytest.param(b"#EXTM3U\n", "HLS playlist", id="hls"),
+        pytest.param(b"", None, id="empty"),
+    ],
+)
+def test_sniff(head, found):
+    assert sniff(head[:HEAD_BYTES]) == found
+
+
+@pytest.mark.parametrize(
+    ("found", "noun", "text"),
+    [
+        ("EPS", "file", "an EPS file"),
+        ("MP4", "video", "an MP4 video"),
+        ("SVG", "file", "an SVG file"),
+        ("HLS playlist", "", "an HLS playlist"),
+        ("HEIF", "file", "a HEIF file"),
+        ("WEBP", "image", "a WebP image"),
+        ("PDF", "file", "a PDF file"),
+        ("AVIF", "image", "an AVIF image"),
+        ("TS", "file", "an MPEG-TS file"),
+    ],
+)
+def test_formats_are_named_with_their_article(found, noun, text):
+    assert a(found, noun) == text
