@@ -154,11 +154,16 @@ def decode(handle, found: str, reference: str, instructions, config):
     image = _open(handle, found, reference, config.max_source_pixels)
     if instructions.frame is not None:
         raise ProcessingError(f"frame applies to video sources; {reference!r} is {formats.a(found, 'image')}")
+    canvas = image.size
     if instructions.page and instructions.page > 1:
         _seek_page(image, instructions.page, reference, config)
 
     orientation = _orientation(image)
     upright = _upright(image, orientation)
+    if found in _CANVAS_FORMATS and image.size != canvas:
+        # A GIF frame may reach past the logical screen, and Pillow then grows the image;
+        # browsers show an animation clipped to its screen, and the header read promised it.
+        upright = canvas[::-1] if orientation in _TRANSPOSED else canvas
     config.check_plan(instructions.plan(*upright))
     if found == "JPEG":
         target = reduction_target(instructions.operations, *upright)
@@ -175,6 +180,8 @@ def decode(handle, found: str, reference: str, instructions, config):
             f"source {reference!r} is {formats.a(found, 'image')} that could not be decoded "
             f"({reason(error, handle)})"
         ) from None
+    if found in _CANVAS_FORMATS and image.size != canvas:
+        image = image.crop((0, 0, *canvas))
     icc_profile = image.info.get("icc_profile")
     return (*_normalise(image, icc_profile), upright)
 
