@@ -25,6 +25,7 @@ from .errors import ConfigError, LimitError
 ENV_PREFIX = "FILEPROC_"
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 _ROOT_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+_MIN_JOB_MEMORY = 512 * 1024 * 1024
 _HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d+)?$")
 
 
@@ -72,6 +73,11 @@ class Config:
     max_processing_seconds: float = 30.0
     max_concurrent_jobs: int = 8
     max_register_bytes: int = 1024 * 1024
+    # Jobs run in worker processes (fileproc_wsgi.pool): hard time limit, memory limit per
+    # job, a crash costs one job. False runs them in the web process (see the README).
+    isolate_jobs: bool = True
+    max_job_memory: int = 2 * 1024 * 1024 * 1024
+    worker_max_jobs: int = 1000
 
     def __post_init__(self) -> None:
         prefix = "/" + self.prefix.strip("/")
@@ -152,10 +158,19 @@ class Config:
             "max_concurrent_jobs",
             "max_register_bytes",
             "max_redirects",
+            "worker_max_jobs",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}: expected a positive whole number, got {value!r}")
+        memory = self.max_job_memory
+        if isinstance(memory, bool) or not isinstance(memory, int) or memory < _MIN_JOB_MEMORY:
+            raise ConfigError(
+                f"max_job_memory: expected bytes, at least {_MIN_JOB_MEMORY} (a worker's libraries alone "
+                f"take about 300 MiB of address space), got {self.max_job_memory!r}"
+            )
+        if not isinstance(self.isolate_jobs, bool):
+            raise ConfigError(f"isolate_jobs: expected True or False, got {self.isolate_jobs!r}")
 
     def check_page(self, page: int | None) -> None:
         """Raise :class:`LimitError` for a ``page N`` beyond ``max_source_frames``.

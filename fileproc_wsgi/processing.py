@@ -8,7 +8,9 @@ fencing token) decides who works, and the rest wait a bounded time for the resul
 Limits that belong to a job rather than to its source are kept here: at most
 ``max_concurrent_jobs`` jobs run at once in one Processor (one per process in practice),
 and a request that would start one more is refused at once, never queued; each job has
-``max_processing_seconds``, checked between the stages of :func:`produce`.
+``max_processing_seconds``. With ``isolate_jobs`` (the default) :func:`produce` runs in a
+worker process (:mod:`.pool`) that is killed at that time; in the web process it is
+checked between the stages of :func:`produce`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from PIL import Image
 
-from . import engines
+from . import engines, pool
 from .config import Config
 from .encode import CONTENT_TYPES, EXTENSIONS, encode
 from .engines.boundary import failure
@@ -52,13 +54,18 @@ _TIME_LIMIT_ATTEMPTS = 3
 
 
 class Processor:
-    """Turns registered instructions into stored results for one configuration."""
+    """Turns registered instructions into stored results for one configuration.
+
+    ``sources`` is used by jobs run in this process (``isolate_jobs=False``); a worker
+    process builds its own from the config.
+    """
 
     def __init__(self, config: Config, store: InstructionStore, storage, sources: Sources | None = None):
         self.config = config
         self.store = store
         self.storage = storage
         self.sources = sources or Sources.for_config(config)
+        self._isolated = pool.IsolatedJobs(config) if config.isolate_jobs else None
         self._flights: dict[str, _Flight] = {}
         self._flights_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(config.max_concurrent_jobs)
@@ -213,6 +220,10 @@ class Processor:
         """
         if job.width is not None and job.height is not None:
             self.config.check_result_size(job.width, job.height)
+        if self._isolated is not None:
+            if deadline is None:
+                deadline = time.monotonic() + self.config.max_processing_seconds
+            return Result(*self._isolated.run(job.instructions, job.output_format, deadline))
         instructions = parse(job.instructions)
         return produce(
             instructions,

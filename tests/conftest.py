@@ -129,14 +129,25 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
     return f"{base}/{name}"
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "in_process: the test watches the pipeline from inside (a spy, a patched library), "
+        "so its sites run jobs in the test's own process (isolate_jobs=False)",
+    )
+
+
 @pytest.fixture
-def make_site(tmp_path):
+def make_site(tmp_path, request):
     """Build embedded-default installations in this test's directory; closed afterwards."""
     from support import Site
 
     sites = []
+    in_process = request.node.get_closest_marker("in_process") is not None
 
     def make(**settings) -> Site:
+        if in_process:
+            settings.setdefault("isolate_jobs", False)
         site = Site(tmp_path, **settings)
         sites.append(site)
         return site

@@ -490,6 +490,7 @@ def test_frame_is_refused(site):
     assert "frame applies to video sources; 'art.psd' is a PSD image" in response.text
 
 
+@pytest.mark.in_process
 def test_heif_without_the_coder_is_refused_clearly(site, monkeypatch):
     (site.media / "photo.heic").write_bytes(heic(halves(40, 20)))
     url = site.registrar.register("photo.heic").url
@@ -504,6 +505,7 @@ def test_heif_without_the_coder_is_refused_clearly(site, monkeypatch):
 # --------------------------------------------------------------------------- process-wide
 
 
+@pytest.mark.in_process
 def test_resource_limits_follow_the_configuration(make_site):
     time_limit = wand_resource.limits["time"]
     site = make_site(max_source_pixels=12_345_678)

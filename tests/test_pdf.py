@@ -217,6 +217,7 @@ def test_page_1_is_the_default(document):
     assert default.size == (100, 142) and second.size == (100, 71)
 
 
+@pytest.mark.in_process
 @pytest.mark.parametrize(
     ("steps", "rendered"),
     [
@@ -237,6 +238,7 @@ def test_pages_are_rendered_at_the_size_the_steps_need(document, renders, steps,
     assert image.size == (representation.width, representation.height)
 
 
+@pytest.mark.in_process
 @pytest.mark.parametrize(
     ("width", "height", "steps"),
     [
@@ -369,6 +371,7 @@ def test_frame_is_refused_on_a_pdf(document):
     assert "frame applies to video sources; 'doc.pdf' is a PDF document" in response.text
 
 
+@pytest.mark.in_process
 @pytest.mark.parametrize(
     ("settings", "page", "steps", "status", "message", "size"),
     [
@@ -481,6 +484,7 @@ def _pdfium_functions():
     }
 
 
+@pytest.mark.in_process
 def test_every_pdfium_call_holds_the_lock(document, monkeypatch):
     # PDFium is not thread-safe: a call outside the lock (a page or bitmap left to a
     # garbage collector's finalizer included) could meet another thread inside PDFium.

@@ -265,6 +265,7 @@ def test_a_sparse_keyframe_file_decodes_forward(site, media):
     assert frame_number(image) == 42
 
 
+@pytest.mark.in_process
 def test_decoding_is_bounded(site, media, monkeypatch):
     monkeypatch.setattr(video, "MAX_DECODED_FRAMES", 10)
     # The only keyframe is at 0 s: reaching 4.2 s needs 43 frames.

@@ -1,0 +1,412 @@
+"""Jobs in worker processes: hard time and memory limits, and native crashes contained.
+
+Decoders are native code fed with files from strangers. In the web process, a render
+that never returns outlives every deadline, a segfault takes down every request the
+process was answering, and one allocation can take the host's memory. So
+:class:`~fileproc_wsgi.processing.Processor` hands each job's decode → steps → encode to
+a long-lived worker process from :class:`WorkerPool` and keeps the claim, the lease, the
+fencing and the storing itself: a worker only returns bytes, so a worker killed mid-job
+leaves no file behind.
+
+- **Time.** The web process waits for the answer until the job's deadline
+  (``max_processing_seconds``), then kills the worker's whole process group (a decoder
+  may have started Ghostscript) with SIGKILL and raises :class:`TimeLimitError`.
+- **Memory.** Each job runs under an address-space limit (``RLIMIT_AS`` =
+  ``max_job_memory``): an allocation past it fails inside the job and refuses it with a
+  :class:`LimitError`, instead of waking the host's OOM killer.
+- **Crashes.** A worker killed by SIGSEGV, SIGBUS, SIGABRT, SIGFPE or SIGILL fails its
+  job for good (:class:`ProcessingError`): the same source would crash the next worker
+  too. Any other death (SIGKILL from the OOM killer or an operator, an exit) is a fault of
+  the surroundings: :class:`WorkerLostError`, an :class:`UnavailableError` retried with
+  backoff.
+- **Errors** cross the boundary as :func:`.errors.describe` dicts, never pickled
+  exceptions; a non-FileProcError escaping the pipeline is a bug, logged by the web
+  process with the worker's traceback and raised as :class:`WorkerBugError`.
+
+Workers are started with :mod:`subprocess` (``python -c`` importing this module), never
+forked from the web process: forking a threaded server copies locks held by other
+threads, and a fresh interpreter is as safe under gunicorn's pre-fork as anywhere. A
+start costs about 0.7 s of one core (the engines' imports), paid once per worker and off
+the request path: the interpreter starts at once and imports while the job is on its
+way. One pool serves every Processor of a process; its size follows the jobs running
+(each Processor holds at most ``max_concurrent_jobs``). A worker is replaced after
+``worker_max_jobs`` jobs, when its resident memory stays above :data:`RSS_CEILING`
+after a job, and after running out of memory; an idle one leaves after
+:data:`IDLE_SECONDS`. A forked web process starts a pool of its own, and every worker is
+stopped at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from socket import socketpair
+
+from .config import Config
+from .errors import (
+    FileProcError,
+    LimitError,
+    ProcessingError,
+    TimeLimitError,
+    UnavailableError,
+    describe,
+    restore,
+)
+
+log = logging.getLogger(__name__)
+
+# A worker holding more than this after a job (fragmented heap, a library's caches) is
+# replaced rather than kept: max_concurrent_jobs of them would otherwise each keep the
+# peak of the largest job they ever ran. A fresh worker holds about 60 MiB.
+RSS_CEILING = 512 * 1024 * 1024
+# An idle worker costs its resident memory and nothing else; a quiet site gives it back.
+IDLE_SECONDS = 300.0
+# Signals a native library dies of when a source breaks it: the source would break the
+# next worker too, so the job is refused for good.
+CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL})
+# glibc reserves 64 MiB of address space per thread arena (up to 8 per core), which
+# RLIMIT_AS counts although it is never touched: FFmpeg's or ImageMagick's threads would
+# use up max_job_memory without allocating anything.
+_WORKER_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CONFIGS_KEPT = 8  # configurations a worker keeps parsed (a test suite makes hundreds)
+_HANDOFF_ATTEMPTS = 3  # workers tried for one job when each left before taking it
+
+
+class WorkerLostError(UnavailableError):
+    """The worker running a job died of something other than the source: killed by the
+    OOM killer or an operator, or exited. Transient: the job is tried again later."""
+
+
+class WorkerBugError(Exception):
+    """The pipeline raised something that is not a FileProcError in a worker: a bug here.
+    Like any unexpected error, the processor logs it and retries the job later."""
+
+
+class IsolatedJobs:
+    """Runs the jobs of one :class:`Config` in the process's shared :class:`WorkerPool`."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        # Sent with every job: the worker keeps the Config and its Sources per distinct
+        # blob. Config holds a mappingproxy, which does not pickle; its fields do.
+        values = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+        values["source_roots"] = dict(values["source_roots"])
+        self._blob = pickle.dumps(values)
+
+    def run(self, text: str, output_format: str, deadline: float) -> tuple[bytes, int, int]:
+        """``(data, width, height)`` of the job with canonical instructions ``text``, made
+        in a worker; raises the job's FileProcError, :class:`TimeLimitError` at
+        ``deadline`` (a :func:`time.monotonic` time) or the errors above."""
+        return shared_pool().run(self._blob, self.config, text, output_format, deadline)
+
+
+@dataclasses.dataclass(eq=False)
+class _Worker:
+    process: subprocess.Popen
+    connection: Connection
+    idle_since: float = 0.0
+
+
+class WorkerPool:
+    """Worker processes for jobs, started on demand and reused one job at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
+        self._closed = False
+        self.pid = os.getpid()
+
+    def run(
+        self, blob: bytes, config: Config, text: str, output_format: str, deadline: float
+    ) -> tuple[bytes, int, int]:
+        """Run one job in a worker; see :meth:`IsolatedJobs.run`."""
+        for _ in range(_HANDOFF_ATTEMPTS):
+            seconds = deadline - time.monotonic()
+            if seconds <= 0:
+                raise _time_limit(config, "before a worker took the job")
+            job = pickle.dumps(
+                (blob, text, output_format, seconds, config.max_job_memory, config.worker_max_jobs)
+            )
+            worker = self._acquire()
+            try:
+                worker.connection.send_bytes(job)
+            except OSError:  # it left (idle, or killed while idle) before the job reached it
+                self._discard(worker)
+                continue
+            reply = self._answer(worker, deadline, config)
+            if reply is None:  # it said goodbye (idle) as the job arrived: nobody ran the job
+                self._discard(worker)
+                continue
+            kind, payload, retiring = reply
+            if retiring:
+                self._discard(worker)
+            else:
+                self._release(worker)
+            if kind == "done":
+                return payload
+            if kind == "refused":
+                raise restore(payload)
+            log.error("fileproc_wsgi: a job raised an unexpected error in its worker:\n%s", payload)
+            raise WorkerBugError(f"unexpected error in the worker making {text!r} (logged)")
+        raise WorkerLostError("no worker process could take the job; ask again shortly")
+
+    def _answer(self, worker: _Worker, deadline: float, config: Config) -> tuple | None:
+        """The worker's reply, or None for its goodbye; kills it at the deadline."""
+        connection = worker.connection
+        try:
+            if not connection.poll(max(0.0, deadline - time.monotonic())):
+                self._kill(worker)
+                raise _time_limit(config, "the worker was stopped")
+            reply = pickle.loads(connection.recv_bytes())
+        except (EOFError, OSError):
+            raise self._death(worker) from None
+        return None if reply[0] == "retired" else reply
+
+    def _death(self, worker: _Worker) -> FileProcError:
+        """The error for a job whose worker died under it, by the way it died."""
+        self._discard(worker)
+        status = worker.process.returncode
+        if status is not None and -status in CRASH_SIGNALS:
+            name = signal.Signals(-status).name
+            log.warning("fileproc_wsgi: worker %d died of %s", worker.process.pid, name)
+            return ProcessingError(f"a library crashed while processing this source ({name})")
+        how = (
+            f"was killed ({signal.Signals(-status).name})" if status and status < 0 else f"exited ({status})"
+        )
+        log.warning("fileproc_wsgi: worker %d %s mid-job", worker.process.pid, how)
+        return WorkerLostError(f"the worker process making this result {how}; it will be tried again")
+
+    def _acquire(self) -> _Worker:
+        now = time.monotonic()
+        with self._lock:
+            if self._closed:
+                raise UnavailableError("this server is shutting down")
+            # Most recently used first: the others stay idle long enough to leave.
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.process.poll() is None:
+                    break
+                self._reap(worker)
+            else:
+                worker = self._start()
+            stale = [w for w in self._idle if now - w.idle_since > IDLE_SECONDS]
+            self._idle = [w for w in self._idle if w not in stale]
+            self._busy.add(worker)
+        for old in stale:
+            self._stop(old)
+        return worker
+
+    def _release(self, worker: _Worker) -> None:
+        worker.idle_since = time.monotonic()
+        with self._lock:
+            self._busy.discard(worker)
+            if self._closed:
+                self._stop(worker)
+            else:
+                self._idle.append(worker)
+
+    def _discard(self, worker: _Worker) -> None:
+        with self._lock:
+            self._busy.discard(worker)
+        self._stop(worker)
+
+    def _start(self) -> _Worker:
+        ours, theirs = socketpair()
+        with ours, theirs:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_COMMAND, _PACKAGE_PARENT, str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else None,
+                pass_fds=(theirs.fileno(),),
+                env={**os.environ, **_WORKER_ENVIRONMENT},
+                # Its own process group, so a kill reaches whatever it started (Ghostscript
+                # under ImageMagick), and a terminal's Ctrl-C reaches only the web process.
+                start_new_session=True,
+            )
+            connection = Connection(os.dup(ours.fileno()))
+        return _Worker(process, connection)
+
+    def _kill(self, worker: _Worker) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(worker.process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.kill()
+        self._discard(worker)
+
+    @staticmethod
+    def _stop(worker: _Worker, timeout: float = 5.0) -> None:
+        """Close its connection (it leaves at once when idle) and wait for it."""
+        worker.connection.close()
+        try:
+            worker.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(worker.process.pid, signal.SIGKILL)
+            worker.process.kill()
+            worker.process.wait()
+
+    @staticmethod
+    def _reap(worker: _Worker) -> None:
+        worker.connection.close()
+        worker.process.wait()
+
+    def close(self) -> None:
+        """Stop every worker: idle ones leave, busy ones are killed."""
+        with self._lock:
+            self._closed = True
+            idle, busy = self._idle, list(self._busy)
+            self._idle = []
+        for worker in busy:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(worker.process.pid, signal.SIGKILL)
+        for worker in idle:
+            self._stop(worker)
+
+    def size(self) -> tuple[int, int]:
+        """(idle, busy) workers, for the command line and tests."""
+        with self._lock:
+            return len(self._idle), len(self._busy)
+
+
+def _time_limit(config: Config, what: str) -> TimeLimitError:
+    return TimeLimitError(
+        f"processing took longer than max_processing_seconds={config.max_processing_seconds:g} ({what})"
+    )
+
+
+def _has_fileno(stream) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):  # pytest's capture, a StringIO
+        return False
+    return True
+
+
+_pool: WorkerPool | None = None
+_pool_lock = threading.Lock()
+
+
+def shared_pool() -> WorkerPool:
+    """This process's pool, started on first use (a forked child gets a new one)."""
+    global _pool
+    pool = _pool
+    if pool is not None and pool.pid == os.getpid():
+        return pool
+    with _pool_lock:
+        if _pool is None or _pool.pid != os.getpid():
+            _pool = WorkerPool()
+        return _pool
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: the parent's workers are the parent's. Drop their sockets (so a
+    worker still sees its web process leave) without a word to them."""
+    global _pool, _pool_lock
+    pool, _pool, _pool_lock = _pool, None, threading.Lock()
+    if pool is not None:
+        for worker in [*pool._idle, *pool._busy]:
+            worker.connection.close()
+            worker.process.returncode = 0  # not our child: never wait for it here
+
+
+def _shutdown() -> None:
+    if _pool is not None and _pool.pid == os.getpid():
+        _pool.close()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+atexit.register(_shutdown)
+
+
+# The worker side. Started as ``python -c _WORKER_COMMAND <package parent> <fd>``, so it
+# imports the same fileproc_wsgi as the web process whatever the working directory.
+_WORKER_COMMAND = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from fileproc_wsgi.pool import serve; serve(int(sys.argv[2]))"
+)
+
+
+def serve(fd: int) -> None:
+    """A worker's life: take jobs from the web process on ``fd`` until it leaves, this
+    worker has made its share, or it has been idle for :data:`IDLE_SECONDS`."""
+    import faulthandler
+    import resource
+
+    from . import engines  # noqa: F401 - imported once per worker, not per job
+    from .instructions import parse
+    from .processing import produce
+    from .sources import Sources
+
+    faulthandler.enable()  # a crashing library leaves the Python stack in the log
+    # The parent's deadline is the limit; a SIGINT meant for it must not stop a job.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    connection = Connection(fd)
+    configs: dict[bytes, tuple[Config, Sources]] = {}
+    made = 0
+    while True:
+        try:
+            if not connection.poll(IDLE_SECONDS):
+                connection.send_bytes(pickle.dumps(("retired", None, True)))
+                return
+            blob, text, output_format, seconds, memory, max_jobs = pickle.loads(connection.recv_bytes())
+        except (EOFError, OSError):  # the web process has gone or closed the pool
+            return
+        deadline = time.monotonic() + seconds
+        made += 1
+        retiring = made >= max_jobs
+        resource.setrlimit(resource.RLIMIT_AS, (memory, resource.RLIM_INFINITY))
+        try:
+            if blob not in configs:
+                values = pickle.loads(blob)
+                config = Config(**values)
+                configs[blob] = (config, Sources.for_config(config))
+                while len(configs) > _CONFIGS_KEPT:
+                    del configs[next(iter(configs))]
+            config, sources = configs[blob]
+            instructions = parse(text)
+            result = produce(
+                instructions, sources.resolve(instructions.source), output_format, config, deadline=deadline
+            )
+            reply = ("done", (result.data, result.width, result.height), retiring)
+        except FileProcError as error:
+            reply = ("refused", describe(error), retiring)
+        except MemoryError:
+            reply = (
+                "refused",
+                describe(LimitError(f"this job needs more memory than max_job_memory={memory} bytes allows")),
+                True,  # a heap that ran dry may be left in a state best not reused
+            )
+        except Exception:
+            import traceback
+
+            reply = ("bug", traceback.format_exc(), retiring)
+        finally:
+            resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        if _resident_bytes() > RSS_CEILING:
+            reply = (*reply[:2], True)
+        try:
+            connection.send_bytes(pickle.dumps(reply))
+        except OSError:  # the web process left mid-job
+            return
+        if reply[2]:
+            return
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
