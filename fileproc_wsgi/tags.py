@@ -187,8 +187,8 @@ def render_block(
     ``where`` names the template and ``line`` is the template line the block's text
     starts on, so an error points at the template rather than at the text. With
     ``strict`` (Django's DEBUG, or the Jinja2 environment's ``fileprocessor_strict``)
-    bad instruction text raises, so a developer sees it; a missing source or an outage
-    never breaks a page, strict or not.
+    bad instruction text raises, so a developer sees it; a missing source, an outage or
+    an unexpected error (logged with its traceback) never breaks a page, strict or not.
     """
     try:
         return build(registrar, text, arguments)
@@ -201,6 +201,8 @@ def render_block(
         log.warning("fileprocessor block: %s", located)
     except FileProcError as error:
         log.warning("fileprocessor block in %s, line %d: %s", where, line, error)
+    except Exception:  # the last boundary: no library's exception ever breaks a page
+        log.exception("fileprocessor block in %s, line %d: unexpected error", where, line)
     return None
 
 
