@@ -81,6 +81,18 @@ def test_soft_failures(site, caplog):
         render_block(site.registrar, "photo.jpg | fit 10by", {}, strict=True)
 
 
+def test_an_unexpected_error_renders_the_empty_branch_and_is_logged(site, monkeypatch, caplog):
+    write(site.media, "photo.jpg", halves(40, 20))
+
+    def broken(text):
+        raise RuntimeError("a library bug")
+
+    monkeypatch.setattr(site.registrar, "register", broken)
+    monkeypatch.setattr(site.registrar, "register_many", lambda texts: broken(texts))
+    assert render_block(site.registrar, "photo.jpg | fit 10x", {}, strict=True) is None
+    assert "a library bug" in caplog.text
+
+
 def test_a_page_of_new_thumbnails_costs_one_commit(site):
     site.store.create_tables()
     commits = []
