@@ -196,9 +196,9 @@ class _DeadlineSocket:
             raise TimeoutError("timed out")
         self._sock.settimeout(left)
 
-    def recv_into(self, buffer, nbytes: int = 0) -> int:
+    def recv_into(self, buffer) -> int:
         self._arm()
-        return self._sock.recv_into(buffer, nbytes)
+        return self._sock.recv_into(buffer)
 
     def sendall(self, data) -> None:
         self._arm()
@@ -381,7 +381,12 @@ class _Download:
             raise SourceError(
                 f"source {self.reference!r}: {host} answered {response.status} without a Location"
             )
-        return urljoin(url, _location_text(location.strip()))
+        try:
+            return urljoin(url, _location_text(location.strip()))
+        except ValueError as error:  # e.g. an unclosed '[' where an IPv6 host would be
+            raise SourceError(
+                f"source {self.reference!r}: {host} redirected to {location!r} ({error})"
+            ) from None
 
     def _check_status(self, status: int, host: str) -> None:
         if status == 200:

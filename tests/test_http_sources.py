@@ -7,14 +7,17 @@ The server runs in a thread of the test process; the sites opt in to loopback wi
 
 from __future__ import annotations
 
+import datetime
 import http.server
 import io
 import socketserver
+import ssl
 import threading
 import time
 
 import pytest
 
+from fileproc_wsgi import http_sources
 from fileproc_wsgi.config import Config
 from fileproc_wsgi.errors import LimitError, SourceError, SourceNotFoundError, UnavailableError
 from fileproc_wsgi.http_sources import refused_address
@@ -44,8 +47,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class Origin:
     """A tiny origin server: ``routes`` maps a path to a function of the request handler."""
 
-    def __init__(self):
+    def __init__(self, tls: ssl.SSLContext | None = None):
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.server.daemon_threads = True
         self.server.routes = {}
         self.server.hits = []
@@ -354,6 +359,69 @@ def test_trickled_tls_handshake_meets_the_deadline():
         server.server_close()
 
 
+@pytest.fixture
+def tls_origin(tmp_path, monkeypatch):
+    """An Origin over TLS with a certificate for ``localhost`` only, which downloads trust."""
+    # cryptography comes with moto[server], which the test extra installs.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert_file, key_file)
+    client_context = ssl.create_default_context(cafile=str(cert_file))
+    monkeypatch.setattr(http_sources, "_tls_context", lambda: client_context)
+    server = Origin(server_context)
+    yield server
+    server.close()
+
+
+def test_https_download_and_certificate_check(tls_origin):
+    tls_origin.routes["/photo.png"] = body(b"the bytes")
+    assert _fetch(tls_origin.url("/photo.png", host="localhost").replace("http:", "https:")) == b"the bytes"
+    with pytest.raises(SourceError, match="127.0.0.1's certificate is not valid"):
+        _fetch(tls_origin.url("/photo.png").replace("http:", "https:"))
+
+
+@pytest.mark.parametrize(
+    "fast, slow, stage",
+    [
+        pytest.param(_OK, b"X-Pad: " + b"a" * 30, "status line and headers", id="headers"),
+        pytest.param(_CHUNKED + b"5\r\nhello\r\n", b"1;pad=" + b"a" * 30, "body", id="chunk-size"),
+    ],
+)
+def test_trickling_tls_origin_meets_one_deadline(tls_origin, fast, slow, stage):
+    tls_origin.routes["/slow.png"] = trickle(fast, slow)
+    url = tls_origin.url("/slow.png", host="localhost").replace("http:", "https:")
+    started = time.monotonic()
+    with pytest.raises(UnavailableError, match=f"timed out reading the {stage} from localhost"):
+        _fetch(url, download_timeout=1)
+    assert time.monotonic() - started < 2
+
+
 def test_deadline_spans_redirect_hops(origin):
     # Each hop answers within the deadline on its own; together they do not.
     def slow_redirect(handler):
@@ -439,6 +507,7 @@ def test_non_ascii_location_is_followed(origin, location, sent):
             id="idna-host",
         ),
         pytest.param(b"/a\xc2\x85b.png", "control characters", id="c1-control"),
+        pytest.param(b"http://[caf\xc3\xa9/a.png", "Invalid IPv6 URL", id="unclosed-bracket"),
     ],
 )
 def test_non_ascii_location_refused(origin, location, reason):
