@@ -4,10 +4,12 @@ real servers started on 127.0.0.1 for the tests that need one."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import http.client
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -217,3 +219,137 @@ def gunicorn_command(port: int, *, threads: int, timeout: int) -> list[str]:
         *no_control_socket,
         "fileproc_wsgi.wsgi:application",
     ]
+
+
+# --------------------------------------------------------------------------- the contract
+# What a user sees of one source, checked the same way by test_hostile, test_promise and
+# test_corpus: registration either refuses with a readable reason or promises a size, and
+# the first request either makes exactly that size (301) or refuses for good (422).
+
+REFUSAL_TYPES = ("UnsupportedSourceError", "ProcessingError", "LimitError", "SourceNotFoundError")
+# "a EPS", "a HLS", "an PDF": articles that do not match how the name is spoken.
+_BAD_ARTICLE = re.compile(
+    r"\ba (EPS|HLS|MKV|MP4|MP3|SVG|ICO|AVI|AVIF|MPEG|MPEG-TS|RGB|FLI|SGI|ICC|XBM|XPM)\b"
+    r"|\ban (PDF|PNG|JPEG|GIF|TIFF|BMP|PSD|PSB|WebP|WEBP|PostScript|TGA|DDS|PCX|JPEG 2000|QOI|DIB|BLP)\b"
+)
+_LIBRARY_LEAKS = ("Traceback", "NoneType", "object has no attribute", "PDFium: Success", "((", "))")
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What one registration and its first request gave, and every way it broke the contract.
+
+    ``kind`` is ``"made"``, ``"refused at registration"`` or ``"refused at request"`` (or
+    ``"broken"`` when neither happened cleanly); ``problems`` is a list of ``(class, detail)``
+    pairs, empty when the contract held.
+    """
+
+    text: str
+    kind: str = "broken"
+    reason: str = ""
+    error_type: str = ""
+    status: int | None = None
+    promised: tuple[int, int] | None = None
+    made: tuple[int, int] | None = None
+    problems: list = dataclasses.field(default_factory=list)
+
+    def problem(self, kind: str, detail: str) -> None:
+        self.problems.append((kind, detail))
+
+    def describe(self) -> str:
+        found = "; ".join(f"{kind}: {detail}" for kind, detail in self.problems) or "no problem"
+        return f"{self.text!r} -> {self.kind} ({self.status}, {self.reason!r}): {found}"
+
+
+def reason_problems(reason: str, *, root: str, fmt: str | None = None) -> list[str]:
+    """Why ``reason`` does not read as a one-line sentence a user may be shown, if it does not."""
+    found = []
+    if "\n" in reason or "\r" in reason:
+        found.append("more than one line")
+    if not reason.strip():
+        found.append("empty")
+    if root and root in reason:
+        found.append("names a server path")
+    for leak in _LIBRARY_LEAKS:
+        if leak in reason:
+            found.append(f"contains {leak!r}")
+    article = _BAD_ARTICLE.search(reason)
+    if article:
+        found.append(f"wrong article: {article.group(0)!r}")
+    if fmt and fmt.lower() not in reason.lower():
+        found.append(f"does not name the format {fmt}")
+    return found
+
+
+def first_request(site: Site, text: str, *, fmt: str | None = None, tolerance: int = 0) -> Outcome:
+    """Register ``text`` and ask for its URL once (and again when refused), as a page and a
+    browser would; every departure from the contract is recorded, never raised.
+
+    ``fmt`` is the format name a refusal's reason must contain. A made result is decoded with
+    Pillow and its size compared with the promised one (``tolerance`` pixels either way).
+    """
+    from webob import Request
+
+    from fileproc_wsgi.errors import FileProcError
+
+    outcome = Outcome(text)
+    root = str(site.root)
+    try:
+        representation = site.registrar.register(text)
+    except FileProcError as error:
+        outcome.kind, outcome.reason = "refused at registration", str(error)
+        outcome.error_type = type(error).__name__
+        if outcome.error_type not in REFUSAL_TYPES:
+            outcome.problem("refusal of the wrong type", f"{outcome.error_type}: {error}")
+        for problem in reason_problems(str(error), root=root, fmt=fmt):
+            outcome.problem("reason reads badly", f"{problem}: {str(error)!r}")
+        return outcome
+    except Exception as error:  # noqa: BLE001 - this is what the test looks for
+        outcome.problem("exception escaped registration", f"{type(error).__name__}: {error}")
+        return outcome
+    if representation.width is not None:
+        outcome.promised = (representation.width, representation.height)
+
+    def ask(path: str):
+        response = Request.blank(path).get_response(site.app)
+        response.body  # noqa: B018 - read it all, as a server would, so files get closed
+        return response
+
+    try:
+        response = ask(representation.url)
+    except Exception as error:  # noqa: BLE001
+        outcome.problem("exception escaped the request", f"{type(error).__name__}: {error}")
+        return outcome
+    outcome.status = response.status_int
+    if response.status_int == 301:
+        try:
+            result = ask(response.location)
+            image = decode(result.body)
+        except Exception as error:  # noqa: BLE001
+            outcome.problem("result not readable", f"{type(error).__name__}: {error}")
+            return outcome
+        outcome.kind, outcome.made = "made", image.size
+        pairs = zip(image.size, outcome.promised or image.size, strict=True)
+        if any(abs(made - promised) > tolerance for made, promised in pairs):
+            outcome.problem(
+                "size promised is not size made",
+                f"promised {outcome.promised[0]}x{outcome.promised[1]}, made {image.width}x{image.height}",
+            )
+        return outcome
+    outcome.reason = response.text if response.content_type.startswith("text/") else ""
+    if response.status_int != 422:
+        outcome.problem(f"answered {response.status_int}", response.text[:200])
+        return outcome
+    outcome.kind = "refused at request"
+    if response.content_type != "text/plain":
+        outcome.problem("refusal is not text/plain", response.content_type)
+    for problem in reason_problems(response.text.strip(), root=root, fmt=fmt):
+        outcome.problem("reason reads badly", f"{problem}: {response.text.strip()!r}")
+    job = site.store.find(representation.checksum)
+    if job is None or job.state != "failed" or job.retry_at is not None:
+        state = None if job is None else (job.state, job.retry_at)
+        outcome.problem("refusal not recorded as permanent", f"store row: {state}")
+    again = ask(representation.url)
+    if (again.status_int, again.text) != (response.status_int, response.text):
+        outcome.problem("second request differs", f"{again.status_int} {again.text[:120]!r}")
+    return outcome
