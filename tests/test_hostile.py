@@ -453,11 +453,12 @@ CASES = [
     pytest.param(
         "a.heic", heif_with_brands(b"mif3", b"mif1", b"heic", b"miaf"), "", MADE, "HEIF", id="heif-major-mif3"
     ),
+    # libheif (1.15, Debian 12) reads no msf1-major file without an image sequence track.
     pytest.param(
         "a.heic",
         heif_with_brands(b"msf1", b"msf1", b"mif1", b"heic", b"hevc"),
         "",
-        MADE,
+        IMAGE,
         "HEIF",
         id="heif-msf1-heic",
     ),
