@@ -32,6 +32,7 @@ import functools
 import http.client
 import io
 import ipaddress
+import os
 import re
 import socket
 import ssl
@@ -44,12 +45,26 @@ from .errors import LimitError, SourceError, SourceNotFoundError, UnavailableErr
 _CHUNK = 64 * 1024
 _REDIRECTS = (301, 302, 303, 307, 308)
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-# C0 and C1 controls, space, DEL and '\\': RFC 3987 allows none of them in an IRI.
+# C0 and C1 controls, space, DEL and a backslash: RFC 3987 allows none of them in an IRI.
 _REFUSED = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
-# Name lookups run here so that they count against the download's deadline: getaddrinfo
-# itself cannot be given a timeout.
-_resolver = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="fileproc-resolve")
+
+
+def _new_resolver() -> concurrent.futures.ThreadPoolExecutor:
+    # Name lookups run here so that they count against the download's deadline: getaddrinfo
+    # itself cannot be given a timeout.
+    return concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="fileproc-resolve")
+
+
+def _resolver_after_fork() -> None:
+    # A forked child (a pre-forking web server) inherits the executor but not its threads:
+    # its lookups would wait in the queue until every download timed out.
+    global _resolver
+    _resolver = _new_resolver()
+
+
+_resolver = _new_resolver()
+os.register_at_fork(after_in_child=_resolver_after_fork)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime
 import http.server
 import io
+import os
+import signal
 import socketserver
 import ssl
 import threading
@@ -535,6 +537,35 @@ def test_iri_hosts(url, reason):
         return
     with pytest.raises(SourceError, match=reason):
         sources.resolve(url)
+
+
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")
+def test_forked_process_downloads(origin):
+    # A pre-forking server may fork after the parent has downloaded (and so looked up) once.
+    origin.routes["/photo.png"] = body(b"the bytes")
+    assert _fetch(origin.url("/photo.png")) == b"the bytes"
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports through the pipe and never returns into pytest
+        try:
+            os.write(write_end, _fetch(origin.url("/photo.png"), download_timeout=2))
+        except BaseException as error:
+            os.write(write_end, repr(error).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        reaped = False
+        try:
+            deadline = time.monotonic() + 10
+            while not reaped and time.monotonic() < deadline:
+                time.sleep(0.05)
+                reaped = os.waitpid(pid, os.WNOHANG) != (0, 0)
+        finally:
+            if not reaped:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        assert reader.read() == b"the bytes"
 
 
 def test_unreachable_is_unavailable():
