@@ -26,7 +26,6 @@ import weakref
 from http import HTTPStatus
 
 from webob import Request, Response
-from webob.static import FileIter
 
 from . import engines, remote
 from .config import Config
@@ -237,7 +236,7 @@ class FileProcessor:
             raise NotRegisteredError("no such result")
         checksum, extension = parsed
         try:
-            handle = open(self.storage.path(key), "rb")  # noqa: SIM115 - FileIter closes it
+            handle = open(self.storage.path(key), "rb")  # noqa: SIM115 - _FileBody closes it
         except FileNotFoundError:
             job = self.store.find(checksum)
             if job is None or EXTENSIONS[job.output_format] != extension:
@@ -248,9 +247,13 @@ class FileProcessor:
                 handle = open(self.storage.path(key), "rb")  # noqa: SIM115
             except FileNotFoundError:
                 raise UnavailableError("the result could not be stored; ask again shortly") from None
-        info = os.fstat(handle.fileno())
+        try:
+            info = os.fstat(handle.fileno())
+        except OSError:
+            handle.close()
+            raise
         return Response(
-            app_iter=_ClosingFileIter(handle),
+            app_iter=_FileBody(handle),
             content_type=CONTENT_TYPES[FORMAT_OF_EXTENSION[extension]],
             content_length=info.st_size,
             last_modified=info.st_mtime,
@@ -315,9 +318,41 @@ class _AccessFlusher:
 _FLUSHER = _AccessFlusher()
 
 
-class _ClosingFileIter(FileIter):
-    """WebOb's FileIter closes its file only when iterated to the end; a 304, a HEAD or
-    a client that hangs up early must close it too (WSGI servers call ``close``)."""
+class _FileBody:
+    """A served file's body, ``start`` to ``stop``, read in blocks; the file is closed at
+    the end of the bytes or by ``close``, whichever comes first.
+
+    WebOb's FileIter closes in its generator's ``finally``, which never runs when the
+    generator is closed before it starts: a 304, a HEAD, a Range request (WebOb asks
+    ``app_iter_range`` for a new iterator and drops this one) or a client that hangs up
+    before the first block. WSGI servers call ``close`` on every response, iterated or not.
+    """
+
+    block_size = 1 << 16
+
+    def __init__(self, file, start: int = 0, stop: int | None = None):
+        self.file = file
+        self._position = start
+        self._stop = stop
+
+    def app_iter_range(self, start: int, stop: int | None) -> _FileBody:
+        # WebOb's ranged responses: the new body owns the file (this one is dropped unclosed).
+        return _FileBody(self.file, start, stop)
+
+    def __iter__(self) -> _FileBody:
+        return self
+
+    def __next__(self) -> bytes:
+        if self.file.closed:
+            raise StopIteration
+        size = self.block_size if self._stop is None else min(self.block_size, self._stop - self._position)
+        # pread: each body keeps its own position, whatever another body of the file did.
+        data = os.pread(self.file.fileno(), size, self._position) if size > 0 else b""
+        if not data:
+            self.close()
+            raise StopIteration
+        self._position += len(data)
+        return data
 
     def close(self) -> None:
         self.file.close()

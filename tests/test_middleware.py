@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import itertools
+import os
+import re
+import socket
+import socketserver
+import sys
 import threading
+import time
+import warnings
+import wsgiref.simple_server
 
 import pytest
 from PIL import Image
@@ -256,3 +267,119 @@ def test_a_redirect_cache_emptied_mid_request_still_answers(site):
     site.app._redirects = _EmptiedBetweenLookAndRead(site.app._redirects)
     again = site.get(representation.url)
     assert (again.status_int, again.location) == (301, first.location)
+
+
+# ---------------------------------------------------------------- files closed on every path
+
+_BIG = 1_000_003  # bytes: many blocks, and more than a socket buffer holds
+
+
+@pytest.fixture
+def stored(site):
+    """A result file of ``_BIG`` random bytes in the site's storage; its URL path."""
+    path = site.root / "results" / CHECKSUM[:2] / f"{CHECKSUM}.jpg"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(os.urandom(_BIG))
+    return path
+
+
+def _open_files(path) -> int:
+    """How many of this process's descriptors have ``path`` open."""
+    count = 0
+    for descriptor in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{descriptor}") == str(path)
+    return count
+
+
+RESPONSES = [
+    # method, request headers, blocks read before the server closes (None: all), status
+    pytest.param("GET", {}, None, 200, id="get"),
+    pytest.param("GET", {}, 0, 200, id="get-closed-before-iterating"),
+    pytest.param("GET", {}, 1, 200, id="get-client-hangs-up"),
+    pytest.param("HEAD", {}, None, 200, id="head"),
+    pytest.param("GET", {"Range": "bytes=10-99999"}, None, 206, id="range"),
+    pytest.param("GET", {"Range": "bytes=10-99999"}, 0, 206, id="range-closed-before-iterating"),
+    pytest.param("GET", {"Range": "bytes=10-99999"}, 1, 206, id="range-client-hangs-up"),
+    pytest.param("HEAD", {"Range": "bytes=10-99999"}, None, 206, id="range-head"),
+    pytest.param("GET", {"Range": "bytes=5000000-"}, None, 416, id="range-not-satisfiable"),
+    pytest.param("GET", {"If-None-Match": f'"{CHECKSUM}"'}, None, 304, id="if-none-match"),
+    pytest.param("HEAD", {"If-None-Match": f'"{CHECKSUM}"'}, None, 304, id="if-none-match-head"),
+]
+
+
+@pytest.mark.parametrize(("method", "headers", "blocks", "status"), RESPONSES)
+def test_a_served_file_is_closed_when_the_server_closes_the_response(
+    site, stored, method, headers, blocks, status
+):
+    environ = Request.blank(
+        f"/_fp/files/{CHECKSUM[:2]}/{CHECKSUM}.jpg", method=method, headers=headers
+    ).environ
+    started = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        body = site.app(environ, lambda line, headers, exc_info=None: started.append(line))
+        received = b"".join(itertools.islice(body, blocks))
+        if hasattr(body, "close"):
+            body.close()  # what every WSGI server does, iterated or not (PEP 3333)
+        assert _open_files(stored) == 0, "closed by close(), not left to the garbage collector"
+        del body
+        gc.collect()
+    assert int(started[0].split()[0]) == status
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    if blocks is None and method == "GET" and status == 206:
+        assert received == stored.read_bytes()[10:100000]
+    elif blocks is None and method == "GET" and status == 200:
+        assert received == stored.read_bytes()
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def real_server(site):
+    """The site's processor behind a threaded wsgiref server on 127.0.0.1, in this process
+    (so its open files and its ResourceWarnings are this test's to see); its port."""
+    unraisable = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    server = wsgiref.simple_server.make_server(
+        "127.0.0.1", 0, site.app, server_class=_ThreadingServer, handler_class=_QuietHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+        gc.collect()
+        sys.unraisablehook = hook
+    assert [str(u.exc_value) for u in unraisable] == []
+
+
+@pytest.mark.parametrize(("method", "headers", "blocks", "status"), RESPONSES)
+def test_a_real_server_leaves_no_file_open(real_server, stored, method, headers, blocks, status):
+    with socket.create_connection(("127.0.0.1", real_server), timeout=30) as connection:
+        lines = [f"{method} /_fp/files/{CHECKSUM[:2]}/{CHECKSUM}.jpg HTTP/1.1", "Host: 127.0.0.1"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        first = connection.recv(4096)
+        assert re.match(rb"HTTP/1\.[01] %d " % status, first)
+        if blocks is None:  # read to the end of the answer, as a browser would
+            stated = re.search(rb"Content-Length: (\d+)", first)
+            length = int(stated.group(1)) if stated and method == "GET" else 0
+            received = len(first.partition(b"\r\n\r\n")[2])
+            while received < length:
+                received += len(connection.recv(1 << 16))
+    # A hung-up client is noticed on the server's next write: allow it a few seconds.
+    deadline = time.monotonic() + 10
+    while _open_files(stored) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _open_files(stored) == 0
