@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # Library messages name the file object or a path: "<_io.BufferedReader name='/srv/a.png'>".
 _FILE_OBJECT = re.compile(r"\s*<_io\.\w+ name=.*?>")
 _REASON_LENGTH = 160
+_ASIDE = re.compile(r"\s*\(([^()]*)\)")
 
 
 @contextlib.contextmanager
@@ -54,6 +55,9 @@ def reason(error: BaseException, handle: BinaryIO | None = None) -> str:
         text = text.replace(name, "the file")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     text = lines[0] if lines else ""
+    # Shown inside parentheses: the library's own become a clause ("truncated, 8 bytes
+    # not processed"), so a reason never ends in "))".
+    text = _ASIDE.sub(r", \1", text).strip(" .")
     if len(text) > _REASON_LENGTH:
         text = text[: _REASON_LENGTH - 1].rstrip() + "…"
     return text or f"{type(error).__name__}, without a message"
