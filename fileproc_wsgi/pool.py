@@ -26,9 +26,9 @@ leaves no file behind.
 Workers are started with :mod:`subprocess` (``python -c`` importing this module), never
 forked from the web process: forking a threaded server copies locks held by other
 threads, and a fresh interpreter is as safe under gunicorn's pre-fork as anywhere. A
-start costs about 0.7 s of one core (the engines' imports), paid once per worker and off
-the request path: the interpreter starts at once and imports while the job is on its
-way. One pool serves every Processor of a process; its size follows the jobs running
+start costs about 0.7 s of one core (the engines' imports), paid once per worker; a job
+waits for a fresh worker to be ready and its time limit counts from then, and a worker
+killed or crashed is replaced at once, before the next job asks. One pool serves every Processor of a process; its size follows the jobs running
 (each Processor holds at most ``max_concurrent_jobs``). A worker is replaced after
 ``worker_max_jobs`` jobs, when its resident memory stays above :data:`RSS_CEILING`
 after a job, and after running out of memory; an idle one leaves after
@@ -81,6 +81,7 @@ _WORKER_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIGS_KEPT = 8  # configurations a worker keeps parsed (a test suite makes hundreds)
 _HANDOFF_ATTEMPTS = 3  # workers tried for one job when each left before taking it
+_START_SECONDS = 60.0  # a worker's imports take about 0.7 s; a machine may be very busy
 
 
 class WorkerLostError(UnavailableError):
@@ -106,8 +107,9 @@ class IsolatedJobs:
 
     def run(self, text: str, output_format: str, deadline: float) -> tuple[bytes, int, int]:
         """``(data, width, height)`` of the job with canonical instructions ``text``, made
-        in a worker; raises the job's FileProcError, :class:`TimeLimitError` at
-        ``deadline`` (a :func:`time.monotonic` time) or the errors above."""
+        in a worker; raises the job's FileProcError, :class:`TimeLimitError` when it runs
+        past ``deadline`` (a :func:`time.monotonic` time, moved on by the time a fresh
+        worker took to start) or the errors above."""
         return shared_pool().run(self._blob, self.config, text, output_format, deadline)
 
 
@@ -116,6 +118,7 @@ class _Worker:
     process: subprocess.Popen
     connection: Connection
     idle_since: float = 0.0
+    ready: bool = False
 
 
 class WorkerPool:
@@ -132,14 +135,18 @@ class WorkerPool:
         self, blob: bytes, config: Config, text: str, output_format: str, deadline: float
     ) -> tuple[bytes, int, int]:
         """Run one job in a worker; see :meth:`IsolatedJobs.run`."""
+        seconds = deadline - time.monotonic()
         for _ in range(_HANDOFF_ATTEMPTS):
-            seconds = deadline - time.monotonic()
             if seconds <= 0:
                 raise _time_limit(config, "before a worker took the job")
+            worker = self._acquire()
+            if not worker.ready:
+                self._wait_until_ready(worker)
+            # A worker's start (its imports) is not the job's time: the clock starts now.
+            deadline = time.monotonic() + seconds
             job = pickle.dumps(
                 (blob, text, output_format, seconds, config.max_job_memory, config.worker_max_jobs)
             )
-            worker = self._acquire()
             try:
                 worker.connection.send_bytes(job)
             except OSError:  # it left (idle, or killed while idle) before the job reached it
@@ -162,12 +169,27 @@ class WorkerPool:
             raise WorkerBugError(f"unexpected error in the worker making {text!r} (logged)")
         raise WorkerLostError("no worker process could take the job; ask again shortly")
 
+    def _wait_until_ready(self, worker: _Worker) -> None:
+        try:
+            if (
+                worker.connection.poll(_START_SECONDS)
+                and pickle.loads(worker.connection.recv_bytes())[0] == "ready"
+            ):
+                worker.ready = True
+                return
+        except (EOFError, OSError):
+            pass
+        self._kill(worker)
+        log.error("fileproc_wsgi: a worker process did not start (exit status %s)", worker.process.returncode)
+        raise WorkerLostError("no worker process could be started; ask again shortly")
+
     def _answer(self, worker: _Worker, deadline: float, config: Config) -> tuple | None:
         """The worker's reply, or None for its goodbye; kills it at the deadline."""
         connection = worker.connection
         try:
             if not connection.poll(max(0.0, deadline - time.monotonic())):
                 self._kill(worker)
+                self._spare()
                 raise _time_limit(config, "the worker was stopped")
             reply = pickle.loads(connection.recv_bytes())
         except (EOFError, OSError):
@@ -177,6 +199,7 @@ class WorkerPool:
     def _death(self, worker: _Worker) -> FileProcError:
         """The error for a job whose worker died under it, by the way it died."""
         self._discard(worker)
+        self._spare()
         status = worker.process.returncode
         if status is not None and -status in CRASH_SIGNALS:
             name = signal.Signals(-status).name
@@ -207,6 +230,15 @@ class WorkerPool:
         for old in stale:
             self._stop(old)
         return worker
+
+    def _spare(self) -> None:
+        """Start a worker for the next job now, when none is idle: it imports while no
+        request waits for it."""
+        with self._lock:
+            if not self._idle and not self._closed:
+                worker = self._start()
+                worker.idle_since = time.monotonic()
+                self._idle.append(worker)
 
     def _release(self, worker: _Worker) -> None:
         worker.idle_since = time.monotonic()
@@ -353,6 +385,11 @@ def serve(fd: int) -> None:
     # The parent's deadline is the limit; a SIGINT meant for it must not stop a job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     connection = Connection(fd)
+    unlimited = resource.getrlimit(resource.RLIMIT_AS)
+    try:
+        connection.send_bytes(pickle.dumps(("ready", None, False)))
+    except OSError:
+        return
     configs: dict[bytes, tuple[Config, Sources]] = {}
     made = 0
     while True:
@@ -366,7 +403,10 @@ def serve(fd: int) -> None:
         deadline = time.monotonic() + seconds
         made += 1
         retiring = made >= max_jobs
-        resource.setrlimit(resource.RLIMIT_AS, (memory, resource.RLIM_INFINITY))
+        hard = unlimited[1]
+        resource.setrlimit(
+            resource.RLIMIT_AS, (memory if hard == resource.RLIM_INFINITY else min(memory, hard), hard)
+        )
         try:
             if blob not in configs:
                 values = pickle.loads(blob)
@@ -393,7 +433,7 @@ def serve(fd: int) -> None:
 
             reply = ("bug", traceback.format_exc(), retiring)
         finally:
-            resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            resource.setrlimit(resource.RLIMIT_AS, unlimited)
         if _resident_bytes() > RSS_CEILING:
             reply = (*reply[:2], True)
         try:

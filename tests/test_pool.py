@@ -1,0 +1,365 @@
+"""Jobs in worker processes (fileproc_wsgi.pool): hard time limit, memory limit, crashes.
+
+The hang is a real one, in native code: a PDF page of hundreds of thousands of random
+strokes keeps PDFium busy for seconds in one call, which no check between stages can
+stop. A worker is found mid-job by the source file it holds open (``/proc/PID/fd``), so
+the tests kill real workers without any hook in the code under test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fileproc_wsgi.config import Config
+from fileproc_wsgi.errors import ConfigError
+from fileproc_wsgi.middleware import FileProcessor
+from fileproc_wsgi.registrar import Registrar
+from fileproc_wsgi.store import InstructionStore
+from support import free_port, halves, http_get, serving, write
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def slow_pdf(strokes: int = 300_000) -> bytes:
+    """One A4-ish page of random strokes: a few MB that PDFium renders in seconds."""
+    rng = random.Random(10)
+    lines = [
+        f"{rng.randint(0, 600)} {rng.randint(0, 800)} m {rng.randint(0, 600)} {rng.randint(0, 800)} l"
+        for _ in range(strokes)
+    ]
+    content = zlib.compress(("1 w\n" + "\n".join(lines) + "\nS").encode())
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 600 800] /Contents 4 0 R >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(content) + content + b"\nendstream",
+    ]
+    data = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(data))
+        data += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(data)
+    data += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    data += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    data += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def slow_pdf_bytes() -> bytes:
+    return slow_pdf()
+
+
+def holders_of(path: Path) -> list[int]:
+    """Processes that have ``path`` open: the worker decoding it, mid-job."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            directory = f"/proc/{pid}/fd"
+            if any(os.readlink(f"{directory}/{fd}") == str(path) for fd in os.listdir(directory)):
+                found.append(int(pid))
+    return found
+
+
+def wait_for_holder(path: Path, timeout: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        holders = [pid for pid in holders_of(path) if pid != os.getpid()]
+        if holders:
+            return holders[0]
+        time.sleep(0.02)
+    raise AssertionError(f"no process opened {path.name} within {timeout} s")
+
+
+def stored_files(site) -> list[str]:
+    results = site.root / "results"
+    return sorted(path.name for path in results.rglob("*") if path.is_file())
+
+
+class Later:
+    """A request answered in a thread, with the time its answer arrived."""
+
+    def __init__(self, function):
+        self.answer = self.error = None
+        self.finished = 0.0
+        self._thread = threading.Thread(target=self._run, args=(function,), daemon=True)
+        self._thread.start()
+
+    def _run(self, function):
+        try:
+            self.answer = function()
+        except Exception as error:  # re-raised by result()
+            self.error = error
+        self.finished = time.monotonic()
+
+    def result(self, timeout: float = 60.0):
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the request did not finish"
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+
+# --------------------------------------------------------------------------- the time limit
+
+
+def test_a_native_hang_is_killed_at_the_time_limit_while_the_server_answers_others(tmp_path, slow_pdf_bytes):
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "slow.pdf").write_bytes(slow_pdf_bytes)
+    write(media, "photo.png", halves(300, 200))
+    settings = {
+        "database_url": f"sqlite:///{tmp_path / 'fileproc.db'}",
+        "storage": str(tmp_path / "results"),
+        "source_roots": {"default": str(media)},
+        "max_processing_seconds": 1.5,
+    }
+    registrar = Registrar(Config(**settings))
+    try:
+        slow = registrar.register("slow.pdf | format png")
+        quick = [registrar.register(f"photo.png | fit {width}x") for width in (100, 101, 102)]
+    finally:
+        registrar.close()
+    environment = {
+        **os.environ,
+        "FILEPROC_DATABASE_URL": settings["database_url"],
+        "FILEPROC_STORAGE": settings["storage"],
+        "FILEPROC_SOURCE_ROOTS": f"default={media}",
+        "FILEPROC_MAX_PROCESSING_SECONDS": "1.5",
+    }
+    port = free_port()
+    command = [sys.executable, "-m", "fileproc_wsgi.cli", "serve", "--port", str(port), "--threads", "8"]
+    with serving(command, port=port, cwd=tmp_path, env=environment) as server:
+        # Two jobs at once start two workers, so the requests below find one idle each.
+        warm = [Later(lambda url=r.url: http_get(port, url)) for r in quick[:2]]
+        assert [later.result()[0] for later in warm] == [301, 301]
+
+        started = time.monotonic()
+        hung = Later(lambda: http_get(port, slow.url))
+        wait_for_holder(media / "slow.pdf")
+        other = http_get(port, quick[2].url)
+        answered_meanwhile = time.monotonic()
+        status, headers, body = hung.result()
+
+        assert other[0] == 301 and answered_meanwhile < hung.finished
+        assert (status, body.decode()) == (
+            503,
+            "processing took longer than max_processing_seconds=1.5 (the worker was stopped)\n",
+        )
+        assert headers["Retry-After"] == "30"
+        # PDFium alone needs several seconds for this page; the job stopped at its limit.
+        assert 1.5 <= hung.finished - started < 3.0
+        assert server.poll() is None
+        assert http_get(port, quick[0].url)[0] == 301  # and the next request is answered as usual
+    assert not any(path.name.startswith(slow.checksum) for path in (tmp_path / "results").rglob("*"))
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_hang_is_retried_with_backoff_then_refused_for_good(site, slow_pdf_bytes):
+    (site.media / "slow.pdf").write_bytes(slow_pdf_bytes)
+    clock = _Clock()
+    store = InstructionStore(site.config.database_url, clock=clock)
+    app = FileProcessor(None, dataclasses.replace(site.config, max_processing_seconds=0.5), store=store)
+    representation = site.registrar.register("slow.pdf")
+    message = "processing took longer than max_processing_seconds=0.5 (the worker was stopped)\n"
+    try:
+        answers = []
+        for _ in range(4):
+            started = time.monotonic()
+            response = _get(app, representation.url)
+            answers.append((response.status_int, response.headers.get("Retry-After"), response.text))
+            assert time.monotonic() - started < 2.5  # never the whole render
+            clock.now = store.get(representation.checksum).retry_at or clock.now
+        assert answers == [
+            (503, "30", message),
+            (503, "60", message),
+            (422, None, message),
+            (422, None, message),
+        ]
+        job = store.get(representation.checksum)
+        assert (job.state, job.attempts, job.failure_status) == ("failed", 3, 422)
+        assert stored_files(site) == []
+    finally:
+        store.dispose()
+
+
+def _get(app, path: str):
+    from webob import Request
+
+    response = Request.blank(path).get_response(app)
+    response.body  # noqa: B018 - read it all, as a server would
+    return response
+
+
+# --------------------------------------------------------------------------- crashes
+
+
+@pytest.mark.parametrize(
+    ("sent", "status", "reason"),
+    [
+        pytest.param(
+            signal.SIGSEGV, 422, "a library crashed while processing this source (SIGSEGV)\n", id="segfault"
+        ),
+        pytest.param(
+            signal.SIGABRT, 422, "a library crashed while processing this source (SIGABRT)\n", id="abort"
+        ),
+        pytest.param(
+            signal.SIGKILL,
+            503,
+            "the worker process making this result was killed (SIGKILL); it will be tried again\n",
+            id="killed",
+        ),
+    ],
+)
+def test_a_worker_dying_mid_job_costs_that_job_only(make_site, slow_pdf_bytes, sent, status, reason):
+    site = make_site(max_processing_seconds=20)
+    (site.media / "slow.pdf").write_bytes(slow_pdf_bytes)
+    write(site.media, "photo.png", halves(300, 200))
+    representation = site.registrar.register("slow.pdf")
+    dying = Later(lambda: site.get(representation.url))
+    worker = wait_for_holder(site.media / "slow.pdf")
+    os.kill(worker, sent)
+    response = dying.result()
+
+    assert (response.status_int, response.text) == (status, reason)
+    job = site.store.get(representation.checksum)
+    # A crash is the source's doing and is not tried again; a kill is not, and is.
+    assert (job.state, job.failure_status, job.retry_at is None) == ("failed", status, status == 422)
+    assert stored_files(site) == []
+    _, image = site.make("photo.png | fit 60x")  # the next request is answered as usual
+    assert image.size == (60, 40)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_a_job_over_max_job_memory_is_refused_and_the_default_passes_it(make_site):
+    site = make_site()
+    # 49 megapixels of PNG: decoding holds about 150 MB, blurring a copy as much again.
+    Image.new("RGB", (7000, 7000), (200, 30, 30)).save(site.media / "big.png", compress_level=1)
+    text = "big.png | blur 2 | fit 100x"
+    tight = FileProcessor(
+        None, dataclasses.replace(site.config, max_job_memory=512 * 1024 * 1024), store=site.store
+    )
+
+    refused = _get(tight, site.registrar.register(text).url)
+
+    assert refused.status_int == 422
+    assert "memory" in refused.text.lower()  # the allocation that failed names it
+    site.store.reset([site.registrar.register(text).checksum])
+    _, image = site.make(text)  # the default (2 GiB) has room for it
+    assert image.size == (100, 100)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        pytest.param(
+            {"max_job_memory": 100 * 1024 * 1024}, "max_job_memory: expected bytes, at least", id="tiny"
+        ),
+        pytest.param({"max_job_memory": True}, "max_job_memory: expected bytes", id="bool-memory"),
+        pytest.param(
+            {"worker_max_jobs": 0}, "worker_max_jobs: expected a positive whole number", id="no-jobs"
+        ),
+        pytest.param({"isolate_jobs": "yes"}, "isolate_jobs: expected True or False", id="not-a-bool"),
+    ],
+)
+def test_pool_settings_are_checked(settings, message):
+    with pytest.raises(ConfigError) as refused:
+        Config(**settings)
+    assert message in str(refused.value)
+
+
+def test_pool_settings_come_from_the_environment():
+    config = Config.from_env(
+        {
+            "FILEPROC_ISOLATE_JOBS": "false",
+            "FILEPROC_MAX_JOB_MEMORY": "1073741824",
+            "FILEPROC_WORKER_MAX_JOBS": "7",
+        }
+    )
+    assert (config.isolate_jobs, config.max_job_memory, config.worker_max_jobs) == (False, 1 << 30, 7)
+
+
+# --------------------------------------------------------------------------- workers' lives
+
+_SCRIPT = """
+import os, sys
+from PIL import Image
+from webob import Request
+from fileproc_wsgi.config import Config
+from fileproc_wsgi.middleware import FileProcessor
+from fileproc_wsgi.registrar import Registrar
+
+directory = sys.argv[1]
+config = Config(source_roots={"default": directory}, database_url=f"sqlite:///{directory}/db.sqlite",
+                storage=directory + "/results", worker_max_jobs=int(sys.argv[2]))
+Image.new("RGB", (60, 40), "red").save(directory + "/a.png")
+registrar = Registrar(config)
+app = FileProcessor(None, config, store=registrar.store)
+def workers():
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                parent = int(stat.read().rpartition(")")[2].split()[1])
+            with open(f"/proc/{pid}/cmdline") as cmdline:
+                if parent == os.getpid() and "fileproc_wsgi.pool" in cmdline.read():
+                    found.add(int(pid))
+        except OSError:
+            pass
+    return found
+seen = []
+for width in range(10, 10 + int(sys.argv[3])):
+    response = Request.blank(registrar.register(f"a.png | fit {width}x").url).get_response(app)
+    assert response.status_int == 301, response.text
+    seen.append(sorted(workers()))
+print(seen, flush=True)
+"""
+
+
+def _workers_seen(tmp_path, max_jobs: int, jobs: int) -> tuple[list, set[int]]:
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(tmp_path), str(max_jobs), str(jobs)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = eval(done.stdout)  # noqa: S307 - a list of lists of numbers this test printed
+    return seen, {pid for pids in seen for pid in pids}
+
+
+def test_one_worker_is_reused_job_after_job_and_leaves_with_its_process(tmp_path):
+    seen, pids = _workers_seen(tmp_path, max_jobs=1000, jobs=5)
+    assert len(pids) == 1 and all(pids == set(now) for now in seen)
+    time.sleep(0.2)
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)  # stopped at interpreter exit
+
+
+def test_a_worker_is_replaced_after_worker_max_jobs(tmp_path):
+    seen, pids = _workers_seen(tmp_path, max_jobs=2, jobs=6)
+    assert len(pids) == 3  # jobs 1-2, 3-4 and 5-6, each pair in a worker of its own
+    assert all(len(now) <= 1 for now in seen)
