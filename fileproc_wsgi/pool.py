@@ -28,8 +28,9 @@ forked from the web process: forking a threaded server copies locks held by othe
 threads, and a fresh interpreter is as safe under gunicorn's pre-fork as anywhere. A
 start costs about 0.7 s of one core (the engines' imports), paid once per worker; a job
 waits for a fresh worker to be ready and its time limit counts from then, and a worker
-killed or crashed is replaced at once, before the next job asks. One pool serves every Processor of a process; its size follows the jobs running
-(each Processor holds at most ``max_concurrent_jobs``). A worker is replaced after
+killed, crashed or retired is replaced at once, before the next job asks. One pool
+serves every Processor of a process; its size follows the jobs running (each Processor
+holds at most ``max_concurrent_jobs``). A worker is replaced after
 ``worker_max_jobs`` jobs, when its resident memory stays above :data:`RSS_CEILING`
 after a job, and after running out of memory; an idle one leaves after
 :data:`IDLE_SECONDS`. A forked web process starts a pool of its own, and every worker is
@@ -159,6 +160,7 @@ class WorkerPool:
             kind, payload, retiring = reply
             if retiring:
                 self._discard(worker)
+                self._spare()
             else:
                 self._release(worker)
             if kind == "done":
