@@ -205,16 +205,46 @@ def oriented_jpeg(orientation: int):
     return make
 
 
-def large_profile_jpeg(directory) -> bytes:
+def large_profile_jpeg(width: int, height: int):
     """A JPEG whose ICC profile (a real sRGB profile padded past 64 KiB, its size field
-    updated) needs several APP2 segments, pushing the frame header far from the start."""
-    profile = srgb_profile()
-    big = struct.pack(">I", len(profile) + 150_000) + profile[4:] + bytes(150_000)
-    buffer = io.BytesIO()
-    halves(1601, 1201).save(buffer, "JPEG", icc_profile=big, quality=90)
-    data = buffer.getvalue()
-    assert data.count(b"ICC_PROFILE\0") >= 3
-    return data
+    updated) needs several APP2 segments, pushing the frame header far from the start.
+    425x250 is the size of Pillow's ``icc_profile_big.jpg``: ``fit 200x200`` gives 200x117.6."""
+
+    def make(directory) -> bytes:
+        profile = srgb_profile()
+        big = struct.pack(">I", len(profile) + 150_000) + profile[4:] + bytes(150_000)
+        buffer = io.BytesIO()
+        halves(width, height).save(buffer, "JPEG", icc_profile=big, quality=90)
+        data = buffer.getvalue()
+        assert data.count(b"ICC_PROFILE\0") >= 3
+        return data
+
+    return make
+
+
+def sar_disagreeing(directory) -> bytes:
+    """4:3 pixels in the stream's header, 3:2 in the H.264 bitstream's own VUI."""
+    clip(directory, "sar.mp4", extra=("-vf", "setsar=4/3"))
+    out = directory / "mixed.mp4"
+    ffmpeg(
+        "-i",
+        str(directory / "sar.mp4"),
+        "-c",
+        "copy",
+        "-bsf:v",
+        "h264_metadata=sample_aspect_ratio=3/2",
+        str(out),
+    )
+    return out.read_bytes()
+
+
+def edit_list(directory) -> bytes:
+    """Cut without re-encoding from a point between keyframes: an MP4 edit list hides the
+    frames before it."""
+    clip(directory, "base.mp4", size="161x91", pix_fmt="yuv444p")
+    out = directory / "edited.mp4"
+    ffmpeg("-ss", "0.35", "-i", str(directory / "base.mp4"), "-c", "copy", str(out))
+    return out.read_bytes()
 
 
 def webp_header(width: int, height: int):
@@ -436,9 +466,19 @@ CASES = [
         "MKV",
         id="mkv-sar-10:11",
     ),
-    pytest.param("a.jpg", large_profile_jpeg, "", MADE, "JPEG", id="jpeg-large-icc"),
-    pytest.param("a.jpg", large_profile_jpeg, "fit 200x200", MADE, "JPEG", id="jpeg-large-icc-fit"),
-    pytest.param("a.jpg", large_profile_jpeg, "fit 399x", MADE, "JPEG", id="jpeg-large-icc-draft"),
+    *(
+        pytest.param("a.jpg", large_profile_jpeg(*size), steps, MADE, "JPEG", id=f"jpeg-large-icc-{name}")
+        for size, name, steps in (
+            ((1601, 1201), "as-is", ""),
+            ((1601, 1201), "fit", "fit 200x200"),
+            ((1601, 1201), "draft", "fit 399x"),
+            ((425, 250), "fit-rounds", "fit 200x200"),
+            ((425, 250), "draft-rounds", "fit 100x100"),
+        )
+    ),
+    # Container and bitstream disagree on the pixel shape; an edit list starts the track late.
+    pytest.param("a.mp4", sar_disagreeing, "", MADE, "MP4", id="h264-sar-container-and-bitstream-differ"),
+    pytest.param("a.mp4", edit_list, "fit 100x100", MADE, "MP4", id="h264-edit-list"),
     # Registration refuses what the header already shows to be over a limit.
     pytest.param(
         "a.webp", webp_header(16000, 9000), "fit 200x200", REFUSED_EARLY, "", id="webp-16000x9000-header"
