@@ -299,6 +299,7 @@ def test_a_job_over_a_limit_fails_for_good_and_leaves_nothing(
 # --------------------------------------------------------------------------- frame bombs
 
 
+@pytest.mark.in_process
 def test_a_frame_bomb_is_never_counted(site, monkeypatch):
     # GIF and TIFF count their frames by walking the whole file; a page is reached by
     # walking only the frames before it, so a file of thousands of frames costs a few.
@@ -345,6 +346,7 @@ def _slow(seconds: float, function):
     return slowed
 
 
+@pytest.mark.in_process
 @pytest.mark.parametrize(
     ("target", "name", "stage"),
     [
@@ -376,6 +378,7 @@ def test_a_job_past_max_processing_seconds_is_stopped_between_stages(
     assert _stored_files(site) == []
 
 
+@pytest.mark.in_process
 def test_a_job_that_keeps_running_out_of_time_fails_for_good_on_its_third_attempt(site, monkeypatch):
     clock = _Clock()
     store = InstructionStore(site.config.database_url, clock=clock)
@@ -404,15 +407,16 @@ def test_a_job_that_keeps_running_out_of_time_fails_for_good_on_its_third_attemp
         store.dispose()
 
 
+@pytest.mark.in_process
 def test_video_decoding_is_bounded_by_max_processing_seconds(make_site, monkeypatch):
     from fileproc_wsgi.engines import video
 
     budgets = []
     frame_at = video._frame_at
 
-    def spy(container, stream, target, reference, budget):
+    def spy(container, stream, target, reference, budget, **options):
         budgets.append(budget)
-        return frame_at(container, stream, target, reference, budget)
+        return frame_at(container, stream, target, reference, budget, **options)
 
     monkeypatch.setattr(video, "_frame_at", spy)
     site = make_site(max_processing_seconds=4, lease_seconds=10)
@@ -604,6 +608,7 @@ def test_the_raster_engine_checks_the_predicted_size_before_decoding():
         raster.decode(buffer, "PNG", "photo.png", parse("photo.png | fit 150x"), config)
 
 
+@pytest.mark.in_process
 def test_a_late_worker_answers_with_the_result_of_the_worker_that_took_over(site, monkeypatch):
     clock = _Clock()
     store = InstructionStore(site.config.database_url, clock=clock)
