@@ -28,6 +28,7 @@ from http import HTTPStatus
 from webob import Request, Response
 
 from . import engines, remote
+from .cache import Generation
 from .config import Config
 from .encode import CONTENT_TYPES, EXTENSIONS, FORMAT_OF_EXTENSION
 from .errors import FileProcError, NotRegisteredError, RequestTooLargeError, UnavailableError
@@ -76,6 +77,10 @@ class FileProcessor:
         self._redirect_status = _status_line(self.config.redirect_status)
         self._redirect_cache_control = IMMUTABLE if self.config.redirect_status in _PERMANENT else "no-cache"
         self._redirects: dict[str, list[tuple[str, str]]] = {}
+        self._redirects_lock = threading.Lock()
+        # purge and gc --delete remove rows and results: forget every redirect then, or a
+        # warm process keeps sending clients to a result that no longer exists.
+        self._generation = Generation(self.store, self.config.source_check_interval, self._forget_redirects)
         self._accessed: set[str] = set()  # paths requested since the last flush
         self._flush_at = 0.0  # set by the flusher thread, which starts on the first request made
         missing = [name for name, present in engines.available().items() if not present]
@@ -94,6 +99,9 @@ class FileProcessor:
             return self._call_app_in_batch(environ, start_response)
         # One read, never a look then a read: another thread may empty the cache between them.
         headers = self._redirects.get(path)
+        if headers is not None and environ.get("REQUEST_METHOD") in _READ_METHODS:
+            self._generation.check()
+            headers = self._redirects.get(path)
         if headers is not None and environ.get("REQUEST_METHOD") in _READ_METHODS:
             self._accessed.add(path)
             start_response(self._redirect_status, headers)
@@ -134,6 +142,7 @@ class FileProcessor:
         checksum, dot, extension = name.partition(".")
         if not is_checksum(checksum) or (dot and extension not in FORMAT_OF_EXTENSION):
             raise NotRegisteredError("not a fileproc URL: expected <checksum>.<extension>")
+        generation = self._generation.check()  # before the row is read: see _remember_redirect
         job = self.store.find(checksum)
         if job is None:
             raise NotRegisteredError(f"no instructions registered under {checksum}")
@@ -155,10 +164,22 @@ class FileProcessor:
             ("Cache-Control", self._redirect_cache_control),
             ("Content-Length", "0"),
         ]
-        if len(self._redirects) >= _REDIRECT_CACHE_SIZE:
-            self._redirects = {}
-        self._redirects[request.path_info] = headers
+        self._remember_redirect(request.path_info, headers, generation)
         return self._redirect(headers)
+
+    def _remember_redirect(self, path: str, headers: list[tuple[str, str]], generation: int | None) -> None:
+        """Keep a redirect worked out from a row read in ``generation``, unless a purge or gc
+        has moved the generation since (the row or its result may be gone) or it is unknown."""
+        with self._redirects_lock:  # not on the warm path, which only reads
+            if generation is None or generation != self._generation.value:
+                return
+            if len(self._redirects) >= _REDIRECT_CACHE_SIZE:
+                self._redirects = {}
+            self._redirects[path] = headers
+
+    def _forget_redirects(self) -> None:
+        with self._redirects_lock:
+            self._redirects = {}
 
     def _register(self, request: Request) -> Response:
         """``POST <prefix>/register``: signed JSON texts in, representations out."""

@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from types import MappingProxyType
 
 from . import engines
-from .cache import SharedCache
+from .cache import Generation, SharedCache
 from .config import Config
 from .encode import CONTENT_TYPES, EXTENSIONS, choose_format
 from .instructions import parse
@@ -74,17 +74,21 @@ class Registrar:
         self._check_interval = self.config.source_check_interval
         self._lru: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
+        # purge and gc --delete remove rows and results: forget every registration then.
+        self._generation = Generation(self.store, self._check_interval, self._forget)
 
     def register(self, text: str) -> Representation:
         """The representation of ``text``; raises InstructionError, SourceError or
         another FileProcError naming what is wrong."""
+        generation = self._generation.check()
         entry = self._warm(text)
         if entry is not None:
             return entry.representation
-        return self._save([self._cold(text)])[0]
+        return self._save([self._cold(text)], generation)[0]
 
     def register_many(self, texts: Iterable[str]) -> list[Representation]:
         """Representations of several texts, the new ones written in one transaction."""
+        generation = self._generation.check()
         found: list[Representation | None] = []
         cold: list[_Cold] = []
         for text in texts:
@@ -92,7 +96,7 @@ class Registrar:
             if entry is None:
                 cold.append(self._cold(text))
             found.append(None if entry is None else entry.representation)
-        made = iter(self._save(cold))
+        made = iter(self._save(cold, generation))
         return [representation or next(made) for representation in found]
 
     @contextlib.contextmanager
@@ -140,7 +144,7 @@ class Registrar:
         source = self.sources.resolve(instructions.source)
         version = source.version()
         checksum = instructions.checksum(version)
-        shared = self.cache.get(_cache_key(checksum)) if self.cache is not None else None
+        shared = self._shared(checksum)
         if shared is not None:  # written by another app server: no header read, no row
             representation = self._representation(checksum, *shared)
             return _Cold(text, _Entry(source, version, representation), {})
@@ -173,18 +177,29 @@ class Registrar:
             content_type=CONTENT_TYPES[output],
         )
 
-    def _save(self, cold: list[_Cold]) -> list[Representation]:
+    def _shared(self, checksum: str) -> tuple | None:
+        """What another app server registered under ``checksum`` in this generation (it
+        wrote the row then), or None; never trusted while the generation is unknown."""
+        generation = self._generation.value
+        if self.cache is None or generation is None:
+            return None
+        return self.cache.get(_cache_key(generation, checksum))
+
+    def _save(self, cold: list[_Cold], generation: int | None) -> list[Representation]:
         """Remember new registrations, writing them now or at the end of the batch."""
         pending = _BATCHES.get().get(self)
         if pending is not None:
             pending.extend(cold)
-            self._remember(cold)
+            self._remember(cold, generation)
         elif cold:
             self._write(cold)
         return [item.entry.representation for item in cold]
 
     def _write(self, cold: list[_Cold]) -> None:
         rows = [item.row for item in cold if item.row]
+        # Read before the rows are written: a purge after this raises the generation, so
+        # neither this process nor the shared cache keeps answering with them.
+        generation = self._generation.value
         try:
             if rows:
                 self.store.add_many(rows)
@@ -193,14 +208,20 @@ class Registrar:
                 for item in cold:
                     self._lru.pop(item.text, None)
             raise
-        self._remember(cold)
-        if self.cache is not None:
+        self._remember(cold, generation)
+        if self.cache is not None and generation is not None:
             for row in rows:
                 shared = (row["output_format"], row["width"], row["height"])
-                self.cache.set(_cache_key(row["checksum"]), shared)
+                self.cache.set(_cache_key(generation, row["checksum"]), shared)
 
-    def _remember(self, cold: list[_Cold]) -> None:
+    def _forget(self) -> None:
         with self._lock:
+            self._lru = OrderedDict()
+
+    def _remember(self, cold: list[_Cold], generation: int | None) -> None:
+        with self._lock:
+            if generation != self._generation.value:
+                return  # worked out before a purge or gc that the process has seen since
             for item in cold:
                 self._lru[item.text] = item.entry
             while len(self._lru) > self.config.cache_size:
@@ -215,8 +236,8 @@ _NO_BATCH: Mapping[Registrar, list[_Cold]] = MappingProxyType({})
 _BATCHES: ContextVar[Mapping[Registrar, list[_Cold]]] = ContextVar("fileproc_batches", default=_NO_BATCH)
 
 
-def _cache_key(checksum: str) -> str:
-    return f"fileproc:{checksum}"
+def _cache_key(generation: int, checksum: str) -> str:
+    return f"fileproc:{generation}:{checksum}"
 
 
 def registrar_for(config: Config, *, cache=None):

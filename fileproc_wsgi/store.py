@@ -61,6 +61,17 @@ jobs = sa.Table(
     sa.Column("accessed_at", sa.Float, nullable=True),
 )
 
+# One row (id 1): raised in the same transaction as every removal by ``fileproc purge`` and
+# ``fileproc gc --delete``. Processes compare it with the value they last read (at most once
+# per source_check_interval) and, when it moved, forget the registrations and redirects they
+# remember, which may name a removed row or file.
+generations = sa.Table(
+    "fileproc_generation",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("value", sa.Integer, nullable=False),
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Job:
@@ -420,6 +431,8 @@ class InstructionStore:
                 evicted.extend(
                     (checksum, keys[checksum]) for checksum in connection.execute(statement).scalars()
                 )
+            if evicted:
+                _advance_generation(connection)
         return evicted
 
     def delete(self, checksums: Iterable[str]) -> list[tuple[str, str | None]]:
@@ -429,6 +442,16 @@ class InstructionStore:
     def by_source(self, source: str, *, after: str | None = None, limit: int = 500) -> list[Job]:
         """Rows whose instructions read ``source`` (the reference exactly as registered)."""
         return self._page(jobs.c.source == source, after, limit)
+
+    def generation(self) -> int:
+        """How many times rows were deleted (:meth:`delete`) or results evicted
+        (:meth:`evict_stale`): what remembers a registration or a redirect compares it
+        with the value it last read, and forgets when it moved."""
+        self.create_tables()
+        # A read that commits nothing: a page's new registrations stay its only commit.
+        with self._outage_as_unavailable(), self.engine.connect() as connection:
+            value = connection.execute(sa.select(generations.c.value).where(generations.c.id == 1)).scalar()
+        return value or 0
 
     def existing(self, checksums: Iterable[str]) -> set[str]:
         """Those of ``checksums`` that have a row."""
@@ -507,6 +530,8 @@ class InstructionStore:
                     .returning(jobs.c.checksum, jobs.c.result_key)
                 )
                 deleted.extend((checksum, key) for checksum, key in connection.execute(statement))
+            if deleted:
+                _advance_generation(connection)
         return deleted
 
     def dispose(self) -> None:
@@ -548,6 +573,12 @@ class InstructionStore:
         if password:
             reason = reason.replace(str(password), "***")
         return reason[:200]
+
+
+def _advance_generation(connection: Connection) -> None:
+    connection.execute(
+        generations.update().where(generations.c.id == 1).values(value=generations.c.value + 1)
+    )
 
 
 def _chunks(items: Iterable[str]) -> Iterator[list[str]]:
