@@ -174,14 +174,14 @@ def decode(handle, found: str, reference: str, instructions, config):
 
     try:
         image.load()
+        if found in _CANVAS_FORMATS and image.size != canvas:
+            image = image.crop((0, 0, *canvas))  # before turning: the canvas is the stored size
         image = ImageOps.exif_transpose(image)
     except Exception as error:
         raise ProcessingError(
             f"source {reference!r} is {formats.a(found, 'image')} that could not be decoded "
             f"({reason(error, handle)})"
         ) from None
-    if found in _CANVAS_FORMATS and image.size != canvas:
-        image = image.crop((0, 0, *canvas))
     icc_profile = image.info.get("icc_profile")
     return (*_normalise(image, icc_profile), upright)
 
