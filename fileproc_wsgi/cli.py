@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None, *, config: Config | None = None, prog: s
     try:
         return _COMMANDS[arguments.command](arguments)
     except FileProcError as error:
-        print(f"fileproc: error: {error}", file=sys.stderr)
+        detail = getattr(error, "detail", None)  # an outage's own words: an operator wants them
+        print(f"fileproc: error: {error}" + (f" ({detail})" if detail else ""), file=sys.stderr)
         return 2
 
 

@@ -103,12 +103,15 @@ class UnavailableError(FileProcError):
     """A dependency (database, storage) or the result is not available right now.
 
     ``retry_after`` is the number of seconds a client should wait before asking again.
+    ``detail`` is what the backend said (a driver's message, an endpoint): it is logged
+    and printed by the command line, never sent in a response.
     """
 
     status = 503
 
-    def __init__(self, message: str, *, retry_after: int = 5):
+    def __init__(self, message: str, *, retry_after: int = 5, detail: str | None = None):
         self.retry_after = retry_after
+        self.detail = detail
         super().__init__(message)
 
 

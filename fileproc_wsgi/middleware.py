@@ -44,6 +44,7 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 _READ_METHODS = ("GET", "HEAD")
 _PERMANENT = (301, 308)
 _REDIRECT_CACHE_SIZE = 100_000
+_OUTAGE_LOG_SECONDS = 10.0
 
 
 class FileProcessor:
@@ -82,6 +83,7 @@ class FileProcessor:
         # warm process keeps sending clients to a result that no longer exists.
         self._generation = Generation(self.store, self.config.source_check_interval, self._forget_redirects)
         self._accessed: set[str] = set()  # paths requested since the last flush
+        self._outage_logged = float("-inf")
         self._flush_at = 0.0  # set by the flusher thread, which starts on the first request made
         missing = [name for name, present in engines.available().items() if not present]
         if missing:
@@ -284,6 +286,15 @@ class FileProcessor:
             conditional_response=True,
         )
 
+    def _log_outage(self, error: UnavailableError) -> None:
+        """What the backend said (host, port, endpoint) goes to the log, not to clients;
+        once per ``_OUTAGE_LOG_SECONDS`` at most, as an outage fails every request."""
+        detail = getattr(error, "detail", None)
+        now = time.monotonic()
+        if detail and now - self._outage_logged >= _OUTAGE_LOG_SECONDS:
+            self._outage_logged = now
+            log.warning("fileproc_wsgi: %s (%s)", error, detail)
+
     def _error_response(self, error: FileProcError) -> Response:
         """The only place an exception becomes an HTTP answer: status and one line of text."""
         message = str(error).splitlines()[0] if str(error) else HTTPStatus(error.status).phrase
@@ -296,6 +307,7 @@ class FileProcessor:
         response.cache_control = "no-store"
         if isinstance(error, UnavailableError):
             response.retry_after = error.retry_after
+            self._log_outage(error)
         if isinstance(error, _MethodNotAllowed):
             response.allow = error.methods
         return response

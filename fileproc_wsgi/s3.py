@@ -165,14 +165,15 @@ class S3Storage:
             raise self._unavailable(error) from None
 
     def _unavailable(self, error: Exception) -> UnavailableError:
-        """One line a client and a log can read, never botocore's traceback."""
+        """One line a client may read; what S3 or the connection said, and the endpoint, are
+        its ``detail``, for the log. Never botocore's traceback."""
         from botocore.exceptions import ClientError, ConnectionError, NoCredentialsError
 
         where = f"s3://{self.bucket}"
         if isinstance(error, NoCredentialsError):
             reason = "no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or a profile)"
         elif isinstance(error, ConnectionError):
-            reason = f"cannot reach the S3 endpoint {self.endpoint_url or 'of AWS'}"
+            reason = "cannot reach the S3 endpoint"  # which one is for the log (detail), not clients
         elif isinstance(error, ClientError):
             code = _code(error)
             if code == "NoSuchBucket":
@@ -180,11 +181,12 @@ class S3Storage:
             elif code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 reason = f"access to {where} denied ({code})"
             else:
-                message = error.response.get("Error", {}).get("Message") or code
-                reason = f"{where} answered {code}: {message}"
+                reason = f"{where} answered {code}"
         else:
             reason = f"{where}: {type(error).__name__}"
-        return UnavailableError(f"result storage unavailable: {reason.splitlines()[0]}")
+        said = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        detail = f"{self.endpoint_url or 'AWS'}: {said}"
+        return UnavailableError(f"result storage unavailable: {reason.splitlines()[0]}", detail=detail)
 
 
 def _code(error: Exception) -> str:

@@ -32,6 +32,9 @@ from sqlalchemy.engine import Connection, Engine
 from .errors import ConfigError, LeaseLostError, NotRegisteredError, UnavailableError
 
 STATES = ("pending", "working", "done", "failed")
+# What a client is told; the driver's own words (host, port, database) go in ``detail``.
+_DATABASE_DOWN = "database unavailable: cannot reach it; ask again shortly"
+_DATABASE_BUSY = "database unavailable: every connection is busy; ask again shortly"
 # Well under SQLite's bound-parameter limit, so one IN (...) or VALUES list always fits.
 _CHUNK = 500
 
@@ -561,9 +564,9 @@ class InstructionStore:
         except exc.DBAPIError as error:
             if not (isinstance(error, exc.OperationalError) or error.connection_invalidated):
                 raise
-            raise UnavailableError(f"database unavailable: {self._short_reason(error)}") from None
+            raise UnavailableError(_DATABASE_DOWN, detail=self._short_reason(error)) from None
         except exc.TimeoutError as error:  # every pooled connection is busy
-            raise UnavailableError(f"database unavailable: {self._short_reason(error)}") from None
+            raise UnavailableError(_DATABASE_BUSY, detail=self._short_reason(error)) from None
 
     def _short_reason(self, error: Exception) -> str:
         original = getattr(error, "orig", None) or error

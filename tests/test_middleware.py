@@ -21,7 +21,7 @@ from webob import Request
 
 from fileproc_wsgi.config import Config
 from fileproc_wsgi.middleware import IMMUTABLE, FileProcessor
-from support import decode, halves, write
+from support import decode, free_port, halves, write
 
 CHECKSUM = "0123456789abcdef0123456789abcdef"
 
@@ -383,3 +383,31 @@ def test_a_real_server_leaves_no_file_open(real_server, stored, method, headers,
     while _open_files(stored) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _open_files(stored) == 0
+
+
+def _outage_sites(make_site, monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    port = free_port()  # nothing listens there
+    database = make_site(database_url=f"postgresql+psycopg://nobody@127.0.0.1:{port}/secretdb")
+    storage = make_site(storage="s3://secret-bucket/results", s3_endpoint_url=f"http://127.0.0.1:{port}")
+    write(storage.media, "photo.jpg", halves(40, 20))
+    return port, [
+        (database, f"/_fp/{CHECKSUM}.jpg"),
+        (storage, storage.registrar.register("photo.jpg | fit 10x").url),
+    ]
+
+
+@pytest.mark.parametrize("which", [pytest.param(0, id="database"), pytest.param(1, id="s3-endpoint")])
+def test_an_outage_names_the_backend_in_the_log_never_in_the_response(
+    make_site, monkeypatch, tmp_path, caplog, which
+):
+    port, sites = _outage_sites(make_site, monkeypatch, tmp_path)
+    site, path = sites[which]
+    response = site.get(path)
+    assert response.status_int == 503 and response.headers["Retry-After"]
+    assert response.text.endswith("unavailable: cannot reach it; ask again shortly\n") or (
+        response.text == "result storage unavailable: cannot reach the S3 endpoint\n"
+    )
+    assert str(port) not in response.text and "127.0.0.1" not in response.text
+    assert f"127.0.0.1:{port}" in caplog.text or f"port {port}" in caplog.text, "the log says which"
