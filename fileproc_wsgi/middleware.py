@@ -3,7 +3,9 @@
 ``FileProcessor(app, config)`` decides "mine or not" with one string comparison before
 building anything. For ``GET <prefix>/<checksum>[.<ext>]`` it makes the result if needed
 (once, however many ask at the same moment) and answers with a redirect to it; finished
-redirects are remembered in-process, so a warm hit is a dictionary lookup (presigned
+redirects are remembered in-process, so a warm hit is a dictionary lookup (forgotten when
+``purge`` or ``gc --delete`` raise the store's generation, read once per
+``source_check_interval``; presigned
 ones expire, so they are made afresh each time and sent as temporary redirects). With local
 storage it also serves ``<prefix>/files/...``, remaking a registered result whose file
 has gone missing. Errors are turned into responses in one place, ``_error_response``;

@@ -6,7 +6,8 @@ instructions under their checksum if they are new, and returns a
 :class:`~fileproc_wsgi.representation.Representation`. A repeated registration of the
 same text is answered from an in-process LRU; the source is looked at again (one ``stat``)
 at most once per ``source_check_interval``, which is how a replaced source gets a new
-checksum.
+checksum; within the same interval the store's generation is read, and every remembered
+registration forgotten when ``purge`` or ``gc --delete`` has removed something since.
 """
 
 from __future__ import annotations
