@@ -41,7 +41,9 @@ def failure(message: str, handle: BinaryIO | None = None) -> Iterator[None]:
     except FileProcError:
         raise
     except MemoryError:
-        raise LimitError(f"{message}: it needs more memory than this server gives one job") from None
+        raise LimitError(
+            f"{message}: it needs more memory than this server gives one job (max_job_memory)"
+        ) from None
     except Exception as error:
         log.info("fileproc_wsgi: %s", message, exc_info=True)
         raise ProcessingError(f"{message} ({reason(error, handle)})") from None

@@ -52,6 +52,8 @@ def _open(handle, found: str, reference: str, max_pixels: int) -> Image.Image:
     # The warning arrives as an exception only where warnings are errors (the tests).
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise LimitError(f"source {reference!r} has more pixels than this server decodes") from None
+    except MemoryError:
+        raise  # the boundary names the memory limit
     except Exception as error:  # Pillow raises many types for bad headers
         raise ProcessingError(
             f"source {reference!r} is not a readable {formats.display_name(found)} image "
@@ -94,6 +96,8 @@ def _seek_page(image: Image.Image, page: int, reference: str, config) -> None:
             image.seek(index)
         except EOFError:
             raise ProcessingError(f"page {page}: {reference!r} has only {index} page(s)") from None
+        except MemoryError:
+            raise  # the boundary names the memory limit
         except Exception as error:  # a broken frame or directory on the way
             raise ProcessingError(f"page {page} of {reference!r} is not readable ({reason(error)})") from None
     width, height = image.size
@@ -177,6 +181,8 @@ def decode(handle, found: str, reference: str, instructions, config):
         if found in _CANVAS_FORMATS and image.size != canvas:
             image = image.crop((0, 0, *canvas))  # before turning: the canvas is the stored size
         image = ImageOps.exif_transpose(image)
+    except MemoryError:
+        raise  # the boundary names the memory limit
     except Exception as error:
         raise ProcessingError(
             f"source {reference!r} is {formats.a(found, 'image')} that could not be decoded "
