@@ -13,6 +13,7 @@ made absolute when the Config is built, so a later ``chdir`` changes nothing.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -206,7 +207,7 @@ class Config:
         # Only a step that enlarges the image (more pixels, or a longer side) can break a
         # limit the step before it kept: the source itself, and a quarter turn of it, are
         # held to max_source_pixels, not to the output limits.
-        for (_, before_w, before_h), (word, width, height) in zip(plan[:-1], plan[1:-1]):
+        for (_, before_w, before_h), (word, width, height) in itertools.pairwise(plan[:-1]):
             if width * height > before_w * before_h or max(width, height) > max(before_w, before_h):
                 self.check_result_size(width, height, step=word)
         self.check_result_size(*plan[-1][1:])

@@ -210,7 +210,8 @@ class Processor:
         # reaches here is a fault of the surroundings (the sources' disk, storage, the
         # database) or a bug, never a property of the source: the engines' boundaries
         # have made those permanent refusals already.
-        raise UnavailableError(reason, retry_after=max(1, round(delay))) from None
+        detail = getattr(error, "detail", None)  # the backend's own words, for the log
+        raise UnavailableError(reason, retry_after=max(1, round(delay)), detail=detail) from None
 
     def make(self, job: Job, *, deadline: float | None = None) -> Result:
         """Decode, transform and encode the job's source, without touching the store.

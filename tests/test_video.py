@@ -464,7 +464,7 @@ def test_a_file_cut_after_its_index_gives_what_remains(site, clips):
 def test_source_pixel_limit(make_site, clips):
     site = make_site(max_source_pixels=10_000)
     shutil.copy(clips / "clip.mp4", site.media / "clip.mp4")
-    with pytest.raises(LimitError, match="160x90 = 14400 pixels per frame, more than max_source_pixels=10000"):
+    with pytest.raises(LimitError, match="160x90 = 14400 pixels per frame, more than max_source_pixels="):
         site.registrar.register("clip.mp4 | frame 1 | fit 10x")
 
 
