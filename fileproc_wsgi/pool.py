@@ -118,6 +118,7 @@ class IsolatedJobs:
 class _Worker:
     process: subprocess.Popen
     connection: Connection
+    environment: int  # _environment() when it started
     idle_since: float = 0.0
     ready: bool = False
 
@@ -218,18 +219,25 @@ class WorkerPool:
         with self._lock:
             if self._closed:
                 raise UnavailableError("this server is shutting down")
-            # Most recently used first: the others stay idle long enough to leave.
+            # Most recently used first: the others stay idle long enough to leave. A worker
+            # started before the environment changed (credentials set, a proxy, TZ) would
+            # make the job in another world than the web process's: it leaves instead.
+            environment = _environment()
+            outdated = []
             while self._idle:
                 worker = self._idle.pop()
-                if worker.process.poll() is None:
+                if worker.process.poll() is not None:
+                    self._reap(worker)
+                elif worker.environment != environment:
+                    outdated.append(worker)
+                else:
                     break
-                self._reap(worker)
             else:
                 worker = self._start()
             stale = [w for w in self._idle if now - w.idle_since > IDLE_SECONDS]
             self._idle = [w for w in self._idle if w not in stale]
             self._busy.add(worker)
-        for old in stale:
+        for old in stale + outdated:
             self._stop(old)
         return worker
 
@@ -270,7 +278,7 @@ class WorkerPool:
                 start_new_session=True,
             )
             connection = Connection(os.dup(ours.fileno()))
-        return _Worker(process, connection)
+        return _Worker(process, connection, _environment())
 
     def _kill(self, worker: _Worker) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -312,6 +320,11 @@ class WorkerPool:
         """(idle, busy) workers, for the command line and tests."""
         with self._lock:
             return len(self._idle), len(self._busy)
+
+
+def _environment() -> int:
+    """A fingerprint of this process's environment variables (a few microseconds)."""
+    return hash(frozenset(os.environ.items()))
 
 
 def _time_limit(config: Config, what: str) -> TimeLimitError:

@@ -151,3 +151,19 @@ def test_an_endpoint_that_is_down_is_unavailable(bucket, monkeypatch):
         source.version()
     with pytest.raises(UnavailableError):
         source.open(10**6)
+
+
+def test_credentials_set_after_a_worker_started_reach_the_next_job(
+    make_site, bucket, s3_endpoint, monkeypatch
+):
+    # Jobs run in long-lived worker processes: one started before the credentials were
+    # set must not make the next S3 job without them.
+    site = make_site(allowed_hosts=(bucket,), s3_endpoint_url=s3_endpoint, source_check_interval=0)
+    halves(40, 20).save(site.media / "local.png")
+    for name in S3_CREDENTIALS:
+        monkeypatch.delenv(name)
+    assert site.request("local.png | fit 20x").status_int == 200  # a worker without them
+    for name, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    response = site.get(site.registrar.register(f"s3://{bucket}/photos/photo.png | fit 30x").url)
+    assert response.status_int == 301, response.text
