@@ -21,13 +21,11 @@ Usage: ``python bench/isolation.py [--runs N] [--budget SECONDS]``
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 import tempfile
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,37 +39,12 @@ from fileproc_wsgi import pool  # noqa: E402
 from fileproc_wsgi.config import Config  # noqa: E402
 from fileproc_wsgi.instructions import parse  # noqa: E402
 from fileproc_wsgi.processing import produce  # noqa: E402
+from fileproc_wsgi.samples import scribbled_pdf  # noqa: E402
 from fileproc_wsgi.sources import Sources  # noqa: E402
 
 PHOTO_TARGET = 1.05  # isolated / in-process
 SMALL_TARGET_MS = 3.0  # isolated - in-process
 PARALLEL_TARGET = 1.3  # two renders at once / one render, in workers on 2 cores
-
-
-def heavy_pdf(lines: int = 10_000) -> bytes:
-    """One page whose content is one path of ``lines`` random lines."""
-    rng = random.Random(7)
-    block = "\n".join(
-        f"{rng.randint(0, 600)} {rng.randint(0, 800)} m {rng.randint(0, 600)} {rng.randint(0, 800)} l"
-        for _ in range(1000)
-    )
-    content = zlib.compress(("1 w\n" + "\n".join([block] * (lines // 1000)) + "\nS").encode())
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 600 800] /Contents 4 0 R >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(content) + content + b"\nendstream",
-    ]
-    data = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(data))
-        data += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(data)
-    data += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    data += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    data += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(data)
 
 
 Work = Callable[[], object]
@@ -148,7 +121,7 @@ def main() -> int:
         directory = Path(name)
         make_photo(directory / "photo.jpg")
         Image.effect_noise((800, 600), 20).convert("RGB").save(directory / "small.jpg", quality=60)
-        (directory / "heavy.pdf").write_bytes(heavy_pdf())
+        (directory / "heavy.pdf").write_bytes(scribbled_pdf())
         config = Config(
             source_roots={"default": str(directory)}, database_url="sqlite://", storage=str(directory / "out")
         )

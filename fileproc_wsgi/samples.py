@@ -3,12 +3,14 @@
 ``write_document`` writes a small vector PDF by hand (text in a standard font, filled
 shapes, pages of different sizes), which is what thumbnails of real documents meet;
 ``write_clip`` encodes a short H.264 video whose picture changes every frame, through
-PyAV. Neither needs a file from outside.
+PyAV; ``scribbled_pdf`` is a page that is slow to render. None needs a file from outside.
 """
 
 from __future__ import annotations
 
 import math
+import random
+import zlib
 
 from PIL import Image, ImageDraw
 
@@ -43,6 +45,31 @@ def write_document(path: str, pages: tuple[tuple[int, int], ...] = PAGES) -> Non
         len(kids),
     )
 
+    with open(path, "wb") as file:
+        file.write(_pdf(objects, root=catalog))
+
+
+def scribbled_pdf(lines: int = 10_000, *, seed: int = 7) -> bytes:
+    """One 600x800 pt page stroked as a single path of ``lines`` random lines: a few KB
+    that PDFium rasterises in one native call, longer the more lines (300,000 take it
+    about six seconds on 2 cores). For measuring renders and for a job that hangs."""
+    rng = random.Random(seed)
+    block = "\n".join(
+        f"{rng.randint(0, 600)} {rng.randint(0, 800)} m {rng.randint(0, 600)} {rng.randint(0, 800)} l"
+        for _ in range(1000)
+    )
+    content = zlib.compress(("1 w\n" + "\n".join([block] * max(1, lines // 1000)) + "\nS").encode())
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 600 800] /Contents 4 0 R >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(content) + content + b"\nendstream",
+    ]
+    return _pdf(objects, root=1)
+
+
+def _pdf(objects: list[bytes], *, root: int) -> bytes:
+    """A PDF file of numbered ``objects`` (1-based), with its cross-reference table."""
     data = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
     for number, body in enumerate(objects, 1):
@@ -51,13 +78,8 @@ def write_document(path: str, pages: tuple[tuple[int, int], ...] = PAGES) -> Non
     xref = len(data)
     data += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     data += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    data += b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        catalog,
-        xref,
-    )
-    with open(path, "wb") as file:
-        file.write(data)
+    data += b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, root, xref)
+    return bytes(data)
 
 
 def _page_content(number: int, width: int, height: int) -> bytes:

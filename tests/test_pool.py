@@ -11,13 +11,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import random
 import signal
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import pytest
@@ -27,43 +25,16 @@ from fileproc_wsgi.config import Config
 from fileproc_wsgi.errors import ConfigError
 from fileproc_wsgi.middleware import FileProcessor
 from fileproc_wsgi.registrar import Registrar
+from fileproc_wsgi.samples import scribbled_pdf
 from fileproc_wsgi.store import InstructionStore
 from support import free_port, halves, http_get, serving, write
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def slow_pdf(strokes: int = 300_000) -> bytes:
-    """One page of a path of ``strokes`` random lines: 54 KB that PDFium needs about six
-    seconds (2 cores, 300,000 lines) to render."""
-    rng = random.Random(10)
-    block = "\n".join(
-        f"{rng.randint(0, 600)} {rng.randint(0, 800)} m {rng.randint(0, 600)} {rng.randint(0, 800)} l"
-        for _ in range(1000)
-    )
-    # One stroke of many segments: PDFium rasterises it in one call, the time to stop it.
-    content = zlib.compress(("1 w\n" + "\n".join([block] * (strokes // 1000)) + "\nS").encode())
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 600 800] /Contents 4 0 R >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(content) + content + b"\nendstream",
-    ]
-    data = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(data))
-        data += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(data)
-    data += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    data += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    data += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(data)
-
-
 @pytest.fixture(scope="module")
 def slow_pdf_bytes() -> bytes:
-    return slow_pdf()
+    return scribbled_pdf(300_000, seed=10)
 
 
 def holders_of(path: Path) -> list[int]:
