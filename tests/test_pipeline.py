@@ -262,14 +262,6 @@ def test_large_jpeg_is_decoded_at_reduced_size(site):
             id="page-beyond-last",
         ),
         pytest.param(
-            "still.png",
-            lambda path: None,
-            "frame 2",
-            422,
-            "frame applies to video sources",
-            id="frame-on-image",
-        ),
-        pytest.param(
             "tiny.png",
             lambda path: None,
             "crop 100,100,10,10",

@@ -38,13 +38,14 @@ from typing import BinaryIO
 from PIL import Image
 
 from .. import formats
-from ..errors import FileProcError, ProcessingError, UnsupportedSourceError
+from ..errors import ProcessingError, UnsupportedSourceError
 from . import magick, pdf, raster, video
 from .boundary import failure
 
 ENGINES = (raster, pdf, video, magick)
-# Sources a first engine failed on that ImageMagick may still read.
-_FALLBACKS = {"TIFF": magick}
+# Sources a first engine failed on that ImageMagick may still read: TIFF layouts Pillow
+# does not decode, and AVIFs its libavif build refuses (alpha in some layouts, 10-bit HDR).
+_FALLBACKS = {"TIFF": magick, "AVIF": magick}
 HEAD_BYTES = formats.HEAD_BYTES
 
 
@@ -100,28 +101,32 @@ def engine_for(head: bytes, reference: str):
 def probe(handle: BinaryIO, reference: str, instructions=None, config=None) -> SourceInfo:
     """Read only the header: format, upright size (of the page or frame asked for) and
     transparency. With ``config``, refuse what the header shows to be over its limits."""
-    found, engine = _engine(handle, reference)
-    size = _with_fallback(
+    found, engine = _engine(handle, reference, instructions)
+    width, height, alpha = _with_fallback(
         found,
         engine,
         "read",
         reference,
-        lambda e: e.probe(handle, found, reference, instructions, config),
         handle,
+        lambda e: e.probe(handle, found, reference, instructions, config),
     )
-    return SourceInfo(found, *size)
+    if width < 1 or height < 1:  # a fuzzed header can say 0x0 and still parse
+        raise ProcessingError(
+            f"source {reference!r} is {formats.a(found)} whose header gives no picture size"
+        )
+    return SourceInfo(found, width, height, alpha)
 
 
 def decode(handle: BinaryIO, reference: str, instructions, config) -> Decoded:
     """Decode the image the instructions ask for, within the configured limits."""
-    found, engine = _engine(handle, reference)
+    found, engine = _engine(handle, reference, instructions)
     image, icc_profile, size = _with_fallback(
         found,
         engine,
         "decoded",
         reference,
-        lambda e: e.decode(handle, found, reference, instructions, config),
         handle,
+        lambda e: e.decode(handle, found, reference, instructions, config),
     )
     return Decoded(image, icc_profile, size)
 
@@ -141,13 +146,29 @@ def _usable(engine) -> bool:
     return all(present for name, present in engine.available().items() if ":" not in name)
 
 
-def _engine(handle: BinaryIO, reference: str):
+def _engine(handle: BinaryIO, reference: str, instructions):
     head = handle.read(HEAD_BYTES)
     handle.seek(0)
-    return engine_for(head, reference)
+    found, engine = engine_for(head, reference)
+    _check_steps_apply(found, engine, reference, instructions)
+    return found, engine
 
 
-def _with_fallback(found: str, engine, stage: str, reference: str, call, handle: BinaryIO):
+def _check_steps_apply(found: str, engine, reference: str, instructions) -> None:
+    """Refuse ``frame`` on what is not a video and ``page`` on a video, from the format
+    alone: at registration as surely as when processing."""
+    if instructions is None:
+        return
+    if instructions.frame is not None and engine is not video:
+        what = "a PDF document" if found == "PDF" else formats.a(found, "image")
+        raise ProcessingError(f"frame applies to video sources; {reference!r} is {what}")
+    if instructions.page is not None and engine is video:
+        raise ProcessingError(
+            f"page applies to PDFs and other documents; {reference!r} is {formats.a(found, 'video')}"
+        )
+
+
+def _with_fallback(found: str, engine, stage: str, reference: str, handle: BinaryIO, call):
     message = f"source {reference!r} is {formats.a(found)} that could not be {stage}"
     try:
         with failure(message, handle):
@@ -160,5 +181,5 @@ def _with_fallback(found: str, engine, stage: str, reference: str, call, handle:
         try:
             with failure(message, handle):
                 return call(fallback)
-        except FileProcError:
-            raise error from None  # the first engine's reason is the one to show
+        except ProcessingError:
+            raise error from None  # unreadable to both: the first engine's reason is the one to show

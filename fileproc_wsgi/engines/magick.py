@@ -1,6 +1,8 @@
 """The ImageMagick engine, through Wand: Photoshop (PSD, and PSB, its large-document form)
-and HEIF sources, and the TIFFs Pillow cannot read (32-bit float, 16-bit CMYK, CIELab,
-12-bit ...: the dispatch falls back here when Pillow fails on a TIFF).
+and HEIF sources, and the TIFFs and AVIFs Pillow cannot read (32-bit float, 16-bit CMYK,
+CIELab, 12-bit TIFF ...; AVIF layouts Pillow's libavif refuses: the dispatch falls back
+here when Pillow fails on one). An AVIF or HEIF with an alpha plane is refused when this
+ImageMagick would read it without its transparency.
 
 Only these. Every further ImageMagick coder is attack surface (the coders have a long CVE
 history) for formats a web site rarely receives, and Pillow already reads the ones it does;
@@ -69,7 +71,12 @@ except (ImportError, OSError):  # no Wand, or no MagickWand library for it to lo
     library = None
 
 FORMATS = frozenset({"PSD", "HEIF"})
-_CODERS = {"PSD": "PSD", "HEIF": "HEIC", "TIFF": "TIFF"}
+_CODERS = {"PSD": "PSD", "HEIF": "HEIC", "TIFF": "TIFF", "AVIF": "AVIF"}
+# Read through libheif, which applies the container's irot/imir itself.
+_TURNED_BY_CONTAINER = {"HEIF", "AVIF"}
+# An alpha plane is an auxiliary image named so in the "meta" box, near the file's start.
+_ALPHA_PLANE = b"auxiliary:alpha"
+_META_BYTES = 64 * 1024
 # Orientations 5-8 (left_top ...) turn the image a quarter: width and height swap.
 _TRANSPOSED = {"left_top", "right_top", "right_bottom", "left_bottom"}
 _UPRIGHT = {"undefined", "top_left"}
@@ -108,7 +115,7 @@ def probe(handle, found: str, reference: str, instructions=None, config=None) ->
 
 def _upright(image, found: str) -> tuple[int, int]:
     """The size once oriented, for header and decode alike (HEIF arrives turned)."""
-    turned = found != "HEIF" and image.orientation in _TRANSPOSED
+    turned = found not in _TURNED_BY_CONTAINER and image.orientation in _TRANSPOSED
     return (image.height, image.width) if turned else (image.width, image.height)
 
 
@@ -121,8 +128,6 @@ def _check_source_pixels(width: int, height: int, reference: str, config) -> Non
 
 
 def decode(handle, found: str, reference: str, instructions, config):
-    if instructions.frame is not None:
-        raise ProcessingError(f"frame applies to video sources; {reference!r} is {formats.a(found, 'image')}")
     scene = _scene(found, reference, instructions)
     data = handle.read()
     with _lock:
@@ -192,6 +197,13 @@ def _reading(data: bytes, found: str, reference: str, scene: int, *, ping: bool)
                 )
             raise ProcessingError(f"source {reference!r} is not a readable {found} image")
         library.MagickSetFirstIterator(image.wand)
+        if found in _TURNED_BY_CONTAINER and _ALPHA_PLANE in data[:_META_BYTES] and not image.alpha_channel:
+            # libheif builds that drop the alpha plane would show its transparent parts in
+            # whatever colour the pixels underneath hold (black, for most encoders).
+            raise UnsupportedSourceError(
+                f"source {reference!r} is {formats.a(found)} with an alpha plane, "
+                "which this server's ImageMagick reads without its transparency"
+            )
         yield image
     finally:
         image.destroy()
@@ -244,7 +256,7 @@ def _export(image, found: str, reference: str):
     """``(mode, pixels, alpha, size, icc_profile)``: 8-bit samples of the upright image,
     in the mode Pillow will hold them in, copied out of ImageMagick."""
     try:
-        if found != "HEIF" and image.orientation not in _UPRIGHT:
+        if found not in _TURNED_BY_CONTAINER and image.orientation not in _UPRIGHT:
             image.auto_orient()
         icc_profile = image.profiles["icc"]
         has_alpha = bool(image.alpha_channel)

@@ -76,8 +76,6 @@ def probe(
 
 def decode(handle: BinaryIO, found: str, reference: str, instructions, config):
     """The page rendered as an RGB image, at the size the operations need."""
-    if instructions.frame is not None:
-        raise ProcessingError(f"frame applies to video sources; {reference!r} is a PDF document")
     number = _page_number(instructions)
     with _LOCK, _document(handle, reference) as document:
         _init_forms(document)

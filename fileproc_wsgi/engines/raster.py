@@ -156,8 +156,6 @@ def probe(handle, found: str, reference: str, instructions=None, config=None) ->
 
 def decode(handle, found: str, reference: str, instructions, config):
     image = _open(handle, found, reference, config.max_source_pixels)
-    if instructions.frame is not None:
-        raise ProcessingError(f"frame applies to video sources; {reference!r} is {formats.a(found, 'image')}")
     canvas = image.size
     if instructions.page and instructions.page > 1:
         _seek_page(image, instructions.page, reference, config)

@@ -45,7 +45,6 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from .. import formats
 from ..errors import LimitError, ProcessingError
 from ..operations import reduction_target
 
@@ -93,10 +92,6 @@ def probe(
 
 
 def decode(handle: BinaryIO, found: str, reference: str, instructions, config):
-    if instructions.page is not None:
-        raise ProcessingError(
-            f"page applies to PDFs and other documents; {reference!r} is {formats.a(found, 'video')}"
-        )
     upright, coded, rotation = _header_sizes(handle, found, reference)
     _check_source_pixels(*coded, reference, config)
     config.check_plan(instructions.plan(*upright))
@@ -269,9 +264,13 @@ def _frame_at(container, stream, target: int, reference: str, budget: float, *, 
         for frame in _frames(container, stream):
             decoded += 1
             if decoded > MAX_DECODED_FRAMES or time.monotonic() > deadline:
+                bound = (
+                    f"{MAX_DECODED_FRAMES} decoded frames"
+                    if decoded > MAX_DECODED_FRAMES
+                    else f"{budget:g} seconds of decoding"
+                )
                 raise LimitError(
-                    f"source {reference!r}: reaching the frame asked for needs more than "
-                    f"{MAX_DECODED_FRAMES} decoded frames or {budget:g} seconds"
+                    f"source {reference!r}: reaching the frame asked for needs more than {bound}"
                 )
             pts = frame.pts
             if pts is not None and pts > target:
