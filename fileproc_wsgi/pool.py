@@ -220,8 +220,8 @@ class WorkerPool:
             if self._closed:
                 raise UnavailableError("this server is shutting down")
             # Most recently used first: the others stay idle long enough to leave. A worker
-            # started before the environment changed (credentials set, a proxy, TZ) would
-            # make the job in another world than the web process's: it leaves instead.
+            # started before the environment a job reads changed (credentials set, a proxy,
+            # TZ) would make the job in another world than the web process's: it leaves.
             environment = _environment()
             outdated = []
             while self._idle:
@@ -322,9 +322,23 @@ class WorkerPool:
             return len(self._idle), len(self._busy)
 
 
+# What a job's libraries read from the environment: S3 credentials and endpoints, proxies
+# and certificates for downloads, ImageMagick's and FFmpeg's settings, the time zone and
+# locale, temporary files, and HOME (~/.aws). Other variables change without meaning
+# anything to a job (a test runner names the running test in one), and a worker's start
+# costs half a second.
+_JOB_ENVIRONMENT = (
+    "AWS_", "BOTO", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "SSL_CERT_",
+    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "MAGICK_", "FFREPORT", "AV_LOG", "TZ", "LANG", "LC_",
+    "TMPDIR", "HOME", "XDG_", "FILEPROC_",
+)  # fmt: skip
+
+
 def _environment() -> int:
-    """A fingerprint of this process's environment variables (a few microseconds)."""
-    return hash(frozenset(os.environ.items()))
+    """A fingerprint of the environment variables a job reads (a few microseconds)."""
+    return hash(
+        frozenset(item for item in os.environ.items() if item[0].upper().startswith(_JOB_ENVIRONMENT))
+    )
 
 
 def _time_limit(config: Config, what: str) -> TimeLimitError:
