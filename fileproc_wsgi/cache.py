@@ -67,21 +67,21 @@ class Generation:
         self.interval = interval
         self.value: int | None = None
         self._forget = forget
-        self._due = float("-inf")
+        self.due = float("-inf")  # when to read it again: a warm path may compare first
         self._lock = threading.Lock()  # one reader at a time; the others keep the last value
         self._logged = float("-inf")
 
     def check(self) -> int | None:
         """The generation, read again first when the interval has passed."""
         now = time.monotonic()
-        if now < self._due or not self._lock.acquire(blocking=False):
+        if now < self.due or not self._lock.acquire(blocking=False):
             return self.value
         try:
-            self._due = now + self.interval
+            self.due = now + self.interval
             try:
                 value = self.store.generation()
             except Exception as error:  # an outage, never a reason to fail a render or request
-                self._due = now + max(self.interval, _OUTAGE_PAUSE)
+                self.due = now + max(self.interval, _OUTAGE_PAUSE)
                 if now - self._logged >= _QUIET_SECONDS:
                     self._logged = now
                     log.warning("fileproc_wsgi: could not read the store's generation (%s)", error)

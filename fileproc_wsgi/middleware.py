@@ -104,12 +104,13 @@ class FileProcessor:
         # One read, never a look then a read: another thread may empty the cache between them.
         headers = self._redirects.get(path)
         if headers is not None and environ.get("REQUEST_METHOD") in _READ_METHODS:
-            self._generation.check()
-            headers = self._redirects.get(path)
-        if headers is not None and environ.get("REQUEST_METHOD") in _READ_METHODS:
-            self._accessed.add(path)
-            start_response(self._redirect_status, headers)
-            return [b""]
+            if time.monotonic() >= self._generation.due:  # once per source_check_interval
+                self._generation.check()
+                headers = self._redirects.get(path)
+            if headers is not None:
+                self._accessed.add(path)
+                start_response(self._redirect_status, headers)
+                return [b""]
         try:
             response = self._dispatch(Request(environ), path[len(self._mount) :])
         except FileProcError as error:
