@@ -250,7 +250,8 @@ def routed(tmp_path_factory):
         "P": pending.upper(),
         "D": done.upper(),
         "df": done[:2],
-        "of": next(fan for fan in ("00", "11") if fan != done[:2]),
+        # Neither's own fan-out directory: under its own, the spare would be made.
+        "of": next(fan for fan in ("00", "11", "22") if fan not in (done[:2], spare[:2])),
         "u": UNREGISTERED,
         "uf": UNREGISTERED[:2],
     }
