@@ -100,6 +100,10 @@ def _seek_page(image: Image.Image, page: int, reference: str, config) -> None:
             raise  # the boundary names the memory limit
         except Exception as error:  # a broken frame or directory on the way
             raise ProcessingError(f"page {page} of {reference!r} is not readable ({reason(error)})") from None
+    _check_page_pixels(image, page, reference, config)
+
+
+def _check_page_pixels(image: Image.Image, page: int, reference: str, config) -> None:
     width, height = image.size
     if width * height > config.max_source_pixels:  # a page can be larger than the first
         raise LimitError(
@@ -144,12 +148,9 @@ def probe(handle, found: str, reference: str, instructions=None, config=None) ->
                 # the last is refused when processing; its header gives the first page's size.
                 with contextlib.suppress(EOFError):
                     image.seek(page - 1)
+                if config is not None:  # _open held the first page to the limit, not this one
+                    _check_page_pixels(image, page, reference, config)
         width, height = _upright(image, _orientation(image))
-        if config is not None and width * height > config.max_source_pixels:
-            raise LimitError(
-                f"page {page} of {reference!r} has {width}x{height} = {width * height} pixels, "
-                f"more than max_source_pixels={config.max_source_pixels}"
-            )
         alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
         return width, height, alpha
 
