@@ -10,7 +10,7 @@ from setuptools import find_packages, setup
 
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
-INTEGRATIONS = ("fileproc_django", "fileproc_jinja2")
+INTEGRATIONS = ("fileproc_django", "fileproc_flask", "fileproc_jinja2")
 
 packages = find_packages(include=["fileproc_wsgi", "fileproc_wsgi.*"])
 package_dir = {}
