@@ -1,0 +1,114 @@
+"""A Flask app's ``FILEPROC_*`` config keys turned into one :class:`fileproc_wsgi.Config`.
+
+Each key is ``FILEPROC_`` and a Config field in capitals. A value may be the Python value
+(``{"avatars": "uploads"}``, ``True``, ``2048``) or a string written as in a
+``FILEPROC_*`` environment variable (what ``app.config.from_prefixed_env()`` or a
+``.env`` file leaves): strings are read by the core's own parser, so both spellings
+mean the same.
+
+Nothing depends on the working directory. Relative directories (source roots,
+``storage``) are taken from ``app.root_path``, as Flask takes ``static_folder``; a
+relative SQLite file from ``app.instance_path``, as Flask-SQLAlchemy does, so that
+``sqlite:///site.db`` names the same file for both. With no key at all the store and the
+results live in ``<instance folder>/fileproc/``, and the sources are the static folder
+(root ``default``) and, when the app sets ``UPLOAD_FOLDER``, that folder (root ``uploads``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+# The parser of FILEPROC_* variables, so that a string means here what it means there.
+from fileproc_wsgi.config import ENV_PREFIX, Config, _parse_env
+from fileproc_wsgi.errors import ConfigError
+
+# "django:default", "s3:..." : roots served by a storage kind, which Config keeps verbatim.
+_STORAGE_ROOT = re.compile(r"^[a-z]{2,}:(?!//)")
+_FIELDS = {field.name: field for field in dataclasses.fields(Config)}
+
+
+def config_from_app(app) -> Config:
+    """A new Config from ``app.config``; raises ConfigError naming the key at fault."""
+    values: dict[str, Any] = {}
+    for key, value in app.config.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in _FIELDS or key != key.upper():
+            raise ConfigError(
+                f"app.config[{key!r}] is not a fileproc setting; known keys: "
+                + ", ".join(ENV_PREFIX + field.upper() for field in sorted(_FIELDS))
+            )
+        where = f"app.config[{key!r}]"
+        values[name] = _parse_env(where, _FIELDS[name], value) if isinstance(value, str) else value
+    values = _with_app_paths(app, values)
+    try:
+        return Config.from_mapping(values)
+    except ConfigError as error:
+        field = str(error).split(":", 1)[0]
+        where = f"app.config[{ENV_PREFIX + field.upper()!r}]" if field in _FIELDS else "app.config"
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _with_app_paths(app, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the app's defaults filled in and relative paths made absolute."""
+    values = dict(values)
+    home = os.path.join(app.instance_path, "fileproc")
+    database_url = values.get("database_url") or f"sqlite:///{os.path.join(home, 'fileproc.db')}"
+    values["database_url"] = _sqlite_under(app.instance_path, database_url)
+
+    storage = values.get("storage") or os.path.join(home, "results")
+    if isinstance(storage, (str, os.PathLike)) and not str(storage).startswith("s3://"):
+        path = os.fspath(storage)
+        path = path[len("file://") :] if path.startswith("file://") else path
+        if path:
+            values["storage"] = os.path.join(app.root_path, path)
+
+    roots = values.get("source_roots")
+    if roots is None:
+        roots = {}
+        if app.static_folder:
+            roots["default"] = app.static_folder
+        uploads = app.config.get("UPLOAD_FOLDER")
+        if uploads:
+            roots["uploads"] = uploads
+    if isinstance(roots, Mapping):
+        values["source_roots"] = {name: _under(app.root_path, directory) for name, directory in roots.items()}
+    return values
+
+
+def _under(base: str, directory):
+    """``directory`` against ``base``; a storage root ("django:default") and anything
+    that is not a path are left for Config to judge."""
+    if not isinstance(directory, (str, os.PathLike)):
+        return directory
+    text = os.fspath(directory)
+    if not text or _STORAGE_ROOT.match(text):
+        return text
+    return os.path.join(base, text)
+
+
+def _sqlite_under(base: str, database_url: str) -> str:
+    """A relative SQLite file taken from ``base``; other URLs as they are."""
+    if not isinstance(database_url, str):
+        return database_url
+    try:
+        url = sa.make_url(database_url)
+    except sa.exc.ArgumentError:
+        return database_url  # the store names the bad URL when it opens it
+    database = url.database
+    if (
+        url.get_backend_name() != "sqlite"
+        or not database
+        or database == ":memory:"
+        or database.startswith("file:")
+        or os.path.isabs(database)
+    ):
+        return database_url
+    return url.set(database=os.path.join(base, database)).render_as_string(hide_password=False)
