@@ -7,7 +7,8 @@ import time, and an unknown key is an error that names it.
 
 The embedded default needs no setting at all: a SQLite database and local results
 under ``./.fileproc/``, and sources under the current directory. Relative paths are
-made absolute when the Config is built, so a later ``chdir`` changes nothing.
+made absolute when the Config is built, so a later ``chdir`` changes nothing; a source
+root naming a storage (``"django:default"``) is kept as written.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ ENV_PREFIX = "FILEPROC_"
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 _ROOT_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _MIN_JOB_MEMORY = 512 * 1024 * 1024
+# "django:default", "django:blog.Photo.image": a storage a module registered its kind for
+# (fileproc_wsgi.sources.register_storage_kind). Two letters at least, so that "C:\media"
+# stays a directory, and no "//", so that a URL is never mistaken for one.
+_STORAGE_ROOT = re.compile(r"^([a-z]{2,}):(?!//)(.*)$", re.DOTALL)
 _HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d+)?$")
 
 
@@ -100,6 +105,14 @@ class Config:
                 )
             if not isinstance(directory, (str, os.PathLike)) or not str(directory):
                 raise ConfigError(f"source_roots: root {name!r} needs a directory, got {directory!r}")
+            storage = storage_root(directory) if isinstance(directory, str) else None
+            if storage is not None:
+                if not storage[1].strip():
+                    raise ConfigError(
+                        f"source_roots: root {name!r} names a {storage[0]} storage without saying "
+                        f"which (e.g. '{storage[0]}:default'), got {directory!r}"
+                    )
+                continue  # opened by whatever registered its kind, when first used: kept verbatim
             roots[name] = os.path.abspath(os.fspath(directory))
         self._set("source_roots", MappingProxyType(roots))
 
@@ -250,6 +263,13 @@ class Config:
             values[name] = _parse_env(variable, fields[name], text)
         values.update(overrides)
         return cls.from_mapping(values)
+
+
+def storage_root(value: str) -> tuple[str, str] | None:
+    """``(kind, argument)`` of a source root naming a storage (``"django:default"``), or
+    None for a directory."""
+    match = _STORAGE_ROOT.match(value)
+    return (match.group(1), match.group(2)) if match else None
 
 
 def _storage_url(value: str) -> str:

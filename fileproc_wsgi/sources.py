@@ -8,23 +8,112 @@ server's directories. ``http(s)://`` references become
 ``allowed_hosts``, and are refused while that list is empty; ``s3://bucket/key``
 references become :class:`~fileproc_wsgi.s3_sources.S3Source` objects when the bucket's
 exact name is on ``allowed_hosts``.
+
+A root may also name a storage instead of a directory: ``"<kind>:<argument>"`` such as
+``"django:default"``. Whatever provides that kind (``fileproc_django`` for ``django``)
+calls :func:`register_storage_kind` with an opener that turns the argument into a
+:class:`StorageBackend`. A backend that is plain files (``local_directory()``) is then a
+directory root like any other; the others give :class:`StorageSource` objects, read
+through the backend and spooled to a temporary file. Whatever a backend raises becomes a
+:class:`~fileproc_wsgi.errors.UnavailableError` naming the storage (tried again later),
+except a missing file, which is a :class:`~fileproc_wsgi.errors.SourceNotFoundError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import logging
 import os
 import re
 import stat
-from collections.abc import Mapping
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import BinaryIO, Protocol
 
-from .errors import LimitError, SourceError, SourceNotFoundError
+from .config import storage_root
+from .errors import (
+    ConfigError,
+    FileProcError,
+    LimitError,
+    SourceError,
+    SourceNotFoundError,
+    TimeLimitError,
+    UnavailableError,
+)
 from .http_sources import HttpSettings, HttpSource, check_url
 from .s3_sources import S3Settings, S3Source
 from .s3_sources import parse as parse_s3
 
 _ROOT_PREFIX = re.compile(r"^([a-z][a-z0-9_-]*):(?!//)")
 _REMOTE = ("http://", "https://", "s3://")
+_CHUNK = 64 * 1024
+_KIND = re.compile(r"^[a-z]{2,}$")
+# Who registers a kind, for the message a process that has not loaded it gives.
+_PROVIDERS = {
+    "django": "fileproc_django (add it to INSTALLED_APPS, or run `manage.py fileproc`)",
+}
+
+log = logging.getLogger(__name__)
+
+
+class StorageBackend(Protocol):
+    """What an opener registered with :func:`register_storage_kind` returns.
+
+    ``label`` names the storage in messages ("Django storage 'default' (S3Storage)");
+    never a server path or a secret. ``local_directory()`` is a directory when the storage
+    is plain files, which the root then is in every respect, or None. ``version(name)``
+    changes when the file does (size and modified time, or an ETag); ``open(name)`` is a
+    readable binary file object. Both raise
+    :class:`~fileproc_wsgi.errors.SourceNotFoundError` (or ``FileNotFoundError``) for a
+    file that is not there; anything else they raise counts as the storage being down.
+    """
+
+    label: str
+
+    def local_directory(self) -> str | None: ...
+
+    def version(self, name: str) -> str: ...
+
+    def open(self, name: str) -> BinaryIO: ...
+
+
+_openers: dict[str, Callable[[str], StorageBackend]] = {}
+_openers_lock = threading.Lock()
+
+
+def register_storage_kind(kind: str, opener: Callable[[str], StorageBackend]) -> None:
+    """Make roots ``"<kind>:<argument>"`` usable in this process: ``opener(argument)``
+    gives their :class:`StorageBackend`. Registering a kind again replaces its opener
+    (Django may run ``ready()`` more than once)."""
+    if not isinstance(kind, str) or not _KIND.match(kind):
+        raise ConfigError(f"storage kind {kind!r}: expected two or more lower-case letters")
+    if not callable(opener):
+        raise ConfigError(f"storage kind {kind!r}: the opener must be callable, got {opener!r}")
+    with _openers_lock:
+        _openers[kind] = opener
+
+
+@contextlib.contextmanager
+def _storage_boundary(reference: str, label: str, doing: str) -> Iterator[None]:
+    """Where a backend's own exceptions become this project's: a missing file is
+    SourceNotFoundError; our own errors pass; anything else (the storage library's
+    errors, the network's, a bug in the backend) is the storage being unavailable."""
+    try:
+        yield
+    except (SourceNotFoundError, FileNotFoundError):
+        raise SourceNotFoundError(f"source {reference!r} does not exist in {label}") from None
+    except FileProcError:
+        raise
+    except Exception as error:
+        log.info("fileproc_wsgi: %s failed %s %r", label, doing, reference, exc_info=True)
+        detail = str(error).splitlines()[0][:300] if str(error) else None
+        raise UnavailableError(
+            f"source {reference!r}: {label} failed {doing} ({type(error).__name__})", detail=detail
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,15 +151,185 @@ class LocalSource:
         return handle
 
 
+@dataclasses.dataclass(frozen=True)
+class StorageSource:
+    """A file in a storage that is not plain files, read through its backend.
+
+    ``name`` is the path under the storage (already checked like a path under a
+    directory root). :meth:`open` spools what it reads into a temporary file as the
+    reader asks for it, so a header read fetches the first chunks only (when the backend
+    streams), and holds it to ``max_bytes`` whatever the backend says of its size.
+    """
+
+    reference: str
+    backend: StorageBackend
+    name: str
+
+    @property
+    def label(self) -> str:
+        return str(getattr(self.backend, "label", None) or type(self.backend).__name__)
+
+    def version(self) -> str:
+        """The backend's version of the file: a file replaced under the same name gets a new one."""
+        with _storage_boundary(self.reference, self.label, "to give the file's version"):
+            version = self.backend.version(self.name)
+        if not isinstance(version, str) or not version:
+            raise UnavailableError(
+                f"source {self.reference!r}: {self.label} gave no version for the file ({version!r})"
+            )
+        return version
+
+    def open(self, max_bytes: int) -> BinaryIO:
+        """A seekable handle on the file's bytes; closing it deletes what was spooled.
+
+        A failure of the storage while the handle is read (a library may swallow it and
+        report a broken file instead) is what leaving its ``with`` block raises.
+        """
+        return _StorageHandle(_Spool(self, self._open(), max_bytes), _CHUNK)
+
+    def copy_to(self, target: BinaryIO, max_bytes: int, deadline: float | None = None) -> int:
+        """Write the whole file into ``target``; the bytes written. Raises LimitError
+        past ``max_bytes`` and TimeLimitError past ``deadline`` (a :func:`time.monotonic`
+        time), checked between chunks."""
+        stream = self._open()
+        written = 0
+        try:
+            while True:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeLimitError(
+                        f"source {self.reference!r}: reading it from {self.label} took longer than "
+                        "max_processing_seconds"
+                    )
+                with _storage_boundary(self.reference, self.label, "while reading the file"):
+                    chunk = stream.read(_CHUNK)
+                if not chunk:
+                    return written
+                written += len(chunk)
+                if written > max_bytes:
+                    raise _too_big(self.reference, max_bytes)
+                target.write(chunk)
+        finally:
+            _close_quietly(stream)
+
+    def _open(self):
+        with _storage_boundary(self.reference, self.label, "to open the file"):
+            stream = self.backend.open(self.name)
+            if stream is None or not callable(getattr(stream, "read", None)):
+                raise TypeError(f"open() gave {type(stream).__name__}, not a readable file")
+        return stream
+
+
+def _too_big(reference: str, max_bytes: int) -> LimitError:
+    return LimitError(f"source {reference!r} has more than max_source_bytes={max_bytes} bytes")
+
+
+def _close_quietly(stream) -> None:
+    with contextlib.suppress(Exception):
+        stream.close()
+
+
+class _Spool(io.RawIOBase):
+    """A backend's stream made seekable: bytes are copied into a temporary file as far
+    as a read or seek needs them (to the end for a seek from the end)."""
+
+    def __init__(self, source: StorageSource, stream, max_bytes: int):
+        super().__init__()
+        self._source = source
+        self._stream = stream
+        self._max_bytes = max_bytes
+        # A real file, not a SpooledTemporaryFile: a job's source can be 100 MB.
+        self._file = tempfile.TemporaryFile(prefix="fileproc-storage-")  # noqa: SIM115 - closed in close()
+        self._have = 0
+        self._ended = False
+        self._position = 0
+        self.failure: FileProcError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            position = offset
+        elif whence == io.SEEK_CUR:
+            position = self._position + offset
+        elif whence == io.SEEK_END:
+            self._fill(None)
+            position = self._have + offset
+        else:
+            raise ValueError(f"invalid whence ({whence})")
+        if position < 0:
+            raise OSError(22, "negative seek position")
+        self._position = position
+        return position
+
+    def readinto(self, buffer) -> int:
+        wanted = len(buffer)
+        if not wanted:
+            return 0
+        self._fill(self._position + wanted)
+        self._file.seek(self._position)
+        count = self._file.readinto(buffer)
+        self._position += count
+        return count
+
+    def _fill(self, upto: int | None) -> None:
+        """Copy from the stream until the file holds ``upto`` bytes (None: all of them)."""
+        source = self._source
+        try:
+            while not self._ended and (upto is None or self._have < upto):
+                with _storage_boundary(source.reference, source.label, "while reading the file"):
+                    chunk = self._stream.read(_CHUNK)
+                if not chunk:
+                    self._ended = True
+                    break
+                if self._have + len(chunk) > self._max_bytes:
+                    raise _too_big(source.reference, self._max_bytes)
+                self._file.seek(self._have)
+                self._file.write(chunk)
+                self._have += len(chunk)
+        except FileProcError as error:
+            self.failure = self.failure or error
+            raise
+
+    def close(self) -> None:
+        if not self.closed:
+            _close_quietly(self._stream)
+            self._file.close()
+        super().close()
+
+
+class _StorageHandle(io.BufferedReader):
+    """The spool, buffered; leaving its ``with`` block raises the storage's failure in
+    place of whatever a library made of it (PDFium and PyAV read through callbacks
+    that turn any exception into "cannot read the file")."""
+
+    def __exit__(self, kind, error, traceback):
+        failure = self.raw.failure
+        self.close()
+        if error is not None and failure is not None and error is not failure:
+            raise failure from None
+        return False
+
+
 class Sources:
-    """Turns references into :class:`LocalSource` (or :class:`HttpSource`) objects for
-    one set of roots and, given ``http``, the hosts it may fetch from."""
+    """Turns references into :class:`LocalSource` (or :class:`StorageSource`,
+    :class:`HttpSource`, :class:`S3Source`) objects for one set of roots and, given
+    ``http`` and ``s3``, the hosts and buckets it may fetch from. A storage root's backend
+    is opened once, when first used."""
 
     def __init__(
         self, roots: Mapping[str, str], *, http: HttpSettings | None = None, s3: S3Settings | None = None
     ):
         self._roots = dict(roots)
         self._real_roots: dict[str, str] = {}
+        self._backends: dict[str, tuple[StorageBackend, str | None]] = {}
+        self._backends_lock = threading.Lock()
         self._http = http
         self._s3 = s3
 
@@ -81,7 +340,7 @@ class Sources:
             config.source_roots, http=HttpSettings.from_config(config), s3=S3Settings.from_config(config)
         )
 
-    def resolve(self, reference: str) -> LocalSource | HttpSource | S3Source:
+    def resolve(self, reference: str) -> LocalSource | StorageSource | HttpSource | S3Source:
         """Check a reference and find its file; raises SourceError or SourceNotFoundError.
 
         An http(s) URL or s3:// reference is only checked against ``allowed_hosts`` here:
@@ -111,22 +370,67 @@ class Sources:
             relative.encode()
         except UnicodeEncodeError:  # a lone surrogate: no file system can have that name
             raise SourceError(f"source {reference!r}: not a valid file name") from None
-        real_root = self._real_root(root)
-        real = os.path.realpath(os.path.join(real_root, relative))
-        if os.path.commonpath((real, real_root)) != real_root:
-            raise SourceError(f"source {reference!r} leads outside its root (through a symlink)")
-        try:
-            info = os.stat(real)
-        except FileNotFoundError:
-            raise SourceNotFoundError(f"source {reference!r} does not exist") from None
-        except OSError as error:
-            raise SourceError(f"source {reference!r} cannot be read ({error.strerror})") from None
-        if not stat.S_ISREG(info.st_mode):
-            raise SourceError(f"source {reference!r} is not a regular file")
-        return LocalSource(reference, real)
+        storage = storage_root(self._roots[root])
+        if storage is None:
+            return _local(reference, relative, self._real_root(root))
+        backend, directory = self._backend(reference, root, *storage)
+        if directory is not None:
+            return _local(reference, relative, directory)
+        return StorageSource(reference, backend, relative)
+
+    def _backend(self, reference: str, root: str, kind: str, argument: str):
+        """The backend of a storage root and its real local directory, opened once."""
+        found = self._backends.get(root)
+        if found is not None:
+            return found
+        with self._backends_lock:
+            found = self._backends.get(root)
+            if found is not None:
+                return found
+            opener = _openers.get(kind)
+            if opener is None:
+                provider = _PROVIDERS.get(kind, f"a module that registers the {kind!r} kind")
+                # A fault of this process's set-up, not of the source: a job refused for it
+                # is tried again once the set-up is right.
+                raise ConfigError(
+                    f"source {reference!r}: root {root!r} names a {kind} storage; this process has "
+                    f"not loaded {provider}"
+                )
+            value = self._roots[root]
+            try:
+                backend = opener(argument)
+                directory = backend.local_directory()
+            except FileProcError:
+                raise
+            except Exception as error:
+                reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+                raise ConfigError(
+                    f"source_roots: root {root!r} ({value!r}) cannot be opened: {reason}"
+                ) from None
+            if directory is not None:
+                directory = os.path.realpath(directory)
+            found = self._backends[root] = (backend, directory)
+            return found
 
     def _real_root(self, name: str) -> str:
         real = self._real_roots.get(name)
         if real is None:
             real = self._real_roots[name] = os.path.realpath(self._roots[name])
         return real
+
+
+def _local(reference: str, relative: str, real_root: str) -> LocalSource:
+    """The file ``relative`` under a directory root: a regular file, reached without
+    leaving the root through a symlink."""
+    real = os.path.realpath(os.path.join(real_root, relative))
+    if os.path.commonpath((real, real_root)) != real_root:
+        raise SourceError(f"source {reference!r} leads outside its root (through a symlink)")
+    try:
+        info = os.stat(real)
+    except FileNotFoundError:
+        raise SourceNotFoundError(f"source {reference!r} does not exist") from None
+    except OSError as error:
+        raise SourceError(f"source {reference!r} cannot be read ({error.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise SourceError(f"source {reference!r} is not a regular file")
+    return LocalSource(reference, real)

@@ -1,0 +1,296 @@
+"""Source roots that name a storage ("<kind>:<argument>") instead of a directory.
+
+The backend here is a real implementation of the protocol, over a dict of bytes: what a
+storage library would be, without one. It is registered under the kind "memory".
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from fileproc_wsgi import sources
+from fileproc_wsgi.config import Config
+from fileproc_wsgi.errors import (
+    ConfigError,
+    LimitError,
+    SourceError,
+    SourceNotFoundError,
+    UnavailableError,
+)
+from fileproc_wsgi.middleware import FileProcessor
+from fileproc_wsgi.registrar import Registrar
+from fileproc_wsgi.sources import LocalSource, Sources, StorageSource
+from support import decode, halves
+
+
+class MemoryStorage:
+    """Files kept as bytes; the version is a counter bumped by every save."""
+
+    def __init__(self, label: str = "memory storage 'photos'"):
+        self.label = label
+        self.files: dict[str, tuple[bytes, int]] = {}
+        self.saves = 0
+        self.opened: list[str] = []
+
+    def save(self, name: str, data: bytes) -> None:
+        self.saves += 1
+        self.files[name] = (data, self.saves)
+
+    def local_directory(self) -> str | None:
+        return None
+
+    def version(self, name: str) -> str:
+        try:
+            data, saved = self.files[name]
+        except KeyError:
+            raise SourceNotFoundError(name) from None
+        return f"{len(data)}:{saved}"
+
+    def open(self, name: str):
+        self.opened.append(name)
+        try:
+            return io.BytesIO(self.files[name][0])
+        except KeyError:
+            raise FileNotFoundError(name) from None
+
+
+def jpeg(width: int = 600, height: int = 400, **colours) -> bytes:
+    buffer = io.BytesIO()
+    halves(width, height, **colours).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def storage():
+    """A MemoryStorage behind the roots "memory:photos" while the test runs."""
+    backend = MemoryStorage()
+    opened = []
+
+    def opener(argument: str):
+        opened.append(argument)
+        if argument != "photos":
+            raise LookupError(f"no storage called {argument!r}")
+        return backend
+
+    sources.register_storage_kind("memory", opener)
+    backend.opener_calls = opened
+    yield backend
+    sources._openers.pop("memory", None)
+
+
+class StorageSite:
+    """A registrar and the middleware over one config whose root "media" is a storage."""
+
+    def __init__(self, root, **settings):
+        settings.setdefault("source_roots", {"default": "memory:photos"})
+        self.config = Config(
+            database_url=f"sqlite:///{root / 'fileproc.db'}", storage=str(root / "results"), **settings
+        )
+        self.registrar = Registrar(self.config)
+        self.app = FileProcessor(None, self.config, store=self.registrar.store)
+
+    def get(self, path: str):
+        from webob import Request
+
+        response = Request.blank(path).get_response(self.app)
+        response.body  # noqa: B018 - read it all, so files get closed
+        return response
+
+    def request(self, text: str):
+        response = self.get(self.registrar.register(text).url)
+        if response.status_int in (301, 302, 307, 308):
+            response = self.get(response.location)
+        return response
+
+    def close(self) -> None:
+        self.registrar.close()
+
+
+@pytest.fixture
+def make_storage_site(tmp_path, request):
+    sites = []
+    in_process = request.node.get_closest_marker("in_process") is not None
+
+    def make(**settings) -> StorageSite:
+        if in_process:
+            settings.setdefault("isolate_jobs", False)
+        site = StorageSite(tmp_path, **settings)
+        sites.append(site)
+        return site
+
+    yield make
+    for site in sites:
+        site.close()
+
+
+# Configuration
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        pytest.param("django:default", True, id="django-alias"),
+        pytest.param("django:blog.Photo.image", True, id="django-field"),
+        pytest.param("memory:photos", True, id="other-kind"),
+        pytest.param("C:\\media", False, id="windows-drive"),
+        pytest.param("media", False, id="relative-directory"),
+        pytest.param("http://example.com/media", False, id="url-is-not-a-kind"),
+    ],
+)
+def test_config_keeps_storage_roots_verbatim_and_makes_directories_absolute(value, kept):
+    config = Config(source_roots={"media": value})
+    if kept:
+        assert config.source_roots["media"] == value
+    else:
+        assert os.path.isabs(config.source_roots["media"])
+
+
+@pytest.mark.parametrize("value", ["django:", "django:  "])
+def test_config_refuses_a_storage_root_without_argument(value):
+    with pytest.raises(ConfigError, match=r"root 'media' names a django storage without saying which"):
+        Config(source_roots={"media": value})
+
+
+def test_register_storage_kind_refuses_bad_kinds():
+    with pytest.raises(ConfigError, match="two or more lower-case letters"):
+        sources.register_storage_kind("C", lambda argument: None)
+
+
+# Resolving
+
+
+def test_unregistered_kind_names_the_root_and_what_provides_it():
+    resolver = Sources({"media": "django:default"})
+    with pytest.raises(ConfigError) as caught:
+        resolver.resolve("media:photos/a.jpg")
+    assert str(caught.value) == (
+        "source 'media:photos/a.jpg': root 'media' names a django storage; this process has not "
+        "loaded fileproc_django (add it to INSTALLED_APPS, or run `manage.py fileproc`)"
+    )
+
+
+def test_the_opener_is_called_once_per_sources(storage):
+    storage.save("a.jpg", jpeg())
+    resolver = Sources({"default": "memory:photos"})
+    first = resolver.resolve("a.jpg")
+    resolver.resolve("a.jpg")
+    assert isinstance(first, StorageSource)
+    assert (first.reference, first.name) == ("a.jpg", "a.jpg")
+    assert storage.opener_calls == ["photos"]
+
+
+def test_an_opener_that_fails_is_a_config_error_naming_the_root(storage):
+    resolver = Sources({"media": "memory:nothing"})
+    with pytest.raises(ConfigError, match=r"root 'media' \('memory:nothing'\) cannot be opened: no storage"):
+        resolver.resolve("media:a.jpg")
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        pytest.param("/etc/passwd", "absolute paths are not allowed", id="absolute"),
+        pytest.param("a/../../b.jpg", "'..' is not allowed", id="dotdot"),
+        pytest.param("a\0.jpg", "expected a file path", id="nul"),
+        pytest.param("default: ", "expected a file path", id="empty"),
+    ],
+)
+def test_storage_names_are_checked_before_the_backend_is_asked(storage, reference, message):
+    with pytest.raises(SourceError, match=message):
+        Sources({"default": "memory:photos"}).resolve(reference)
+    assert storage.opened == []
+
+
+def test_a_backend_with_a_local_directory_is_a_directory_root(tmp_path):
+    media, outside = tmp_path / "media", tmp_path / "outside.jpg"
+    media.mkdir()
+    outside.write_bytes(jpeg())
+    (media / "inside.jpg").write_bytes(jpeg())
+    os.symlink(outside, media / "out.jpg")
+
+    class Files(MemoryStorage):
+        def local_directory(self):
+            return str(media)
+
+    sources.register_storage_kind("files", lambda argument: Files())
+    try:
+        resolver = Sources({"default": "files:media"})
+        found = resolver.resolve("inside.jpg")
+        assert found == LocalSource("inside.jpg", os.path.realpath(media / "inside.jpg"))
+        with pytest.raises(SourceError, match="leads outside its root"):
+            resolver.resolve("out.jpg")
+        with pytest.raises(SourceNotFoundError, match="'missing.jpg' does not exist"):
+            resolver.resolve("missing.jpg")
+    finally:
+        sources._openers.pop("files", None)
+
+
+# Reading
+
+
+def test_a_missing_file_is_not_found_naming_the_reference_and_storage(storage):
+    source = Sources({"default": "memory:photos"}).resolve("gone.jpg")
+    with pytest.raises(SourceNotFoundError, match="'gone.jpg' does not exist in memory storage 'photos'"):
+        source.version()
+    with pytest.raises(SourceNotFoundError, match="'gone.jpg' does not exist in memory storage 'photos'"):
+        source.open(1000)
+
+
+def test_open_gives_a_seekable_handle_on_the_bytes(storage):
+    data = jpeg()
+    storage.save("a.jpg", data)
+    source = Sources({"default": "memory:photos"}).resolve("a.jpg")
+    with source.open(len(data)) as handle:
+        assert handle.read(4) == data[:4]
+        assert handle.seek(0, os.SEEK_END) == len(data)
+        handle.seek(10)
+        assert handle.read() == data[10:]
+
+
+def test_a_backend_that_lies_about_its_size_is_held_to_max_source_bytes(storage):
+    data = jpeg()
+    storage.save("a.jpg", data)
+    source = Sources({"default": "memory:photos"}).resolve("a.jpg")
+    with pytest.raises(LimitError, match=f"'a.jpg' has more than max_source_bytes={len(data) - 1}"):
+        with source.open(len(data) - 1) as handle:
+            handle.read()
+
+
+def test_a_failing_backend_is_unavailable_naming_the_storage(storage):
+    class Broken(MemoryStorage):
+        def version(self, name):
+            raise RuntimeError("connection reset by peer at 10.0.0.7")
+
+    source = StorageSource("a.jpg", Broken(), "a.jpg")
+    with pytest.raises(UnavailableError) as caught:
+        source.version()
+    assert str(caught.value) == (
+        "source 'a.jpg': memory storage 'photos' failed to give the file's version (RuntimeError)"
+    )
+    assert caught.value.detail == "connection reset by peer at 10.0.0.7"
+
+
+# Through the block and the middleware
+
+
+@pytest.mark.in_process
+def test_register_and_process_through_a_storage_in_process(make_storage_site, storage):
+    storage.save("a.jpg", jpeg(600, 400))
+    site = make_storage_site()
+    representation = site.registrar.register("a.jpg | fit 300x300")
+    assert (representation.width, representation.height) == (300, 200)
+    response = site.request("a.jpg | fit 300x300")
+    assert response.status_int == 200
+    assert decode(response.body).size == (300, 200)
+
+
+def test_a_replaced_file_gets_a_new_checksum(make_storage_site, storage):
+    storage.save("a.jpg", jpeg(600, 400))
+    site = make_storage_site(source_check_interval=0)
+    before = site.registrar.register("a.jpg | fit 300x300")
+    storage.save("a.jpg", jpeg(400, 600))
+    after = site.registrar.register("a.jpg | fit 300x300")
+    assert after.checksum != before.checksum
+    assert (after.width, after.height) == (200, 300)
