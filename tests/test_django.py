@@ -53,7 +53,7 @@ from webob import Request  # noqa: E402
 
 import fileproc_django  # noqa: E402
 from fileproc_django import conf  # noqa: E402
-from fileproc_wsgi import Config, FileProcessor, InstructionError  # noqa: E402
+from fileproc_wsgi import FileProcessor, InstructionError  # noqa: E402
 from support import decode, free_port, halves, write  # noqa: E402
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
@@ -487,18 +487,12 @@ def test_override_settings_switches_configuration(fileprocessor, tmp_path, media
         ),
     ],
 )
-def test_bad_settings_are_reported_by_the_check_and_at_first_use(overrides, check_id, message):
+def test_bad_settings_are_reported_by_the_check_and_at_first_use(fileprocessor, overrides, check_id, message):
     with override_settings(**overrides):
         found = [error for error in checks.run_checks() if error.id.startswith("fileproc_django.")]
         assert [(error.id, error.msg.startswith(message)) for error in found] == [(check_id, True)]
         with pytest.raises(ImproperlyConfigured, match=re.escape(message)):
             render("{% fileprocessor %}photo.jpg{% endfileprocessor %}")
-
-
-def test_missing_settings_mean_the_embedded_defaults():
-    assert not hasattr(settings, "FILEPROCESSOR")
-    assert checks.run_checks() == []
-    assert conf.config_from_settings() == Config()
 
 
 def test_threads_share_one_registrar(fileprocessor):

@@ -1,13 +1,16 @@
 """The Django app: ``INSTALLED_APPS = [..., "fileproc_django"]``.
 
-It has no models; it provides the ``fileprocessor`` template library and checks the
-``FILEPROCESSOR`` settings when Django starts (``manage.py check``, ``runserver``).
+When Django starts it registers the ``django:`` kind of source root, the system checks
+(``manage.py check``) and the ``post_migrate`` handler that brings the instruction
+store's tables up to date on ``manage.py migrate``. The app has no models of its own
+(``models.py`` is empty, so that Django sends it ``post_migrate``); the store's tables
+come from its own migrations, :mod:`fileproc_wsgi.migrations`.
 """
 
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.core import checks
+from django.db.models.signals import post_migrate
 
 
 class FileProcessorAppConfig(AppConfig):
@@ -15,6 +18,8 @@ class FileProcessorAppConfig(AppConfig):
     verbose_name = "File processor"
 
     def ready(self) -> None:
-        from .conf import check_settings
+        from . import checks, migrate, storages
 
-        checks.register(check_settings)
+        storages.register()
+        checks.register()
+        post_migrate.connect(migrate.upgrade_store, sender=self, dispatch_uid="fileproc_django.migrate")

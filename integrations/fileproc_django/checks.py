@@ -1,0 +1,193 @@
+"""System checks (``manage.py check``, and every command that runs them).
+
+Errors stop ``runserver`` and ``migrate``: settings that cannot build a Config. Warnings
+point at what would make images silently disappear or be refused later: a source root
+that is missing or unreadable, and engines this installation lacks (each named with the
+pip extra that provides it). Each problem is reported once, with its own id, so a site
+that never shows PDFs can silence ``fileproc_django.W010`` in ``SILENCED_SYSTEM_CHECKS``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+
+from fileproc_wsgi.config import storage_root
+from fileproc_wsgi.errors import SourceNotFoundError
+
+from . import storages
+from .conf import cache_alias_from_settings, config_from_settings
+
+# available() key of fileproc_wsgi.engines -> (check id, what it reads, Python package, extra)
+ENGINES = {
+    "pdf": ("fileproc_django.W010", "PDF pages", "pypdfium2", "fileproc-wsgi[pdf]"),
+    "video": ("fileproc_django.W011", "video frames", "av", "fileproc-wsgi[video]"),
+    "imagemagick": (
+        "fileproc_django.W012",
+        "HEIC, PSD, RAW and the other formats only ImageMagick reads",
+        "wand",
+        "fileproc-wsgi[wand]",
+    ),
+}
+_PROBE_NAME = ".fileproc-check"  # a name nobody stores: asking for it costs one lookup
+
+
+def register() -> None:
+    """Register the checks; called by the app's ``ready()``."""
+    checks.register(check_settings)
+    checks.register(check_source_roots)
+    checks.register(check_engines)
+    checks.register(check_storages_answer, deploy=True)
+
+
+def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """The settings build a Config (its defaults from Django's settings included) and
+    name a configured cache."""
+    errors = []
+    for read, check_id in (
+        (config_from_settings, "fileproc_django.E001"),
+        (cache_alias_from_settings, "fileproc_django.E002"),
+    ):
+        try:
+            read()
+        except ImproperlyConfigured as error:
+            errors.append(checks.Error(str(error), id=getattr(error, "check_id", check_id)))
+    return errors
+
+
+def check_source_roots(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Every source root can be read: a directory that exists, a storage that opens."""
+    config = _config()
+    if config is None or config.registrar_url:
+        return []
+    messages = []
+    for name, root in config.source_roots.items():
+        where = f"source_roots[{name!r}]"
+        if _storage_root(root):
+            backend, message = _open_storage(root, where)
+            if message is not None:
+                messages.append(message)
+                continue
+            directory = backend.local_directory()
+            if directory is None:
+                continue
+            where = f"{where} ({backend.label})"
+        else:
+            directory = root
+        message = _directory_problem(directory, where)
+        if message is not None:
+            messages.append(message)
+    return messages
+
+
+def check_storages_answer(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """``check --deploy``: a storage that is not a local directory answers a lookup.
+
+    Only on demand, because it is a round trip to the storage's server."""
+    config = _config()
+    if config is None or config.registrar_url:
+        return []
+    messages = []
+    for name, root in config.source_roots.items():
+        if not _storage_root(root):
+            continue
+        where = f"source_roots[{name!r}]"
+        backend, message = _open_storage(root, where)
+        if backend is None or backend.local_directory() is not None:
+            continue
+        try:
+            backend.version(_PROBE_NAME)
+        except SourceNotFoundError:
+            continue  # the storage answered
+        except Exception as error:  # whatever the backend's library raises is the answer
+            messages.append(
+                checks.Warning(
+                    f"{where}: {backend.label} did not answer a lookup: {_reason(error)}",
+                    hint="Check the storage's credentials, endpoint and network access.",
+                    id="fileproc_django.W004",
+                )
+            )
+            continue
+        messages.append(
+            checks.Warning(
+                f"{where}: {backend.label} said it has {_PROBE_NAME!r}, a name nobody stores",
+                id="fileproc_django.W004",
+            )
+        )
+    return messages
+
+
+def check_engines(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Engines this installation lacks, each with the extra that provides it."""
+    from fileproc_wsgi import engines
+
+    present = engines.available()
+    messages = []
+    for key, (check_id, reads, package, extra) in ENGINES.items():
+        if present.get(key, True):
+            continue
+        if importlib.util.find_spec(package) is None:
+            hint = f"pip install '{extra}'; or silence {check_id} if this site has no such sources."
+        elif key == "imagemagick":
+            hint = (
+                "Wand is installed but cannot load ImageMagick's MagickWand library: install it "
+                "(Debian and Ubuntu: apt install libmagickwand-6.q16-6)."
+            )
+        else:
+            hint = f"{package} is installed but cannot be imported: reinstall '{extra}'."
+        messages.append(
+            checks.Warning(
+                f"fileproc_wsgi cannot read {reads}: such sources will be refused",
+                hint=hint,
+                id=check_id,
+            )
+        )
+    return messages
+
+
+def _config():
+    try:
+        return config_from_settings()
+    except ImproperlyConfigured:
+        return None  # check_settings reports it
+
+
+def _storage_root(root: str) -> bool:
+    """Whether ``root`` names a Django storage; roots of other kinds are their provider's to check."""
+    kind = storage_root(root)
+    return kind is not None and kind[0] == storages.KIND
+
+
+def _open_storage(root: str, where: str):
+    """``(backend, None)``, or ``(None, an Error)`` saying why the storage cannot be opened."""
+    try:
+        return storages.open_storage(storage_root(root)[1]), None
+    except Exception as error:  # opening may raise anything the storage's own class raises
+        return None, checks.Error(f"{where}: {_reason(error)}", id="fileproc_django.E005")
+
+
+def _directory_problem(directory: str, where: str) -> checks.CheckMessage | None:
+    if not os.path.exists(directory):
+        return checks.Warning(
+            f"{where}: the directory {directory} does not exist, so every source under it "
+            "will be refused as missing",
+            hint="Create it, or point the root at the directory that holds the sources.",
+            id="fileproc_django.W001",
+        )
+    if not os.path.isdir(directory):
+        return checks.Warning(f"{where}: {directory} is not a directory", id="fileproc_django.W002")
+    if not os.access(directory, os.R_OK | os.X_OK):
+        return checks.Warning(
+            f"{where}: the directory {directory} cannot be read by this process (user id {os.geteuid()})",
+            hint="Give the user the server runs as read and search permission on it.",
+            id="fileproc_django.W003",
+        )
+    return None
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
