@@ -35,7 +35,7 @@ from django.utils.functional import LazyObject, empty
 from fileproc_wsgi.errors import ConfigError, InstructionError, SourceNotFoundError
 
 KIND = "django"
-_PREFIX = f"{KIND}:"
+KIND_PREFIX = f"{KIND}:"
 # A root read through a registered kind (C1 of the shared contract), not a directory.
 _KIND_VALUE = re.compile(r"^[a-z]{2,}:(?!//)")
 
@@ -117,7 +117,7 @@ class DjangoStorage:
         # the storage when a name is a path under the location, as in FileSystemStorage.
         location = os.path.abspath(storage.location)
         try:
-            if storage.path("probe") != os.path.join(location, "probe"):
+            if storage.path("probe/name") != os.path.join(location, "probe", "name"):
                 return None
         except (NotImplementedError, ValueError):
             return None
@@ -247,12 +247,8 @@ def _root_serving(storage, roots: Mapping[str, str]) -> tuple[str, str] | None:
     if isinstance(storage, FileSystemStorage):
         location = os.path.realpath(storage.location)
     for root, value in roots.items():
-        if value.startswith(_PREFIX):
-            try:
-                served, _ = _storage_named(value[len(_PREFIX) :])
-            except ConfigError:
-                continue  # reported by the check and by the first source it would serve
-            if served is storage:
+        if value.startswith(KIND_PREFIX):
+            if storage_of_root(value) is storage:
                 return root, ""
         elif location is not None and not _KIND_VALUE.match(value):
             directory = os.path.realpath(value)
@@ -260,6 +256,15 @@ def _root_serving(storage, roots: Mapping[str, str]) -> tuple[str, str] | None:
                 below = os.path.relpath(location, directory)
                 return root, "" if below == "." else below.replace(os.sep, "/") + "/"
     return None
+
+
+def storage_of_root(value: str) -> Storage | None:
+    """The storage a ``django:`` root value names, or None when it names none (the
+    system check and the first source it would serve report that)."""
+    try:
+        return _storage_named(value[len(KIND_PREFIX) :])[0]
+    except ConfigError:
+        return None
 
 
 def _unserved(value, storage) -> InstructionError:
