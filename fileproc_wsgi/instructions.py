@@ -22,8 +22,9 @@ from typing import NamedTuple
 
 from .errors import InstructionError, ProcessingError
 from .operations import (
-    GRAVITIES,
+    GRAVITY_NAMES,
     OUTPUT_FORMATS,
+    RESAMPLING,
     Background,
     Blur,
     Crop,
@@ -76,6 +77,7 @@ class _Token(NamedTuple):
     line: int
     column: int  # 1-based start of the token
     value_column: int  # 1-based start of the value (after ``key=``)
+    end: int  # 0-based end of the token in its line: the token is line[column - 1 : end]
 
 
 # NamedTuple's generated __new__ is Python code; this C path halves the lexing time.
@@ -104,12 +106,15 @@ def _lex_plain(line: str, number: int) -> list[list[_Token]]:
             start = part.find(word, end)
             end = start + len(word)
             column = offset + start
+            stop = column - 1 + len(word)
             key = _KEY.match(word) if "=" in word else None
             if key:
                 split = key.end()
-                step.append(_token((word[split:], word[: split - 1], False, number, column, column + split)))
+                step.append(
+                    _token((word[split:], word[: split - 1], False, number, column, column + split, stop))
+                )
             else:
-                step.append(_token((word, None, False, number, column, column)))
+                step.append(_token((word, None, False, number, column, column, stop)))
         if step:
             steps.append(step)
         offset += len(part) + 1
@@ -124,6 +129,56 @@ def _step_name(tokens: list[_Token], *, first: bool) -> str | None:
     return "source" if first and word not in OPERATION_WORDS else word
 
 
+def _is_word(token: _Token, words) -> bool:
+    return token.key is None and not token.quoted and token.text.lower() in words
+
+
+def _lex_quoted(line: str, number: int, steps: list[list[_Token]]) -> None:
+    """The steps of a line with quotes, added to ``steps``."""
+    step: list[_Token] = []
+    position = 0
+    while position < len(line):
+        match = _LEXEME.match(line, position)
+        position = match.end()
+        kind = match.lastgroup
+        if kind is None:
+            continue
+        column = match.start() + 1
+        if kind == "word":
+            value, quoted = _unquote(match.group("word"))
+            step.append(_Token(value, None, quoted, number, column, column, position))
+        elif kind == "value":
+            value, quoted = _unquote(match.group("value"))
+            step.append(
+                _Token(value, match.group("key"), quoted, number, column, match.start("value") + 1, position)
+            )
+        elif kind == "pipe":
+            if step:
+                steps.append(step)
+            step = []
+        else:
+            named = step[1:] if step and _is_word(step[0], ("source",)) else step
+            if steps or not named or _is_word(step[0], OPERATION_WORDS):
+                raise InstructionError(
+                    f"unterminated quote: expected a closing {match.group()} before the end of the line",
+                    line=number,
+                    column=column,
+                    step=_step_name(step, first=not steps),
+                )
+            # A lone quote inside a source name (Bob's photo.jpg, printed by a variable) is
+            # part of the name: a source not starting with a quote is taken as written.
+            start = named[0].column - 1
+            bar = line.find("|", match.start())
+            stop = len(line) if bar < 0 else bar
+            text = line[start:stop].rstrip()
+            literal = _Token(text, None, True, number, start + 1, start + 1, start + len(text))
+            steps.append([*step[: len(step) - len(named)], literal])
+            step = []
+            position = stop + 1
+    if step:
+        steps.append(step)
+
+
 def _lex(text: str) -> list[list[_Token]]:
     """The non-empty steps of ``text``, each a list of tokens (the word first)."""
     steps: list[list[_Token]] = []
@@ -133,34 +188,8 @@ def _lex(text: str) -> list[list[_Token]]:
             continue
         if '"' not in line and "'" not in line:
             steps.extend(_lex_plain(line, number))
-            continue
-        step: list[_Token] = []
-        for match in _LEXEME.finditer(line):
-            kind = match.lastgroup
-            if kind is None:
-                continue
-            column = match.start() + 1
-            if kind == "word":
-                value, quoted = _unquote(match.group("word"))
-                step.append(_Token(value, None, quoted, number, column, column))
-            elif kind == "value":
-                value, quoted = _unquote(match.group("value"))
-                step.append(
-                    _Token(value, match.group("key"), quoted, number, column, match.start("value") + 1)
-                )
-            elif kind == "pipe":
-                if step:
-                    steps.append(step)
-                step = []
-            else:
-                raise InstructionError(
-                    f"unterminated quote: expected a closing {match.group()} before the end of the line",
-                    line=number,
-                    column=column,
-                    step=_step_name(step, first=not steps),
-                )
-        if step:
-            steps.append(step)
+        else:
+            _lex_quoted(line, number, steps)
     return steps
 
 
@@ -362,9 +391,9 @@ def _build_fill(step: str, args: _Args) -> Operation:
     if "gravity" in args.keys:
         token = args.keys["gravity"]
         gravity = token.text.lower()
-        if gravity not in GRAVITIES:
+        if gravity not in GRAVITY_NAMES:
             raise _fail(
-                f"expected gravity to be one of {', '.join(GRAVITIES)}, got {token.text!r}", token, step
+                f"expected gravity to be one of {', '.join(GRAVITY_NAMES)}, got {token.text!r}", token, step
             )
     if "focus" in args.keys:
         token = args.keys["focus"]
@@ -580,6 +609,11 @@ def _step_text(operation: Operation) -> str:
     return operation.word
 
 
+def _times(side: int | None, density: float) -> int | None:
+    # Half up, not Python's half to even: 1.5 x 333 is 500 whatever the parity.
+    return None if side is None else max(1, math.floor(side * density + 0.5))
+
+
 # --------------------------------------------------------------------------- public
 
 
@@ -671,9 +705,88 @@ class Instructions:
         sizes = self.plan(width, height)
         return None if sizes is None else sizes[-1][1:]
 
+    def at_density(self, density: float) -> str | None:
+        """The canonical text of these instructions at ``density`` times the output size
+        (``2`` for a ``2x`` screen), or None when a side would pass the largest allowed.
+
+        Every output size is scaled (``fit``, ``fill``, ``pad``, ``resize``), and so is
+        what is measured in output pixels after the first of them (a pixel ``crop``, a
+        ``blur`` radius), so the result is the same picture with more pixels rather than
+        the ``1x`` enlarged. A crop before any resampling is in source pixels and stays.
+        """
+        steps: list[Operation] = []
+        resampled = False
+        for step in self.steps:
+            if isinstance(step, RESAMPLING):
+                sides = [_times(side, density) for side in (step.width, step.height)]
+                if any(side is not None and side > MAX_SIDE for side in sides):
+                    return None
+                step = dataclasses.replace(step, width=sides[0], height=sides[1])
+                resampled = True
+            elif resampled and isinstance(step, Crop) and not step.percent:
+                step = dataclasses.replace(
+                    step,
+                    x=step.x * density,
+                    y=step.y * density,
+                    width=step.width * density,
+                    height=step.height * density,
+                )
+            elif resampled and isinstance(step, Blur):
+                step = Blur(min(100.0, step.radius * density))
+            steps.append(step)
+        return Instructions(self.source, tuple(steps)).canonical
+
     def checksum(self, source_version: str) -> str:
         """The checksum of these instructions for that version of their source."""
         return checksum(self.canonical, source_version)
+
+
+def _source_token(text: str, tokens: list[_Token]) -> _Token:
+    """The source reference: everything its step holds, spaces between words as written.
+
+    A name printed by a variable (``my cat.jpg``) needs no quotes. Only words that end
+    the step and read as operations with valid arguments (``photo.jpg fit 100x100``: a
+    missing ``|``) are refused, since such a file name is far less likely than that typo.
+    """
+    words = [
+        token if token.key is None else token._replace(text=f"{token.key}={token.text}") for token in tokens
+    ]
+    if len(words) == 1:
+        return words[0]
+    line = text.split("\n")[words[0].line - 1]
+    for index in range(1, len(words)):
+        if _read_as_steps(tokens[index:]):
+            token = words[index]
+            written = line[words[0].column - 1 : token.column - 1].strip()
+            steps = line[token.column - 1 : words[-1].end]
+            raise _fail(
+                f"{token.text!r} after the source reads as an operation: put a | or a new line "
+                f"before it ({written} | {steps}); if it is part of the file name, quote the name "
+                "or pass it as source= on the tag",
+                token,
+                "source",
+                at_value=False,
+            )
+    parts = [words[0].text]
+    for before, token in zip(words, words[1:], strict=False):
+        parts.append(line[before.end : token.column - 1])
+        parts.append(token.text)
+    return words[0]._replace(text="".join(parts), quoted=True, end=words[-1].end)
+
+
+def _read_as_steps(tokens: list[_Token]) -> bool:
+    """Whether ``tokens`` are one or more whole, valid steps (each starting with its word)."""
+    if not _is_word(tokens[0], OPERATION_WORDS):
+        return False
+    starts = [index for index, token in enumerate(tokens) if _is_word(token, OPERATION_WORDS)]
+    for start, stop in zip(starts, [*starts[1:], len(tokens)], strict=True):
+        word = tokens[start].text.lower()
+        spec, build = _STEPS[word]
+        try:
+            build(word, _split(word, tokens[start], tokens[start + 1 : stop], spec))
+        except InstructionError:
+            return False
+    return True
 
 
 def parse(text: str) -> Instructions:
@@ -692,27 +805,22 @@ def parse(text: str) -> Instructions:
     first, *rest = steps
     head = first[0]
     word = head.text.lower() if head.key is None and not head.quoted else None
-    if word == "source":
-        args = _split("source", head, first[1:], _SOURCE_SPEC)
-        token = args.positional[0]
-        source = canonical_source(token.text)
-    elif word in OPERATION_WORDS:
+    if word in OPERATION_WORDS:
         for later in rest:
             if later[0].text.lower() == "source" and later[0].key is None:
                 raise _fail("source must be the first step", later[0], "source")
         raise _fail(
-            f"expected a source first (source <ref>, or just <ref>), got the operation {word!r}", head, word
+            f"expected a source first (source <ref>, or just <ref>), got the operation {word!r}; "
+            "to make the source optional, pass it as source= on the tag and keep only operations "
+            "in the body",
+            head,
+            word,
         )
-    else:
-        token = head if head.key is None else head._replace(text=f"{head.key}={head.text}")
-        if len(first) > 1:
-            raise _fail(
-                f"too many arguments: expected just the source reference, got {first[1].text!r} after it",
-                first[1],
-                "source",
-                at_value=False,
-            )
-        source = canonical_source(token.text)
+    named = first[1:] if word == "source" else first
+    if not named:
+        _split("source", head, named, _SOURCE_SPEC)  # raises: too few arguments
+    token = _source_token(text, named)
+    source = canonical_source(token.text)
     if not source:
         raise _fail(f"expected a source reference like photos/a.jpg, got {token.text!r}", token, "source")
 

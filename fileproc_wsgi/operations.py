@@ -17,7 +17,7 @@ import dataclasses
 import math
 from typing import ClassVar
 
-from PIL import Image, ImageFilter
+from PIL import Image, ImageChops, ImageFilter
 
 from .errors import ProcessingError
 
@@ -32,6 +32,9 @@ GRAVITIES = {
     "southeast": (1.0, 1.0),
     "southwest": (0.0, 1.0),
 }
+SMART = "smart"
+"""The gravity that crops to the most detailed, most colourful part (see :func:`attention_box`)."""
+GRAVITY_NAMES = (*GRAVITIES, SMART)
 OUTPUT_FORMATS = ("jpeg", "png", "webp", "avif", "gif")
 WHITE = "#ffffff"
 
@@ -127,7 +130,11 @@ class Fill(Operation):
             return self.width, self.height
         return _scaled(self.width, self.height, shrink)
 
-    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+    def crop_box(
+        self, width: int, height: int, image: Image.Image | None = None
+    ) -> tuple[float, float, float, float]:
+        """The region of the source that becomes the result; ``gravity=smart`` looks at
+        ``image`` to choose it (without one, it is centred)."""
         out_w, out_h = self.size(width, height)
         if width * out_h > height * out_w:  # source is wider than the box: trim the sides
             crop_w, crop_h = height * out_w / out_h, float(height)
@@ -136,15 +143,79 @@ class Fill(Operation):
         if self.focus is not None:
             left = min(max(self.focus[0] * width - crop_w / 2, 0), width - crop_w)
             top = min(max(self.focus[1] * height - crop_h / 2, 0), height - crop_h)
+        elif self.gravity == SMART and image is not None:
+            left, top = attention_box(image, crop_w, crop_h)
         else:
-            anchor_x, anchor_y = GRAVITIES[self.gravity]
+            anchor_x, anchor_y = GRAVITIES.get(self.gravity, GRAVITIES["center"])
             left, top = (width - crop_w) * anchor_x, (height - crop_h) * anchor_y
         return left, top, left + crop_w, top + crop_h
 
     def apply(self, image: Image.Image) -> Image.Image:
         size = self.size(*image.size)
-        box = self.crop_box(*image.size)
+        box = self.crop_box(*image.size, image=image)
         return image.resize(size, box=box, **_RESAMPLE)
+
+
+# The side the attention map is measured at: enough to place a crop within a percent of
+# the picture, small enough that it costs well under a millisecond.
+_ATTENTION_SIDE = 256
+# Windows scoring within this fraction of the best (measured on the range between the
+# worst and the best) count as equally good, and the most central of them wins: a flat
+# or evenly busy picture is cropped like gravity=center, not by a noise-level difference.
+_ATTENTION_TIE = 0.02
+
+
+def attention_box(image: Image.Image, crop_w: float, crop_h: float) -> tuple[float, float]:
+    """Where a ``crop_w`` x ``crop_h`` window on ``image`` holds the most detail and colour.
+
+    The measure is edge energy (a Laplacian of the luminance) plus saturation, on a copy
+    reduced to about 256 pixels a side, transparent parts counting for nothing; a fill
+    crop spans the whole image in one direction, so the best window is found along the
+    other direction from the column (or row) sums. Pillow does the pixel work; the same
+    image always gives the same box. Returns the window's left and top edges.
+    """
+    width, height = image.size
+    along_x = crop_w < width - 0.5
+    along_y = crop_h < height - 0.5
+    if not along_x and not along_y:
+        return 0.0, 0.0
+    factor = max(1, max(width, height) // _ATTENTION_SIDE)
+    small = image.reduce(factor) if factor > 1 else image
+    if small.width < 4 or small.height < 4:
+        return (width - crop_w) / 2, (height - crop_h) / 2
+    # The filter copies the outermost pixels as they are: they are no edge, so they go.
+    inner = (1, 1, small.width - 1, small.height - 1)
+    energy = small.convert("L").filter(ImageFilter.FIND_EDGES).crop(inner)
+    if small.mode in ("RGB", "RGBA"):
+        saturation = small.convert("RGB").convert("HSV").getchannel("S").crop(inner)
+        energy = ImageChops.add(energy, saturation, scale=2.0)
+    if has_alpha(small):
+        energy = ImageChops.multiply(energy, small.getchannel("A").crop(inner))
+    energy = energy.convert("F")
+    if along_x:
+        profile = energy.resize((energy.width, 1), Image.Resampling.BOX)
+        start = _best_window(profile, energy.width, crop_w / width)
+        return min(max(start * width, 0.0), width - crop_w), 0.0
+    profile = energy.resize((1, energy.height), Image.Resampling.BOX).transpose(Image.Transpose.TRANSPOSE)
+    start = _best_window(profile, energy.height, crop_h / height)
+    return 0.0, min(max(start * height, 0.0), height - crop_h)
+
+
+def _best_window(profile: Image.Image, length: int, fraction: float) -> float:
+    """The start, as a fraction of the whole, of the window covering ``fraction`` of a
+    one-row ``profile`` of ``length`` values that has the largest sum."""
+    pixels = profile.load()
+    sums = [0.0]
+    for index in range(length):
+        sums.append(sums[-1] + pixels[index, 0])
+    window = min(length, max(1, round(fraction * length)))
+    scores = [sums[start + window] - sums[start] for start in range(length - window + 1)]
+    best, worst = max(scores), min(scores)
+    good = best - (best - worst) * _ATTENTION_TIE
+    middle = (length - window) / 2
+    start = min((start for start, score in enumerate(scores) if score >= good), key=lambda s: abs(s - middle))
+    # The window's centre, in fractions, placed back at the crop's exact size.
+    return (start + window / 2) / length - fraction / 2
 
 
 @dataclasses.dataclass(frozen=True)

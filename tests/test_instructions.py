@@ -395,7 +395,17 @@ def test_is_checksum(text, expected):
             id="unknown-operation",
         ),
         pytest.param("a.jpg | fit 1x1 2x2", 1, 17, "fit", "too many arguments", id="too-many-arguments"),
-        pytest.param("a.jpg extra", 1, 7, "source", "too many arguments", id="too-many-source-arguments"),
+        pytest.param(
+            "a.jpg fit 10x", 1, 7, "source", "'fit' after the source reads as an operation", id="missing-pipe"
+        ),
+        pytest.param(
+            "my a.jpg fill 4x4 gravity=north format webp",
+            1,
+            10,
+            "source",
+            "(my a.jpg | fill 4x4 gravity=north format webp)",
+            id="missing-pipe-before-several-steps",
+        ),
         pytest.param(
             "a.jpg\nfit", 2, 1, "fit", "too few arguments: expected fit WxH", id="too-few-arguments"
         ),
@@ -528,7 +538,7 @@ def test_is_checksum(text, expected):
             id="unterminated-single-quote",
         ),
         pytest.param('"a.jpg\nfit 4x4', 1, 1, None, "unterminated quote", id="unterminated-quote-in-source"),
-        pytest.param("a.jpg 'b", 1, 7, "source", "unterminated quote", id="unterminated-quote-after-source"),
+        pytest.param("source 'b", 1, 8, "source", "unterminated quote", id="unterminated-quote-after-source-word"),
         pytest.param('a.jpg | fit "4x4\\"', 1, 13, "fit", "unterminated quote", id="escaped-closing-quote"),
         pytest.param(
             "a.jpg | background red",
