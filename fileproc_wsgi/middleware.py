@@ -29,7 +29,7 @@ from http import HTTPStatus
 
 from webob import Request, Response
 
-from . import engines, remote
+from . import remote
 from .cache import Generation
 from .config import Config
 from .encode import CONTENT_TYPES, EXTENSIONS, FORMAT_OF_EXTENSION
@@ -87,9 +87,6 @@ class FileProcessor:
         self._accessed: set[str] = set()  # paths requested since the last flush
         self._outage_logged = float("-inf")
         self._flush_at = 0.0  # set by the flusher thread, which starts on the first request made
-        missing = [name for name, present in engines.available().items() if not present]
-        if missing:
-            log.warning("fileproc_wsgi: these engines or encoders are not available: %s", ", ".join(missing))
 
     access_flush_seconds = 60.0
 

@@ -3,8 +3,11 @@
 The engine is chosen from the file's first bytes (never its name) against an allow-list,
 and the library is told that format explicitly, so a PostScript file called ``.pdf``
 cannot reach a PostScript interpreter and an HLS playlist called ``.mp4`` cannot make
-FFmpeg open a URL. Each engine reports at start-up whether its library is present
-(:func:`available`), instead of failing on first use.
+FFmpeg open a URL. An engine module is imported the first time a source needs it
+(ImageMagick, PDFium and FFmpeg take a third of a second to load, which a site of JPEGs
+never needs), and a source whose engine lacks its library is refused with what to install
+(the pip extra, or the system package); :func:`missing` lists them all at once, for
+``manage.py check`` and the like, rather than every process warning at start-up.
 
 An engine is a module with:
 
@@ -33,20 +36,74 @@ decode) follow.
 from __future__ import annotations
 
 import dataclasses
-from typing import BinaryIO
+import importlib
+from typing import BinaryIO, NamedTuple
 
 from PIL import Image
 
 from .. import formats
 from ..errors import ProcessingError, UnsupportedSourceError
-from . import magick, pdf, raster, video
 from .boundary import failure
 
-ENGINES = (raster, pdf, video, magick)
+ENGINE_NAMES = ("raster", "pdf", "video", "magick")
+# Which engine module decodes each name formats.sniff gives (each module's FORMATS, known
+# here without importing it; a test compares the two).
+ENGINE_OF = {
+    **dict.fromkeys(("JPEG", "PNG", "GIF", "WEBP", "AVIF", "TIFF", "BMP", "ICO"), "raster"),
+    "PDF": "pdf",
+    **dict.fromkeys(("MP4", "MOV", "MKV", "AVI", "TS"), "video"),
+    **dict.fromkeys(("PSD", "HEIF"), "magick"),
+}
 # Sources a first engine failed on that ImageMagick may still read: TIFF layouts Pillow
 # does not decode, and AVIFs its libavif build refuses (alpha in some layouts, 10-bit HDR).
-_FALLBACKS = {"TIFF": magick, "AVIF": magick}
+_FALLBACKS = {"TIFF": "magick", "AVIF": "magick"}
 HEAD_BYTES = formats.HEAD_BYTES
+
+
+class Missing(NamedTuple):
+    """A library this installation lacks: the :func:`available` key it is reported
+    under, the pip extra of fileproc-wsgi that provides it (None when only a system
+    package does), and one sentence saying what needs it and what to install."""
+
+    engine: str
+    extra: str | None
+    why: str
+
+
+_EXTRA_HINT = "pip install 'fileproc-wsgi[{}]'"
+# available() key: (the extra that brings it, what needs it). An extra of None is a
+# library inside a system package (or inside Pillow's build): its sentence names it.
+_NEEDED_BY = {
+    "pdf": ("pdf", "PDF sources need pypdfium2"),
+    "video": ("video", "video sources (MP4, MOV, Matroska, AVI, MPEG-TS) need PyAV"),
+    "imagemagick": ("wand", "PSD and HEIF sources, and TIFFs and AVIFs Pillow cannot read, need Wand"),
+    "imagemagick:HEIF": (
+        None,
+        "HEIF sources need ImageMagick's HEIC coder, built with libheif "
+        "(Debian/Ubuntu: apt-get install libheif1 libmagickcore-6.q16-6; macOS: brew install imagemagick)",
+    ),
+    "jpeg": (
+        None,
+        "JPEG sources and results need Pillow built with libjpeg (Pillow's wheels from PyPI have it)",
+    ),
+    "webp": (
+        None,
+        "WebP sources and results need Pillow built with libwebp (Pillow's wheels from PyPI have it)",
+    ),
+    "avif": (
+        None,
+        "AVIF results need Pillow 11.3 or later built with libavif (its wheels from PyPI have it)",
+    ),
+    "littlecms": (None, "CMYK sources need Pillow built with littlecms (Pillow's wheels from PyPI have it)"),
+}
+_NO_MAGICKWAND = (
+    "Wand is installed but cannot load ImageMagick's MagickWand library: install it "
+    "(Debian/Ubuntu: apt-get install libmagickwand-6.q16-6; macOS: brew install imagemagick), "
+    "or point MAGICK_HOME at it"
+)
+# What a source of each format needs beyond its engine's own library.
+_FORMAT_NEEDS = {"JPEG": "jpeg", "WEBP": "webp", "HEIF": "imagemagick:HEIF"}
+_LIBRARY_OF = {"raster": None, "pdf": "pdf", "video": "video", "magick": "imagemagick"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,23 +136,26 @@ def sniff(head: bytes) -> str | None:
 
 
 def engine_for(head: bytes, reference: str):
-    """``(format, engine)`` for a file, by its first bytes; refuses everything else."""
+    """``(format, engine)`` for a file, by its first bytes; refuses everything else, and
+    a format whose library this installation lacks, naming what to install."""
     found = sniff(head)
     if found is None:
         raise UnsupportedSourceError(
             f"source {reference!r} is not in a recognised image, PDF or video format"
         )
-    for engine in ENGINES:
-        if found in engine.FORMATS:
-            if not _usable(engine):
-                raise UnsupportedSourceError(
-                    f"source {reference!r} is {formats.a(found)}, "
-                    "and this server lacks the library to read it"
-                )
-            return found, engine
-    raise UnsupportedSourceError(
-        f"source {reference!r} is {formats.a(found)}, which this server does not decode"
-    )
+    name = ENGINE_OF.get(found)
+    if name is None:
+        raise UnsupportedSourceError(
+            f"source {reference!r} is {formats.a(found)}, which this server does not decode"
+        )
+    engine = _load(name)
+    lacking = _lacking(name, engine, found)
+    if lacking is not None:
+        raise UnsupportedSourceError(
+            f"source {reference!r} is {formats.a(found)}, and this server lacks the library to read it: "
+            + _advice(lacking)
+        )
+    return found, engine
 
 
 def probe(handle: BinaryIO, reference: str, instructions=None, config=None) -> SourceInfo:
@@ -132,18 +192,59 @@ def decode(handle: BinaryIO, reference: str, instructions, config) -> Decoded:
 
 
 def available() -> dict[str, bool]:
-    """Which engines and output encoders this installation can use."""
+    """Which engines and output encoders this installation can use (imports them all)."""
     found: dict[str, bool] = {}
-    for engine in ENGINES:
-        found.update(engine.available())
+    for name in ENGINE_NAMES:
+        found.update(_load(name).available())
     return found
 
 
-def _usable(engine) -> bool:
-    """Whether ``engine``'s libraries are present. A part only one format needs (an
-    ``available()`` key ``"name:FORMAT"``, e.g. ImageMagick's HEIC coder) is reported at
-    start-up, and the engine refuses that format itself, saying what is missing."""
-    return all(present for name, present in engine.available().items() if ":" not in name)
+def missing() -> list[Missing]:
+    """Every library this installation lacks, each with the extra or package to install;
+    empty when all are present. Imports every engine: for a check run once (``manage.py
+    check``), not for a request."""
+    lacking = [key for key, present in available().items() if not present]
+    if "imagemagick" in lacking:
+        lacking.remove("imagemagick:HEIF")  # said by the missing ImageMagick itself
+    return [_missing(key) for key in lacking]
+
+
+def _missing(key: str) -> Missing:
+    extra, why = _NEEDED_BY.get(key, (None, f"{key} is not available"))
+    if key == "imagemagick" and _load("magick").wand_installed():
+        return Missing(key, None, _NO_MAGICKWAND)
+    return Missing(key, extra, why)
+
+
+def _advice(key: str) -> str:
+    """The sentence a refusal ends with: what needs the library and how to install it."""
+    found = _missing(key)
+    return found.why if found.extra is None else f"{found.why}: {_EXTRA_HINT.format(found.extra)}"
+
+
+def _load(name: str):
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def _lacking(name: str, engine, found: str) -> str | None:
+    """The available() key of what ``engine`` lacks for ``found``, or None. Only the
+    library the engine itself needs and the one part that format needs are looked at, so
+    a JPEG never loads the WebP or AVIF modules to find out whether they are there."""
+    library = _LIBRARY_OF[name]
+    if library is not None and not engine.available()[library]:
+        return library
+    part = _FORMAT_NEEDS.get(found)
+    if part is not None:
+        present = engine.has_coder(found) if ":" in part else engine.has_feature(part)
+        if not present:
+            return part
+    return None
+
+
+def _usable(name: str) -> bool:
+    """Whether the engine module ``name`` has its own library."""
+    library = _LIBRARY_OF[name]
+    return library is None or _load(name).available()[library]
 
 
 def _engine(handle: BinaryIO, reference: str, instructions):
@@ -159,10 +260,11 @@ def _check_steps_apply(found: str, engine, reference: str, instructions) -> None
     alone: at registration as surely as when processing."""
     if instructions is None:
         return
-    if instructions.frame is not None and engine is not video:
+    video = ENGINE_OF.get(found) == "video"
+    if instructions.frame is not None and not video:
         what = "a PDF document" if found == "PDF" else formats.a(found, "image")
         raise ProcessingError(f"frame applies to video sources; {reference!r} is {what}")
-    if instructions.page is not None and engine is video:
+    if instructions.page is not None and video:
         raise ProcessingError(
             f"page applies to PDFs and other documents; {reference!r} is {formats.a(found, 'video')}"
         )
@@ -174,9 +276,10 @@ def _with_fallback(found: str, engine, stage: str, reference: str, handle: Binar
         with failure(message, handle):
             return call(engine)
     except ProcessingError as error:
-        fallback = _FALLBACKS.get(found)
-        if fallback is None or fallback is engine or not _usable(fallback):
+        name = _FALLBACKS.get(found)
+        if name is None or not _usable(name) or _load(name) is engine:
             raise
+        fallback = _load(name)
         handle.seek(0)
         try:
             with failure(message, handle):

@@ -67,8 +67,14 @@ try:
     from wand.api import library
     from wand.exceptions import WandException
     from wand.image import Image as WandImage
-except (ImportError, OSError):  # no Wand, or no MagickWand library for it to load
+except ModuleNotFoundError as error:  # no Wand (or a module it needs)
     library = None
+    _wand_found = error.name is not None and error.name.partition(".")[0] != "wand"
+except (ImportError, OSError):  # Wand, but no MagickWand library for it to load
+    library = None
+    _wand_found = True
+else:
+    _wand_found = True
 
 FORMATS = frozenset({"PSD", "HEIF"})
 _CODERS = {"PSD": "PSD", "HEIF": "HEIC", "TIFF": "TIFF", "AVIF": "AVIF"}
@@ -92,6 +98,11 @@ _limits_for: int | None = None
 
 def available() -> dict[str, bool]:
     return {"imagemagick": library is not None, "imagemagick:HEIF": has_coder("HEIF")}
+
+
+def wand_installed() -> bool:
+    """Whether Wand itself is installed, whatever became of loading its library."""
+    return _wand_found
 
 
 @functools.cache

@@ -20,6 +20,7 @@ transparency key it does not expect.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 
 from PIL import ExifTags, Image, ImageOps, features
@@ -36,14 +37,19 @@ _TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _CANVAS_FORMATS = {"GIF", "WEBP", "PNG"}
 
 
+# available() keys and Pillow's names for them; a format's own is looked at on its first
+# source (has_feature), since reading the list loads the WebP and AVIF modules.
+_FEATURES = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "littlecms": "littlecms2"}
+
+
 def available() -> dict[str, bool]:
-    return {
-        "pillow": True,
-        "jpeg": features.check("jpg"),
-        "webp": features.check("webp"),
-        "avif": features.check("avif"),
-        "littlecms": features.check("littlecms2"),
-    }
+    return {"pillow": True, **{name: has_feature(name) for name in _FEATURES}}
+
+
+@functools.cache
+def has_feature(name: str) -> bool:
+    """Whether this Pillow was built with ``name`` (a key of :func:`available`)."""
+    return bool(features.check(_FEATURES[name]))
 
 
 def _open(handle, found: str, reference: str, max_pixels: int) -> Image.Image:

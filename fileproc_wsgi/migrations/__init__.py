@@ -18,6 +18,10 @@ import os
 
 VERSION_TABLE = "fileproc_alembic_version"
 INITIAL = "0001"
+# The newest revision under versions/, known without Alembic: a store compares the
+# database's recorded revision with it on first use and imports Alembic only when they
+# differ. Raise it with every new revision (a test compares it with the scripts).
+HEAD = "0002"
 _LOCK_KEY = 0x66696C6570726F63  # "fileproc": PostgreSQL advisory lock serialising upgrades
 
 
