@@ -10,8 +10,9 @@ Nothing depends on the working directory. Relative directories (source roots,
 ``storage``) are taken from ``app.root_path``, as Flask takes ``static_folder``; a
 relative SQLite file from ``app.instance_path``, as Flask-SQLAlchemy does, so that
 ``sqlite:///site.db`` names the same file for both. With no key at all the store and the
-results live in ``<instance folder>/fileproc/``, and the sources are the static folder
-(root ``default``) and, when the app sets ``UPLOAD_FOLDER``, that folder (root ``uploads``).
+results live in ``<instance folder>/fileproc/``; the source roots are ``static`` (the
+static folder) and ``default``: the app's ``UPLOAD_FOLDER`` if it sets one, else the
+static folder too.
 """
 
 from __future__ import annotations
@@ -72,12 +73,15 @@ def _with_app_paths(app, values: dict[str, Any]) -> dict[str, Any]:
 
     roots = values.get("source_roots")
     if roots is None:
+        # Thumbnails are mostly of what users upload, so that folder (Flask's documented
+        # UPLOAD_FOLDER) is the default root when there is one: source=user.picture then
+        # works with the bare file name the app stores.
         roots = {}
-        if app.static_folder:
-            roots["default"] = app.static_folder
         uploads = app.config.get("UPLOAD_FOLDER")
-        if uploads:
-            roots["uploads"] = uploads
+        if app.static_folder:
+            roots["static"] = app.static_folder
+        if uploads or app.static_folder:
+            roots["default"] = uploads or app.static_folder
     if isinstance(roots, Mapping):
         values["source_roots"] = {name: _under(app.root_path, directory) for name, directory in roots.items()}
     return values
