@@ -101,8 +101,9 @@ _NO_MAGICKWAND = (
     "(Debian/Ubuntu: apt-get install libmagickwand-6.q16-6; macOS: brew install imagemagick), "
     "or point MAGICK_HOME at it"
 )
-# What a source of each format needs beyond its engine's own library.
-_FORMAT_NEEDS = {"JPEG": "jpeg", "WEBP": "webp", "HEIF": "imagemagick:HEIF"}
+# What a source of each format needs beyond its engine's own library. HEIF's coder is
+# ImageMagick's to refuse (magick.py), as for the TIFFs and AVIFs that fall back to it.
+_FORMAT_NEEDS = {"JPEG": "jpeg", "WEBP": "webp"}
 _LIBRARY_OF = {"raster": None, "pdf": "pdf", "video": "video", "magick": "imagemagick"}
 
 
@@ -153,7 +154,7 @@ def engine_for(head: bytes, reference: str):
     if lacking is not None:
         raise UnsupportedSourceError(
             f"source {reference!r} is {formats.a(found)}, and this server lacks the library to read it: "
-            + _advice(lacking)
+            + advice(lacking)
         )
     return found, engine
 
@@ -216,7 +217,7 @@ def _missing(key: str) -> Missing:
     return Missing(key, extra, why)
 
 
-def _advice(key: str) -> str:
+def advice(key: str) -> str:
     """The sentence a refusal ends with: what needs the library and how to install it."""
     found = _missing(key)
     return found.why if found.extra is None else f"{found.why}: {_EXTRA_HINT.format(found.extra)}"
@@ -234,10 +235,8 @@ def _lacking(name: str, engine, found: str) -> str | None:
     if library is not None and not engine.available()[library]:
         return library
     part = _FORMAT_NEEDS.get(found)
-    if part is not None:
-        present = engine.has_coder(found) if ":" in part else engine.has_feature(part)
-        if not present:
-            return part
+    if part is not None and not engine.has_feature(part):
+        return part
     return None
 
 

@@ -177,16 +177,19 @@ def _scene(found: str, reference: str, instructions) -> int:
 def _reading(data: bytes, found: str, reference: str, scene: int, *, ping: bool) -> Iterator[WandImage]:
     """A Wand image read (or only pinged) from ``data`` by the coder pinned for ``found``,
     destroyed on leaving the block. ImageMagick's errors become this project's."""
+    from . import advice  # the package's words on what to install; it imports this module lazily
+
     if library is None:
         raise UnsupportedSourceError(
             f"source {reference!r} is {formats.a(found, 'file')}, "
-            "and this server lacks ImageMagick to read it"
+            f"and this server lacks ImageMagick to read it: {advice('imagemagick')}"
         )
     coder = _CODERS[found]
     if not has_coder(found):
         raise UnsupportedSourceError(
             f"source {reference!r} is {formats.a(found, 'file')}, "
             f"and this server's ImageMagick has no {coder} coder"
+            + (f": {advice('imagemagick:HEIF')}" if found == "HEIF" else "")
         )
     image = WandImage()
     try:
