@@ -18,6 +18,7 @@ in tests).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import os
@@ -28,7 +29,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
-from django.db import connections
+from django.db.utils import ConnectionHandler
 from django.dispatch import receiver
 from sqlalchemy.engine import URL, make_url
 
@@ -159,7 +160,10 @@ def database_alias_from_settings() -> str:
 def database_url_from_settings() -> str:
     """The SQLAlchemy URL of ``DATABASES[FILEPROCESSOR_DATABASE]``."""
     alias = database_alias_from_settings()
-    return database_url_for(connections[alias])
+    # A connection object of our own (never connected) on the settings as they are now:
+    # django.db.connections keeps the ones it made before override_settings.
+    settings_dict = copy.deepcopy(settings.DATABASES[alias])
+    return database_url_for(ConnectionHandler({alias: settings_dict})[alias])
 
 
 def database_url_for(connection) -> str:
@@ -189,7 +193,7 @@ def database_url_for(connection) -> str:
     if connection.vendor == "postgresql":
         return _postgresql_url(params, where)
     raise SettingsDefaultError(
-        f"{where}: the store runs on SQLite or PostgreSQL, and this database is {connection.vendor}; "
+        f"{where}: the store runs on SQLite or PostgreSQL, and this database uses {params.get('ENGINE')}; "
         "set FILEPROCESSOR['database_url'] to a SQLite file or a PostgreSQL URL",
         "fileproc_django.E003",
     )
