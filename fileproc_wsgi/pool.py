@@ -106,12 +106,18 @@ class IsolatedJobs:
         values["source_roots"] = dict(values["source_roots"])
         self._blob = pickle.dumps(values)
 
-    def run(self, text: str, output_format: str, deadline: float) -> tuple[bytes, int, int]:
+    def run(
+        self, text: str, output_format: str, deadline: float, *, source_path: str | None = None
+    ) -> tuple[bytes, int, int]:
         """``(data, width, height)`` of the job with canonical instructions ``text``, made
         in a worker; raises the job's FileProcError, :class:`TimeLimitError` when it runs
         past ``deadline`` (a :func:`time.monotonic` time, moved on by the time a fresh
-        worker took to start) or the errors above."""
-        return shared_pool().run(self._blob, self.config, text, output_format, deadline)
+        worker took to start) or the errors above.
+
+        ``source_path`` is the file the web process found (or spooled) for the source,
+        which the worker then reads under the source's reference; without it the worker
+        resolves the reference itself."""
+        return shared_pool().run(self._blob, self.config, text, output_format, deadline, source_path)
 
 
 @dataclasses.dataclass(eq=False)
@@ -134,7 +140,13 @@ class WorkerPool:
         self.pid = os.getpid()
 
     def run(
-        self, blob: bytes, config: Config, text: str, output_format: str, deadline: float
+        self,
+        blob: bytes,
+        config: Config,
+        text: str,
+        output_format: str,
+        deadline: float,
+        source_path: str | None = None,
     ) -> tuple[bytes, int, int]:
         """Run one job in a worker; see :meth:`IsolatedJobs.run`."""
         seconds = deadline - time.monotonic()
@@ -147,7 +159,15 @@ class WorkerPool:
             # A worker's start (its imports) is not the job's time: the clock starts now.
             deadline = time.monotonic() + seconds
             job = pickle.dumps(
-                (blob, text, output_format, seconds, config.max_job_memory, config.worker_max_jobs)
+                (
+                    blob,
+                    text,
+                    output_format,
+                    source_path,
+                    seconds,
+                    config.max_job_memory,
+                    config.worker_max_jobs,
+                )
             )
             try:
                 worker.connection.send_bytes(job)
@@ -408,7 +428,7 @@ def serve(fd: int) -> None:
     from . import engines  # noqa: F401 - imported once per worker, not per job
     from .instructions import parse
     from .processing import produce
-    from .sources import Sources
+    from .sources import LocalSource, Sources
 
     faulthandler.enable()  # a crashing library leaves the Python stack in the log
     # The parent's deadline is the limit; a SIGINT meant for it must not stop a job.
@@ -426,7 +446,9 @@ def serve(fd: int) -> None:
             if not connection.poll(IDLE_SECONDS):
                 connection.send_bytes(pickle.dumps(("retired", None, True)))
                 return
-            blob, text, output_format, seconds, memory, max_jobs = pickle.loads(connection.recv_bytes())
+            blob, text, output_format, source_path, seconds, memory, max_jobs = pickle.loads(
+                connection.recv_bytes()
+            )
         except (EOFError, OSError):  # the web process has gone or closed the pool
             return
         deadline = time.monotonic() + seconds
@@ -445,9 +467,13 @@ def serve(fd: int) -> None:
                     del configs[next(iter(configs))]
             config, sources = configs[blob]
             instructions = parse(text)
-            result = produce(
-                instructions, sources.resolve(instructions.source), output_format, config, deadline=deadline
+            # A file the web process found or spooled: storage backends live only there.
+            source = (
+                sources.resolve(instructions.source)
+                if source_path is None
+                else LocalSource(instructions.source, source_path)
             )
+            result = produce(instructions, source, output_format, config, deadline=deadline)
             reply = ("done", (result.data, result.width, result.height), retiring)
         except FileProcError as error:
             reply = ("refused", describe(error), retiring)

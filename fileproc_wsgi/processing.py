@@ -38,10 +38,12 @@ from .errors import (
 )
 from .instructions import Instructions, parse
 from .operations import RESAMPLING, WHITE, Background
-from .sources import LocalSource, Sources
+from .sources import LocalSource, Sources, StorageSource
 from .storage import result_key
 
 if TYPE_CHECKING:
+    from .http_sources import HttpSource
+    from .s3_sources import S3Source
     from .store import InstructionStore, Job
 
 log = logging.getLogger(__name__)
@@ -56,8 +58,9 @@ _TIME_LIMIT_ATTEMPTS = 3
 class Processor:
     """Turns registered instructions into stored results for one configuration.
 
-    ``sources`` is used by jobs run in this process (``isolate_jobs=False``); a worker
-    process builds its own from the config.
+    ``sources`` resolves every job's source in this process. A job run in a worker
+    (``isolate_jobs``) is given the file to read when it is local or in a storage; a
+    worker resolves only http(s) and s3:// sources itself, from the config.
     """
 
     def __init__(self, config: Config, store: InstructionStore, storage, sources: Sources | None = None):
@@ -221,18 +224,25 @@ class Processor:
         """
         if job.width is not None and job.height is not None:
             self.config.check_result_size(job.width, job.height)
-        if self._isolated is not None:
-            if deadline is None:
-                deadline = time.monotonic() + self.config.max_processing_seconds
-            return Result(*self._isolated.run(job.instructions, job.output_format, deadline))
         instructions = parse(job.instructions)
-        return produce(
-            instructions,
-            self.sources.resolve(instructions.source),
-            job.output_format,
-            self.config,
-            deadline=deadline,
-        )
+        if self._isolated is None:
+            source = self.sources.resolve(instructions.source)
+            return produce(instructions, source, job.output_format, self.config, deadline=deadline)
+        if deadline is None:
+            deadline = time.monotonic() + self.config.max_processing_seconds
+        return Result(*self._run_isolated(job, instructions.source, deadline))
+
+    def _run_isolated(self, job: Job, reference: str, deadline: float) -> tuple[bytes, int, int]:
+        """Resolve here, where every storage kind is loaded, and hand the worker a file:
+        a local file's path, or a storage's file spooled to a private temporary file
+        (counted in the job's time). An http(s) or s3:// source is fetched by the worker."""
+        source = self.sources.resolve(reference)
+        if isinstance(source, LocalSource):
+            return self._isolated.run(job.instructions, job.output_format, deadline, source_path=source.path)
+        if isinstance(source, StorageSource):
+            with source.spooled(self.config.max_source_bytes, deadline) as path:
+                return self._isolated.run(job.instructions, job.output_format, deadline, source_path=path)
+        return self._isolated.run(job.instructions, job.output_format, deadline)
 
 
 @dataclasses.dataclass(slots=True)
@@ -250,7 +260,7 @@ class Result:
 
 def produce(
     instructions: Instructions,
-    source: LocalSource,
+    source: LocalSource | StorageSource | HttpSource | S3Source,
     output_format: str,
     config: Config,
     *,

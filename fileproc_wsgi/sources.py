@@ -27,6 +27,7 @@ import io
 import logging
 import os
 import re
+import shutil
 import stat
 import tempfile
 import threading
@@ -185,13 +186,13 @@ class StorageSource:
         A failure of the storage while the handle is read (a library may swallow it and
         report a broken file instead) is what leaving its ``with`` block raises.
         """
-        return _StorageHandle(_Spool(self, self._open(), max_bytes), _CHUNK)
+        return _StorageHandle(_Spool(self, self._open(max_bytes), max_bytes), _CHUNK)
 
     def copy_to(self, target: BinaryIO, max_bytes: int, deadline: float | None = None) -> int:
         """Write the whole file into ``target``; the bytes written. Raises LimitError
         past ``max_bytes`` and TimeLimitError past ``deadline`` (a :func:`time.monotonic`
         time), checked between chunks."""
-        stream = self._open()
+        stream = self._open(max_bytes)
         written = 0
         try:
             while True:
@@ -211,11 +212,39 @@ class StorageSource:
         finally:
             _close_quietly(stream)
 
-    def _open(self):
+    @contextlib.contextmanager
+    def spooled(self, max_bytes: int, deadline: float | None = None) -> Iterator[str]:
+        """The whole file copied to a private temporary file, for a worker process to
+        read (it cannot open the storage: that needs the web framework loaded). The file
+        is in a directory of its own that only this user may enter, and both are removed
+        when the block ends, whatever happened. Raises as :meth:`copy_to`."""
+        directory = tempfile.mkdtemp(prefix="fileproc-job-")
+        try:
+            descriptor, path = tempfile.mkstemp(dir=directory, prefix="source-")
+            with os.fdopen(descriptor, "wb") as target:
+                self.copy_to(target, max_bytes, deadline)
+            yield path
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def _open(self, max_bytes: int):
         with _storage_boundary(self.reference, self.label, "to open the file"):
             stream = self.backend.open(self.name)
             if stream is None or not callable(getattr(stream, "read", None)):
                 raise TypeError(f"open() gave {type(stream).__name__}, not a readable file")
+            try:
+                # Django's File objects say their size: a file over the limit is then
+                # refused before a byte is read, at registration as for a local file.
+                # What is read is counted all the same: a size can be wrong.
+                declared = getattr(stream, "size", None)
+                if isinstance(declared, int) and not isinstance(declared, bool) and declared > max_bytes:
+                    raise LimitError(
+                        f"source {self.reference!r} has {declared} bytes, more than "
+                        f"max_source_bytes={max_bytes}"
+                    )
+            except BaseException:
+                _close_quietly(stream)
+                raise
         return stream
 
 

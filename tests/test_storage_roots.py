@@ -10,6 +10,7 @@ import io
 import os
 
 import pytest
+from PIL import Image
 
 from fileproc_wsgi import sources
 from fileproc_wsgi.config import Config
@@ -34,6 +35,9 @@ class MemoryStorage:
         self.files: dict[str, tuple[bytes, int]] = {}
         self.saves = 0
         self.opened: list[str] = []
+        self.failure: Exception | None = None  # raised by version() and open() when set
+        self.breaks_after: int | None = None  # bytes a stream gives before the line drops
+        self.declared_size: int | None = None  # the size a stream says it has, when it lies
 
     def save(self, name: str, data: bytes) -> None:
         self.saves += 1
@@ -43,6 +47,8 @@ class MemoryStorage:
         return None
 
     def version(self, name: str) -> str:
+        if self.failure is not None:
+            raise self.failure
         try:
             data, saved = self.files[name]
         except KeyError:
@@ -51,10 +57,48 @@ class MemoryStorage:
 
     def open(self, name: str):
         self.opened.append(name)
+        if self.failure is not None:
+            raise self.failure
         try:
-            return io.BytesIO(self.files[name][0])
+            data = self.files[name][0]
         except KeyError:
             raise FileNotFoundError(name) from None
+        if self.breaks_after is not None:
+            return _Breaking(data, self.breaks_after)
+        return _File(data, size=len(data) if self.declared_size is None else self.declared_size)
+
+
+class _File(io.BytesIO):
+    """What Django's storages give: a file object that says its size."""
+
+    def __init__(self, data: bytes, *, size: int):
+        super().__init__(data)
+        self.size = size
+
+
+class _Breaking(io.RawIOBase):
+    """A download whose connection drops after ``limit`` bytes."""
+
+    def __init__(self, data: bytes, limit: int):
+        self._data, self._limit, self._position = data, limit, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._position >= self._limit:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        chunk = self._data[self._position : min(self._limit, self._position + len(buffer))]
+        buffer[: len(chunk)] = chunk
+        self._position += len(chunk)
+        return len(chunk)
+
+
+def noise_jpeg(width: int = 800, height: int = 800) -> bytes:
+    """A JPEG far larger than one read chunk: random pixels do not compress."""
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
 
 
 def jpeg(width: int = 600, height: int = 400, **colours) -> bytes:
@@ -252,6 +296,7 @@ def test_open_gives_a_seekable_handle_on_the_bytes(storage):
 def test_a_backend_that_lies_about_its_size_is_held_to_max_source_bytes(storage):
     data = jpeg()
     storage.save("a.jpg", data)
+    storage.declared_size = 10
     source = Sources({"default": "memory:photos"}).resolve("a.jpg")
     with pytest.raises(LimitError, match=f"'a.jpg' has more than max_source_bytes={len(data) - 1}"):
         with source.open(len(data) - 1) as handle:
@@ -294,3 +339,105 @@ def test_a_replaced_file_gets_a_new_checksum(make_storage_site, storage):
     after = site.registrar.register("a.jpg | fit 300x300")
     assert after.checksum != before.checksum
     assert (after.width, after.height) == (200, 300)
+
+
+@pytest.mark.in_process
+def test_a_connection_lost_mid_decode_is_unavailable_not_a_broken_file(make_storage_site, storage):
+    data = noise_jpeg()
+    assert len(data) > 4 * 64 * 1024
+    storage.save("big.jpg", data)
+    site = make_storage_site()
+    site.registrar.register("big.jpg | fit 100x100")  # the header is in the first chunk
+    storage.breaks_after = 3 * 64 * 1024
+    response = site.request("big.jpg | fit 100x100")
+    assert response.status_int == 503, response.text
+    assert "memory storage 'photos' failed while reading the file (ConnectionResetError)" in response.text
+    assert "Connection reset" not in response.text
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """This process's temporary directory, to see what a job leaves behind in it."""
+    directory = tmp_path / "tmp"
+    directory.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(directory))
+    return directory
+
+
+@pytest.mark.parametrize("in_process", [True, False], ids=["in-process", "isolated"])
+def test_register_and_process_through_a_storage(make_storage_site, storage, private_tmp, in_process):
+    storage.save("photos/a.jpg", jpeg(600, 400))
+    site = make_storage_site(isolate_jobs=not in_process)
+    representation = site.registrar.register("photos/a.jpg | fit 300x300 | format png")
+    assert (representation.width, representation.height) == (300, 200)
+    response = site.request("photos/a.jpg | fit 300x300 | format png")
+    assert response.status_int == 200, response.text
+    image = decode(response.body)
+    assert (image.format, image.size) == ("PNG", (300, 200))
+    assert list(private_tmp.iterdir()) == []  # spooled files are gone
+
+
+def test_a_job_that_fails_leaves_no_spooled_file(make_storage_site, storage, private_tmp):
+    storage.save("a.jpg", jpeg())
+    site = make_storage_site()
+    site.registrar.register("a.jpg | fit 100x100")
+    storage.save("a.jpg", b"\xff\xd8\xff\xe0" + b"not a JPEG after all" * 10)  # same name, broken
+    response = site.request("a.jpg | fit 100x100")
+    assert response.status_int == 422, response.text
+    assert "is not a readable JPEG" in response.text
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_a_file_removed_after_registration_is_not_found(make_storage_site, storage):
+    storage.save("a.jpg", jpeg())
+    site = make_storage_site()
+    site.registrar.register("a.jpg | fit 100x100")
+    del storage.files["a.jpg"]
+    response = site.request("a.jpg | fit 100x100")
+    assert response.status_int == 404
+    assert "'a.jpg' does not exist in memory storage 'photos'" in response.text
+    with pytest.raises(SourceNotFoundError):
+        site.registrar.register("a.jpg | fit 100x99")
+
+
+@pytest.mark.parametrize("in_process", [True, False], ids=["in-process", "isolated"])
+def test_a_storage_that_fails_answers_503_without_a_traceback(make_storage_site, storage, in_process, caplog):
+    storage.save("a.jpg", jpeg())
+    site = make_storage_site(isolate_jobs=not in_process)
+    site.registrar.register("a.jpg | fit 100x100")
+    storage.failure = RuntimeError("socket closed by 10.1.2.3:443")
+    response = site.request("a.jpg | fit 100x100")
+    assert response.status_int == 503
+    assert int(response.headers["Retry-After"]) >= 1
+    assert response.text.strip() == (
+        "source 'a.jpg': memory storage 'photos' failed to open the file (RuntimeError)"
+    )
+    storage.failure = None  # the storage is back: the job is retried, not failed for good
+    job = site.registrar.store.get(site.registrar.register("a.jpg | fit 100x100").checksum)
+    assert (job.state, job.failure_status, job.retry_at is not None) == ("failed", 503, True)
+
+
+@pytest.mark.parametrize("in_process", [True, False], ids=["in-process", "isolated"])
+def test_a_size_that_lies_is_held_to_max_source_bytes_while_read(make_storage_site, storage, in_process):
+    data = noise_jpeg(300, 300)
+    assert len(data) > 64 * 1024  # more than the header read fetches
+    storage.save("a.jpg", data)
+    storage.declared_size = 1000
+    # A lower limit than the file: the header read fetches one chunk and passes; the job
+    # reads it all and counts.
+    site = make_storage_site(isolate_jobs=not in_process, max_source_bytes=len(data) - 1)
+    site.registrar.register("a.jpg | fit 100x100")
+    response = site.request("a.jpg | fit 100x100")
+    assert response.status_int == 422
+    assert response.text.strip() == f"source 'a.jpg' has more than max_source_bytes={len(data) - 1} bytes"
+
+
+def test_a_declared_size_over_the_limit_is_refused_at_registration(make_storage_site, storage):
+    data = jpeg()
+    storage.save("a.jpg", data)
+    site = make_storage_site(max_source_bytes=len(data) - 1)
+    with pytest.raises(LimitError) as caught:
+        site.registrar.register("a.jpg | fit 100x100")
+    assert str(caught.value) == (
+        f"source 'a.jpg' has {len(data)} bytes, more than max_source_bytes={len(data) - 1}"
+    )
