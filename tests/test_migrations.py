@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from PIL import Image
 
 from fileproc_wsgi import migrations
 from fileproc_wsgi.store import InstructionStore, metadata
@@ -103,3 +108,60 @@ def test_revisions_need_no_ini_file_and_form_one_line():
     script = ScriptDirectory.from_config(migrations.alembic_config())
     assert script.get_heads() == [migrations.head()]
     assert script.get_base() == migrations.INITIAL
+
+
+def test_the_head_known_without_alembic_is_the_scripts_head():
+    # HEAD is what a store compares the database with on first use; a new revision
+    # without raising it would leave every database unmigrated.
+    assert migrations.HEAD == migrations.head()
+
+
+_FIRST_USE = """
+import sys
+from fileproc_wsgi.config import Config
+from fileproc_wsgi.registrar import Registrar
+
+root = sys.argv[1]
+config = Config(database_url=sys.argv[2], source_roots={"default": root}, storage=root + "/results")
+registrar = Registrar(config)
+print(registrar.register("a.png | fit 10x").url)
+registrar.close()
+print("alembic" in sys.modules)
+"""
+
+
+def _first_use(tmp_path, url: str) -> tuple[str, bool]:
+    Image.new("RGB", (40, 20), "red").save(tmp_path / "a.png")
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_USE, str(tmp_path), url], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    url_line, imported = done.stdout.split()
+    return url_line, imported == "True"
+
+
+def test_a_store_at_head_is_used_without_importing_alembic(database_url, tmp_path):
+    migrations.upgrade(database_url)
+    url, imported = _first_use(tmp_path, database_url)
+    assert url.startswith("/_fp/")
+    assert not imported, "a process registering on an up-to-date store imported Alembic"
+
+
+def test_a_store_behind_head_is_migrated_on_first_use(database_url, tmp_path):
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(migrations.alembic_config(connection), migrations.INITIAL)
+    finally:
+        engine.dispose()
+    assert _revision(database_url) == migrations.INITIAL
+    url, imported = _first_use(tmp_path, database_url)
+    assert imported
+    assert _revision(database_url) == migrations.HEAD
+    assert "fileproc_generation" in _tables(database_url)
+
+
+def test_an_empty_database_is_migrated_on_first_use(database_url, tmp_path):
+    url, imported = _first_use(tmp_path, database_url)
+    assert url.startswith("/_fp/") and imported
+    assert _revision(database_url) == migrations.HEAD
