@@ -344,13 +344,14 @@ class WorkerPool:
 
 # What a job's libraries read from the environment: S3 credentials and endpoints, proxies
 # and certificates for downloads, ImageMagick's and FFmpeg's settings, the time zone and
-# locale, temporary files, and HOME (~/.aws). Other variables change without meaning
+# locale, temporary files, HOME (~/.aws) and PYTHONPATH (where a worker's imports come
+# from). Other variables change without meaning
 # anything to a job (a test runner names the running test in one), and a worker's start
 # costs half a second.
 _JOB_ENVIRONMENT = (
     "AWS_", "BOTO", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "SSL_CERT_",
     "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "MAGICK_", "FFREPORT", "AV_LOG", "TZ", "LANG", "LC_",
-    "TMPDIR", "HOME", "XDG_", "FILEPROC_",
+    "TMPDIR", "HOME", "XDG_", "FILEPROC_", "PYTHONPATH",
 )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 
 import pytest
 from PIL import Image
@@ -441,3 +442,51 @@ def test_a_declared_size_over_the_limit_is_refused_at_registration(make_storage_
     assert str(caught.value) == (
         f"source 'a.jpg' has {len(data)} bytes, more than max_source_bytes={len(data) - 1}"
     )
+
+
+_MARKED_BACKEND = """
+import io
+import os
+
+with open({log!r}, "a") as log:
+    log.write(f"{{os.getpid()}}\\n")
+
+
+class Backend:
+    label = "marked storage"
+
+    def __init__(self, data):
+        self.data = data
+
+    def local_directory(self):
+        return None
+
+    def version(self, name):
+        return str(len(self.data))
+
+    def open(self, name):
+        return io.BytesIO(self.data)
+"""
+
+
+def test_a_worker_never_imports_the_storage_backend(make_storage_site, tmp_path, monkeypatch):
+    """The backend's module notes every process that imports it. It is importable by a
+    worker (on PYTHONPATH), so a job that carried the backend across would import it."""
+    log = tmp_path / "imported-by"
+    (tmp_path / "marked_backend.py").write_text(_MARKED_BACKEND.format(log=str(log)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    )
+    import marked_backend
+
+    sources.register_storage_kind("marked", lambda argument: marked_backend.Backend(jpeg(600, 400)))
+    try:
+        site = make_storage_site(source_roots={"default": "marked:any"})
+        response = site.request("a.jpg | fit 60x60")
+    finally:
+        sources._openers.pop("marked", None)
+        sys.modules.pop("marked_backend", None)
+    assert response.status_int == 200, response.text
+    assert decode(response.body).size == (60, 40)
+    assert log.read_text().split() == [str(os.getpid())]
