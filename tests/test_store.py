@@ -116,6 +116,38 @@ def test_add_many_uses_one_commit_and_one_statement(store):
     assert store.get(checksum(42)).width == 42
 
 
+def test_add_many_beyond_one_statement_keeps_every_row_and_counts_only_new_ones(store, clock):
+    # 1201 rows are three INSERTs (500 rows, 5000 parameters each at most), one transaction.
+    register(store, checksum(700))
+    commits = []
+    event.listen(store.engine, "commit", lambda connection: commits.append(1))
+    rows = [
+        {
+            "checksum": checksum(n),
+            "instructions": f"a.jpg | fit {n + 1}x",
+            "source": "a.jpg",
+            "output_format": "jpeg",
+            "width": n + 1,
+            "height": None if n % 2 else n,
+        }
+        for n in range(1201)
+    ]
+
+    assert store.add_many(rows) == 1200
+
+    assert len(commits) == 1
+    assert store.count_by_state() == {"pending": 1201}
+    last = store.get(checksum(1200))
+    assert (last.width, last.height, last.token, last.attempts, last.created_at) == (
+        1201,
+        1200,
+        0,
+        0,
+        clock.now,
+    )
+    assert store.get(checksum(1199)).height is None
+
+
 def test_add_many_of_nothing_touches_nothing(store):
     assert store.add_many([]) == 0
 
