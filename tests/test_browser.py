@@ -31,7 +31,7 @@ EXAMPLES = [
     ),
     pytest.param(
         [sys.executable, str(ROOT / "examples" / "flask_app.py"), "--directory", "site"],
-        "site/results",
+        "site/fileproc/results",
         id="flask",
     ),
     pytest.param(
