@@ -364,6 +364,15 @@ def test_a_template_host_registering_remotely_is_not_wrapped(make_app):
         app.extensions["fileproc"].close(app)
 
 
+def test_init_app_twice_wraps_once_and_a_second_extension_is_refused(make_app):
+    app = make_app()
+    wrapped = app.wsgi_app
+    app.extensions["fileproc"].init_app(app)
+    assert app.wsgi_app is wrapped
+    with pytest.raises(RuntimeError, match="already has a FileProcessor"):
+        FileProcessor(app)
+
+
 def test_get_config_without_init_app_says_what_to_call(make_app):
     app = make_app(init=False)
     with app.app_context(), pytest.raises(RuntimeError, match="init_app"):

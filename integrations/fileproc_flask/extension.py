@@ -50,10 +50,18 @@ class FileProcessor:
         ``app.wsgi_app`` and add the ``flask fileproc`` commands.
 
         Raises :class:`fileproc_wsgi.ConfigError` naming the config key at fault. Calling
-        it again for the same app changes nothing.
+        it again for the same app changes nothing; another FileProcessor's ``init_app``
+        on that app is a RuntimeError.
         """
         if app in self._states:
             return
+        other = app.extensions.get(EXTENSION_KEY)
+        if other is not None:
+            # A second middleware and registrar would each write half of a page's work.
+            raise RuntimeError(
+                f"fileproc_flask: the app {app.name!r} already has a FileProcessor; "
+                "call init_app once per app, with one FileProcessor"
+            )
         config = config_from_app(app)
         registrar = registrar_for(config)
         middleware = None
