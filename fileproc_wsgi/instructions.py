@@ -841,6 +841,27 @@ def parse(text: str) -> Instructions:
     return Instructions(source, tuple(operations))
 
 
+def source_step(reference: str) -> str:
+    """The step ``source <reference>``, quoted so that any name reads back as it is
+    (tidied by :func:`canonical_source` only). Raises InstructionError for a name with a
+    line break, which no step can hold."""
+    if "\n" in reference:
+        raise InstructionError(
+            f"source {reference!r} has a line break, which a source reference cannot hold", line=1, column=1
+        )
+    return f"source {_quote(reference)}"
+
+
+def leading_word(text: str) -> tuple[str, int, int] | None:
+    """The first word of ``text`` as written, with its line and column; None when the
+    text has no step. Raises InstructionError where the text cannot be split into words."""
+    steps = _lex(text)
+    if not steps:
+        return None
+    head = steps[0][0]
+    return text.split("\n")[head.line - 1][head.column - 1 : head.end], head.line, head.column
+
+
 def checksum(canonical: str, source_version: str, *, processing_version: str = PROCESSING_VERSION) -> str:
     """The first 32 hex digits of a SHA-256 over the salt, the source version and the text.
 

@@ -10,7 +10,14 @@ print the same HTML for the same block, and a warm block costs them the same:
   dropped and the result itself (at its own width) offered instead;
 - ``formats=avif,webp`` registers one variant per format (plus ``format <f>``) and
   prints a ``<picture>`` with a ``<source>`` per format and the ``<img>`` as fallback;
+- ``densities=1,2`` registers one variant per pixel density (every output size of the
+  instructions times the density, see :meth:`Instructions.at_density`) and prints
+  ``srcset="... 1x, ... 2x"``; densities the source cannot reach are dropped;
 - ``sizes=...`` overrides the default ``sizes`` of a ``srcset`` (``100vw``);
+- ``source=`` names the source, so that the body holds only operations: a string is a
+  source reference, any other object goes through the adapter's ``reference_of`` (a
+  Django file field); an empty one (None, ``""``, an empty field) prints the ``empty``
+  branch, as does a body whose source printed nothing (`` | fit 100x``);
 - every other argument is an attribute of the ``<img>``, escaped.
 
 All variants of one block are registered in one call (one transaction when new).
@@ -21,15 +28,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 
 from .errors import FileProcError, InstructionError
+from .instructions import OPERATION_WORDS, leading_word, parse, source_step
 from .representation import HTML, Representation
 
 log = logging.getLogger("fileproc_wsgi.tags")
 
-RESERVED = frozenset({"widths", "sizes", "formats"})
+RESERVED = frozenset({"widths", "sizes", "formats", "densities", "source"})
+MAX_DENSITY = 4.0
+MAX_DENSITIES = 4
+ReferenceOf = Callable[[object], "str | None"]
+"""An adapter's converter from a template value (a Django file field) to a source reference."""
 _FORMAT_TYPES = {
     "avif": "image/avif",
     "webp": "image/webp",
@@ -46,7 +59,9 @@ class Rendition:
 
     ``url``, ``width``, ``height``, ``checksum`` and ``content_type`` are the fallback
     image's, which is what ``{% fileprocessor as thumb %}`` exposes; ``html`` is the whole
-    tag or ``<picture>``.
+    tag or ``<picture>``. ``srcset`` holds the variants by width or, when ``densities``
+    is not empty, one per density (the image itself first, at ``1``), as does each of
+    ``sources``.
     """
 
     image: Representation
@@ -54,6 +69,7 @@ class Rendition:
     srcset: tuple[Representation, ...] = ()
     sizes: str | None = None
     sources: tuple[tuple[str, tuple[Representation, ...]], ...] = ()
+    densities: tuple[float, ...] = ()
 
     url = property(lambda self: self.image.url)
     width = property(lambda self: self.image.width)
@@ -64,7 +80,9 @@ class Rendition:
     @functools.cached_property
     def html(self) -> HTML:
         extra = dict(self.attributes)
-        if self.srcset:
+        if self.densities:
+            extra["srcset"] = _density_srcset(self.srcset, self.densities)
+        elif self.srcset:
             extra["srcset"] = _srcset(self.srcset)
             extra["sizes"] = self.sizes or "100vw"
         img = self.image.render(extra)
@@ -72,7 +90,10 @@ class Rendition:
             return img
         parts = ["<picture>"]
         for content_type, variants in self.sources:
-            if self.srcset:
+            if self.densities:
+                srcset = escape(_density_srcset(variants, self.densities))
+                parts.append(f'<source type="{content_type}" srcset="{srcset}">')
+            elif self.srcset:
                 srcset, sizes = escape(_srcset(variants)), escape(extra["sizes"])
                 parts.append(f'<source type="{content_type}" srcset="{srcset}" sizes="{sizes}">')
             else:  # one candidate of the <img>'s own size: a bare URL, no width descriptor
@@ -94,6 +115,12 @@ def _srcset(variants: tuple[Representation, ...]) -> str:
     return ", ".join(f"{variant.url} {variant.width}w" for variant in variants)
 
 
+def _density_srcset(variants: tuple[Representation, ...], densities: tuple[float, ...]) -> str:
+    return ", ".join(
+        f"{variant.url} {density:g}x" for variant, density in zip(variants, densities, strict=True)
+    )
+
+
 def _listed(value: object, name: str) -> list[str]:
     """``"400,800"``, ``[400, 800]`` or ``400`` as a list of lower-case strings."""
     if isinstance(value, str):
@@ -113,13 +140,38 @@ def _argument_error(name: str, problem: str) -> InstructionError:
     return InstructionError(f"{name}= {problem}", line=1, column=1, step=name)
 
 
-def build(registrar, text: str, arguments: Mapping[str, object]) -> Rendition:
-    """Register the block's text (and its variants) and describe what to print.
+def build(
+    registrar, text: str, arguments: Mapping[str, object], *, reference_of: ReferenceOf | None = None
+) -> Rendition | None:
+    """Register the block's text (and its variants) and describe what to print; None when
+    the source is empty (an empty ``source=``, or a body whose source printed nothing).
 
-    Raises InstructionError for bad text or bad ``widths``/``formats`` values, and any
-    other FileProcError the registrar raises (a missing source, an outage).
+    Raises InstructionError for bad text or bad argument values (its line and column are
+    the body's, as written), and any other FileProcError the registrar raises (a missing
+    source, an outage).
     """
     attributes = {name: value for name, value in arguments.items() if name not in RESERVED}
+    reference = None
+    if "source" in arguments:
+        reference = _reference(arguments["source"], reference_of)
+        if reference is None:
+            log.debug("fileprocessor block: source= is empty")
+            return None
+        found = leading_word(text)
+        if found is not None and found[0].lower() not in OPERATION_WORDS:
+            word, line, column = found
+            raise InstructionError(
+                f"source= is given, so the body holds only operations; line {line} starts with {word!r}",
+                line=line,
+                column=column,
+                step="source",
+            )
+        text = f"{source_step(reference)}\n{text}"
+    elif text.lstrip()[:1] == "|":
+        # A source printed by a variable left nothing before the first "|": an optional
+        # file field left empty. Not a fault of the text, so no error, strict or not.
+        log.debug("fileprocessor block: the source printed nothing: %r", text)
+        return None
     widths: list[int] = []
     if arguments.get("widths") not in (None, ""):
         for item in _listed(arguments["widths"], "widths"):
@@ -133,17 +185,50 @@ def build(registrar, text: str, arguments: Mapping[str, object]) -> Rendition:
             if name not in _FORMAT_TYPES:
                 known = ", ".join(sorted(set(_FORMAT_TYPES) - {"jpg"}))
                 raise _argument_error("formats", f"expects some of {known}, got {name!r}")
+    densities: list[float] = []
+    if arguments.get("densities") not in (None, ""):
+        if widths:
+            raise _argument_error(
+                "densities",
+                "and widths= cannot be combined: widths= already lets the browser choose by "
+                "its screen's density; give one of them",
+            )
+        densities = _densities(arguments["densities"])
+    try:
+        return _register(registrar, text, attributes, arguments, widths, formats, densities)
+    except InstructionError as error:
+        if reference is None:
+            raise
+        # The text registered starts with a line of its own for the source.
+        if error.line == 1:
+            raise _argument_error("source", f"got {reference!r}: {error.problem}") from None
+        raise InstructionError(
+            error.problem, line=error.line - 1, column=error.column, step=error.step
+        ) from None
 
+
+def _register(registrar, text, attributes, arguments, widths, formats, densities) -> Rendition:
     texts = [text]
     for name in formats:
         texts.append(f"{text}\nformat {name}")
     for width in sorted(set(widths)):
         texts.append(f"{text}\nfit {width}x")
         texts.extend(f"{text}\nformat {name}\nfit {width}x" for name in formats)
+    scaled: list[tuple[float, int]] = []  # (density, index of its first text)
+    if len(densities) > 1:
+        instructions = parse(text)
+        for density in densities[1:]:
+            canonical = instructions.at_density(density)
+            if canonical is not None:
+                scaled.append((density, len(texts)))
+                texts.append(canonical)
+                texts.extend(f"{canonical}\nformat {name}" for name in formats)
     registered = registrar.register_many(texts)
     image = registered[0]
 
     by_format = {name: registered[1 + index] for index, name in enumerate(formats)}
+    if densities:
+        return _with_densities(image, attributes, registered, by_format, formats, scaled)
     # The result itself stands in for a width it already has, and for widths it cannot
     # reach (a source smaller than asked): "up to 2000" then means "as large as it gets".
     ordered = sorted(set(widths))
@@ -173,6 +258,84 @@ def build(registrar, text: str, arguments: Mapping[str, object]) -> Rendition:
     )
 
 
+def _with_densities(image, attributes, registered, by_format, formats, scaled) -> Rendition:
+    """The rendition of a ``densities=`` block: the densities the source reached."""
+    kept = [(1.0, image, [by_format[name] for name in formats])]
+    for density, index in scaled:
+        variant = registered[index]
+        if variant.checksum == image.checksum:
+            continue  # nothing to scale (no size step): the same picture
+        # A source too small for this density gives a smaller result than asked (no
+        # enlarging without upscale); a pixel of rounding per side is still that density.
+        if image.width is not None and (
+            variant.width is None or variant.width < density * image.width - density
+        ):
+            continue
+        kept.append((density, variant, registered[index + 1 : index + 1 + len(formats)]))
+    if len(kept) == 1:  # 1x alone: a plain <img>
+        sources = tuple((_FORMAT_TYPES[name], (by_format[name],)) for name in formats)
+        return Rendition(image=image, attributes=attributes, sources=sources)
+    sources = tuple(
+        (_FORMAT_TYPES[name], tuple(variants[position] for _, _, variants in kept))
+        for position, name in enumerate(formats)
+    )
+    return Rendition(
+        image=image,
+        attributes=attributes,
+        srcset=tuple(variant for _, variant, _ in kept),
+        sources=sources,
+        densities=tuple(density for density, _, _ in kept),
+    )
+
+
+def _densities(value: object) -> list[float]:
+    """``"1,2"``, ``"1x, 1.5x, 2x"`` or ``[1, 2]`` as sorted densities, 1 always first."""
+    densities = {1.0}
+    items = _listed(value, "densities")
+    if len(set(items)) > MAX_DENSITIES:
+        raise _argument_error("densities", f"takes at most {MAX_DENSITIES} densities, got {len(items)}")
+    for item in items:
+        number = item[:-1] if item.endswith("x") else item
+        try:
+            density = float(number)
+        except ValueError:
+            density = math.nan
+        if not 1 <= density <= MAX_DENSITY:
+            raise _argument_error(
+                "densities", f"expects numbers from 1 to {MAX_DENSITY:g}, like 1,2 or 1x,2x, got {item!r}"
+            )
+        densities.add(density)
+    return sorted(densities)
+
+
+def _reference(value: object, reference_of: ReferenceOf | None) -> str | None:
+    """The source reference ``source=`` names, or None when it names nothing."""
+    if not value:
+        return None
+    reference = value if isinstance(value, str) else None
+    if reference is None and reference_of is not None:
+        reference = reference_of(value)
+    if not isinstance(reference, str):
+        hint = "" if reference_of is not None else "; pass its name as a string"
+        kind = type(value).__name__
+        raise _argument_error(
+            "source", f"expects a file field, a storage path or a source reference, got {kind}{hint}"
+        )
+    if not reference.strip():
+        return None
+    if "\n" in reference:
+        raise _argument_error(
+            "source", f"got {reference!r}, a name with a line break, which no step can hold"
+        )
+    if reference.lstrip().startswith("/"):
+        raise _argument_error(
+            "source",
+            f"got {reference!r}, an absolute path or URL; pass the file field itself (not its "
+            ".url or .path) or a path relative to a source root",
+        )
+    return reference
+
+
 def render_block(
     registrar,
     text: str,
@@ -181,6 +344,7 @@ def render_block(
     strict: bool,
     where: str = "template",
     line: int = 1,
+    reference_of: ReferenceOf | None = None,
 ) -> Rendition | None:
     """:func:`build`, failing softly: None (and a logged warning) instead of an error.
 
@@ -189,9 +353,10 @@ def render_block(
     ``strict`` (Django's DEBUG, or the Jinja2 environment's ``fileprocessor_strict``)
     bad instruction text raises, so a developer sees it; a missing source, an outage or
     an unexpected error (logged with its traceback) never breaks a page, strict or not.
+    An empty source is None without a warning: an optional file field is no fault.
     """
     try:
-        return build(registrar, text, arguments)
+        return build(registrar, text, arguments, reference_of=reference_of)
     except InstructionError as error:
         located = InstructionError(
             error.problem, line=error.line + line - 1, column=error.column, step=error.step, where=where
@@ -219,26 +384,70 @@ class Block:
     and pay the same.
     """
 
-    __slots__ = ("names", "where", "line", "_rendered")
+    __slots__ = ("names", "where", "line", "_source_at", "_rendered")
 
     def __init__(self, names: Sequence[str], *, where: str = "template", line: int = 1):
         self.names = tuple(names)
         self.where = where
         self.line = line
+        self._source_at = self.names.index("source") if "source" in self.names else None
         self._rendered: dict[tuple, Rendition] = {}
 
-    def render(self, registrar, text: str, values: Sequence[object], *, strict: bool) -> Rendition | None:
+    def render(
+        self,
+        registrar,
+        text: str,
+        values: Sequence[object],
+        *,
+        strict: bool,
+        reference_of: ReferenceOf | None = None,
+    ) -> Rendition | None:
+        """The rendition to print, or None for the ``empty`` branch. ``reference_of`` turns
+        a ``source=`` value that is not a string (a file field) into a source reference."""
+        registered = text
+        at = self._source_at
+        if at is not None:
+            value = values[at]
+            try:
+                empty = not value
+            except Exception:  # an object that cannot say: build meets it again, and reports it
+                return self._render(registrar, text, values, strict, reference_of, None)
+            if empty:
+                return None  # an optional file left empty: the empty branch, quietly
+            if type(value) is not str:
+                # Keyed on the reference, not on the object (a model instance cannot be
+                # trusted to stay the same): converted first, once per render.
+                reference = _converted(value, reference_of)
+                if reference is None:  # render_block meets the problem again, and reports it
+                    return self._render(registrar, text, values, strict, reference_of, None)
+                values = (*values[:at], reference, *values[at + 1 :])
+                value = reference
+            try:
+                registered = f"{source_step(value)}\n{text}"
+            except InstructionError:
+                return self._render(registrar, text, values, strict, reference_of, None)
         key = _key(text, values)
         if key is not None:
             rendition = self._rendered.get(key)
             if rendition is not None:
                 try:
-                    if registrar.register(text) is rendition.image:
+                    if registrar.register(registered) is rendition.image:
                         return rendition
                 except FileProcError:
                     pass  # render_block below meets it again, and reports it
+        return self._render(registrar, text, values, strict, reference_of, key)
+
+    def _render(self, registrar, text, values, strict, reference_of, key) -> Rendition | None:
         arguments = dict(zip(self.names, values, strict=True))
-        rendition = render_block(registrar, text, arguments, strict=strict, where=self.where, line=self.line)
+        rendition = render_block(
+            registrar,
+            text,
+            arguments,
+            strict=strict,
+            where=self.where,
+            line=self.line,
+            reference_of=reference_of,
+        )
         if rendition is not None and key is not None:
             if len(self._rendered) >= _REMEMBERED:
                 self._rendered.clear()  # simpler than an LRU; rare, as most blocks see few texts
@@ -247,6 +456,18 @@ class Block:
 
 
 _REMEMBERED = 1024
+
+
+def _converted(value: object, reference_of: ReferenceOf | None) -> str | None:
+    """``reference_of(value)`` when it gives a string; None for any failure, which
+    :func:`build` then meets again and reports where the block's errors are reported."""
+    if reference_of is None:
+        return None
+    try:
+        reference = reference_of(value)
+    except Exception:
+        return None
+    return reference if isinstance(reference, str) else None
 
 
 def _key(text: str, values: Sequence[object]) -> tuple | None:
