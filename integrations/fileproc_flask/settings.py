@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 # The parser of FILEPROC_* variables, so that a string means here what it means there.
-from fileproc_wsgi.config import ENV_PREFIX, Config, _parse_env
+from fileproc_wsgi.config import ENV_PREFIX, Config, _parse_env, storage_root
 from fileproc_wsgi.errors import ConfigError
 
-# "django:default", "s3:..." : roots served by a storage kind, which Config keeps verbatim.
-_STORAGE_ROOT = re.compile(r"^[a-z]{2,}:(?!//)")
 _FIELDS = {field.name: field for field in dataclasses.fields(Config)}
 
 
@@ -93,7 +90,7 @@ def _under(base: str, directory):
     if not isinstance(directory, (str, os.PathLike)):
         return directory
     text = os.fspath(directory)
-    if not text or _STORAGE_ROOT.match(text):
+    if not text or storage_root(text):
         return text
     return os.path.join(base, text)
 
