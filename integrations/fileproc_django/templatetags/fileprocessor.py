@@ -4,6 +4,12 @@
 
     {% fileprocessor [as NAME] [key=value ...] %} instructions [{% empty %} fallback] {% endfileprocessor %}
 
+``source=photo.image`` takes a model's file field (any ``FieldFile`` or a file with a
+storage, see :mod:`fileproc_django.storages`), a path under a source root or a source
+reference; the body then holds only the operations, and an empty field, None or ``""``
+prints the ``{% empty %}`` branch, ``DEBUG`` or not. The field's ``.url`` or ``.path``
+passed by mistake is an error naming the expression to write instead.
+
 The body is rendered to text, registered (no pixel is touched) and printed as an
 ``<img>`` (or a ``<picture>``, see :mod:`fileproc_wsgi.tags` for ``widths=``,
 ``formats=`` and ``sizes=``); every other argument becomes an escaped attribute. With
@@ -15,13 +21,15 @@ When the block cannot be registered (a missing source; bad text unless ``DEBUG``
 
 from __future__ import annotations
 
+import os
 import re
 
 from django import template
 from django.conf import settings
 from django.template.base import FilterExpression, Node, NodeList, Parser, Token, TokenType
 
-from fileproc_django.conf import get_registrar
+from fileproc_django.conf import get_config, get_registrar
+from fileproc_django.storages import KIND_PREFIX, reference_of, storage_of_root
 from fileproc_wsgi.errors import InstructionError
 from fileproc_wsgi.tags import Block
 
@@ -48,6 +56,8 @@ class FileProcessorNode(Node):
         self.nodelist = nodelist
         self.empty = empty
         self.values = tuple(arguments.values())
+        names = tuple(arguments)
+        self.source = names.index("source") if "source" in names else None
         self.name = name
         self.block = block
 
@@ -61,8 +71,12 @@ class FileProcessorNode(Node):
         finally:
             context.autoescape, context.use_l10n = autoescape, use_l10n
         values = [value.resolve(context) for value in self.values]
+        if self.source is not None and isinstance(values[self.source], str):
+            values[self.source] = _misplaced(values[self.source], self.values[self.source].token)
         try:
-            rendition = self.block.render(get_registrar(), text, values, strict=settings.DEBUG)
+            rendition = self.block.render(
+                get_registrar(), text, values, strict=settings.DEBUG, reference_of=_reference_of
+            )
         except InstructionError as error:
             self._point_debug_page_at(error, context)
             raise
@@ -85,6 +99,65 @@ class FileProcessorNode(Node):
         end = start + len(lines[error.line - 1].rstrip("\r\n"))
         token = Token(TokenType.TEXT, current.source[start:end], (start, end), error.line)
         error.template_debug = current.get_exception_info(error, token)
+
+
+class _Misplaced:
+    """A ``source=`` string that is a stored file's URL or path: passed on as an object,
+    so that the core meets it in the converter and reports it as it reports any bad
+    ``source=`` (raised with ``DEBUG``, logged with the empty branch without)."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str):
+        self.problem = problem
+
+
+def _reference_of(value) -> str | None:
+    if isinstance(value, _Misplaced):
+        raise InstructionError(value.problem, line=1, column=1, step="source")
+    return reference_of(value)
+
+
+def _misplaced(value: str, expression: str):
+    """``value`` itself, or a :class:`_Misplaced` when it is a media URL or file path."""
+    if not value.startswith(("/", "http://", "https://", "\\")) and not os.path.isabs(value):
+        return value  # a reference or a path under a root: the common case costs this test
+    what = _what_it_is(value)
+    if what is None:
+        return value
+    field = expression[: -len(what) - 1] if expression.endswith(f".{what}") else "photo.image"
+    shown = f" {value!r}" if what == "url" else ""  # a path would show the server's directories
+    return _Misplaced(
+        f"source={expression} gave the file's {what}{shown}; pass the file field itself "
+        f"(source={field}), not its .{what}"
+    )
+
+
+def _what_it_is(value: str) -> str | None:
+    """ "url" or "path" when ``value`` is under MEDIA_URL or MEDIA_ROOT, or under the
+    URL or directory of a storage a source root reads."""
+    urls, directories = [settings.MEDIA_URL], [settings.MEDIA_ROOT]
+    for root in get_config().source_roots.values():
+        if not root.startswith(KIND_PREFIX):
+            continue
+        storage = storage_of_root(root)
+        if storage is None:
+            continue
+        try:
+            urls.append(storage.url("").split("?", 1)[0])
+        except Exception:  # noqa: S110 - a storage without URLs (InMemoryStorage): none to match
+            pass
+        location = getattr(storage, "location", None)
+        if isinstance(location, str) and os.path.isabs(location):
+            directories.append(location)
+    if any(url and url != "/" and value.startswith(str(url)) for url in urls):
+        return "url"
+    for directory in directories:
+        if directory and os.path.isabs(str(directory)):
+            directory = os.path.join(os.path.abspath(str(directory)), "")
+            if os.path.abspath(value).startswith(directory):
+                return "path"
+    return None
 
 
 @register.tag("fileprocessor")

@@ -1,0 +1,144 @@
+"""Django for the tests of fileproc_django's storage roots and ``source=``.
+
+Django is configured once per process, by test_django.py; the settings these tests
+need (the ``django_photos`` app, ``STORAGES``, the media settings, ``FILEPROCESSOR``)
+are applied on top with ``override_settings`` by :func:`site`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import pathlib
+import re
+
+from django.core.files.base import ContentFile
+from django.core.handlers.wsgi import WSGIHandler
+from django.http import HttpResponse
+from django.template import Context, Template, engines
+from django.template.base import Origin
+from django.test.utils import override_settings
+from django.urls import path
+from webob import Request
+
+import test_django  # noqa: F401 - configures Django, whichever Django test module runs first
+from support import decode, halves
+
+MEDIA_URL = "/media/"
+
+# The page served through the middleware: its template and context come from the test.
+PAGE: dict = {"source": "", "context": {}}
+
+
+def page(request):
+    return HttpResponse(render(PAGE["source"], PAGE["context"]))
+
+
+urlpatterns = [path("page/", page)]
+
+
+def storages_for(kind: str, tmp_path: pathlib.Path, *, s3_endpoint: str | None = None, bucket: str = ""):
+    """A ``STORAGES`` setting whose default storage is of ``kind``."""
+    if kind == "filesystem":
+        default = {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media"), "base_url": MEDIA_URL},
+        }
+    elif kind == "memory":
+        default = {"BACKEND": "django.core.files.storage.InMemoryStorage"}
+    elif kind == "s3":
+        default = {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": bucket,
+                "endpoint_url": s3_endpoint,
+                "access_key": "testing",
+                "secret_key": "testing",
+                "region_name": "us-east-1",
+            },
+        }
+    else:
+        raise ValueError(kind)
+    return {
+        "default": default,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@contextlib.contextmanager
+def site(tmp_path: pathlib.Path, storages: dict, *, debug: bool = False, **fileprocessor):
+    """Settings for one test: the photos app, ``storages``, and FILEPROCESSOR keeping its
+    store and results in ``tmp_path`` with the default storage as the ``media`` root."""
+    from fileproc_django import storages as django_storages
+
+    values = {
+        "database_url": f"sqlite:///{tmp_path / 'fp.db'}",
+        "storage": str(tmp_path / "results"),
+        "source_roots": {"media": "django:default"},
+        # Tests replace files and expect the next render to see it.
+        "source_check_interval": 0,
+        **fileprocessor,
+    }
+    with override_settings(
+        INSTALLED_APPS=["fileproc_django", "django_photos"],
+        STORAGES=storages,
+        MEDIA_ROOT=str(tmp_path / "media"),
+        MEDIA_URL=MEDIA_URL,
+        ROOT_URLCONF=__name__,
+        DEBUG=debug,
+        FILEPROCESSOR=values,
+    ):
+        django_storages.register()
+        yield values
+
+
+def jpeg(width: int, height: int) -> ContentFile:
+    buffer = io.BytesIO()
+    halves(width, height).save(buffer, "JPEG", quality=90)
+    return ContentFile(buffer.getvalue())
+
+
+def photo(name: str = "holiday.jpg", size: tuple[int, int] = (600, 400), **fields):
+    """A Photo (not saved in any database) whose ``image`` is saved through its storage."""
+    from django_photos.models import Photo
+
+    instance = Photo(**fields)
+    if name:
+        instance.image.save(name, jpeg(*size), save=False)
+    return instance
+
+
+def render(source: str, context: dict | None = None, *, name: str = "page.html") -> str:
+    template = Template(
+        "{% load fileprocessor %}" + source,
+        origin=Origin(name, template_name=name),
+        engine=engines["django"].engine,
+    )
+    return template.render(Context(context or {}))
+
+
+IMG = re.compile(r'<img src="([^"]+)" width="(\d+)" height="(\d+)"')
+
+
+def images(html: str) -> list[tuple[str, int, int]]:
+    return [(url, int(width), int(height)) for url, width, height in IMG.findall(html)]
+
+
+def fetch(app, url: str):
+    """The response to ``url`` after following the middleware's redirect, and the redirect's status."""
+    first = Request.blank(url).get_response(app)
+    response = first
+    if first.status_int in (301, 302):
+        response = Request.blank(first.location).get_response(app)
+    response.body  # noqa: B018 - read it all, as a server would, so files get closed
+    return first.status_int, response
+
+
+def wrapped():
+    """The page's Django app behind fileproc_django's middleware."""
+    import fileproc_django
+
+    return fileproc_django.wrap(WSGIHandler())
+
+
+__all__ = ["decode", "fetch", "images", "jpeg", "photo", "render", "site", "storages_for", "wrapped", "PAGE"]

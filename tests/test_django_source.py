@@ -1,0 +1,215 @@
+"""``{% fileprocessor source=... %}`` in Django templates: what to pass for a model's
+image field, and what an empty field, None, "", a missing file or the field's ``.url``
+or ``.path`` passed by mistake print, with ``DEBUG`` on and off (issue 11, items 1 and 2).
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import re
+
+import pytest
+
+from django_support import images, jpeg, photo, render, site, storages_for
+from fileproc_wsgi import InstructionError
+
+BLOCK = "{% fileprocessor source=SOURCE %}fit 100x100{% empty %}<i>no photo</i>{% endfileprocessor %}"
+
+
+def block(source: str) -> str:
+    return BLOCK.replace("SOURCE", source)
+
+
+@pytest.fixture(params=[False, True], ids=["debug-off", "debug-on"])
+def debug(request):
+    return request.param
+
+
+@pytest.fixture
+def filesystem(tmp_path):
+    return storages_for("filesystem", tmp_path)
+
+
+def test_a_field_prints_an_img_of_the_promised_size(tmp_path, filesystem, debug):
+    with site(tmp_path, filesystem, debug=debug):
+        html = render(block("item.image"), {"item": photo("holiday.jpg", (600, 400))})
+    [(url, width, height)] = images(html)
+    assert (width, height) == (100, 67)
+    assert url.startswith("/_fp/")
+
+
+@pytest.mark.parametrize(
+    ("source", "context"),
+    [
+        pytest.param("item.image", {"item": "EMPTY"}, id="empty-image-field"),
+        pytest.param("nothing", {"nothing": None}, id="none"),
+        pytest.param("blank", {"blank": ""}, id="empty-string"),
+        pytest.param("undefined", {}, id="undefined-variable"),
+    ],
+)
+def test_nothing_to_show_prints_the_empty_branch_without_a_warning(
+    tmp_path, filesystem, debug, caplog, source, context
+):
+    with site(tmp_path, filesystem, debug=debug), caplog.at_level(logging.WARNING):
+        context = {key: photo(name="") if value == "EMPTY" else value for key, value in context.items()}
+        assert render(block(source), context) == "<i>no photo</i>"
+        assert render(block(source).replace("{% empty %}<i>no photo</i>", ""), context) == ""
+        thumb = "{% fileprocessor as thumb source=SOURCE %}fit 9x9{% endfileprocessor %}[{{ thumb }}]"
+        assert render(thumb.replace("SOURCE", source), context) == "[None]"
+    assert caplog.records == [], "an optional field left empty is not a fault"
+
+
+def test_a_file_missing_from_the_storage_prints_the_empty_branch_and_is_logged(
+    tmp_path, filesystem, debug, caplog
+):
+    with site(tmp_path, filesystem, debug=debug), caplog.at_level(logging.WARNING):
+        item = photo("gone.jpg")
+        item.image.storage.delete(item.image.name)
+        assert render(block("item.image"), {"item": item}) == "<i>no photo</i>"
+    assert "media:photos/gone.jpg" in caplog.text
+    assert "does not exist" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("expression", "media_url", "message"),
+    [
+        pytest.param(
+            "item.image.url",
+            "/media/",
+            "source=item.image.url gave the file's url '/media/photos/a.jpg'; "
+            "pass the file field itself (source=item.image), not its .url",
+            id="url",
+        ),
+        pytest.param(
+            "item.image.url",
+            "https://cdn.example.com/media/",
+            "source=item.image.url gave the file's url 'https://cdn.example.com/media/photos/a.jpg'; "
+            "pass the file field itself (source=item.image), not its .url",
+            id="absolute-media-url",
+        ),
+        pytest.param(
+            "item.image.path",
+            "/media/",
+            "source=item.image.path gave the file's path; pass the file field itself "
+            "(source=item.image), not its .path",
+            id="path",
+        ),
+        pytest.param(
+            "address",
+            "/media/",
+            "source=address gave the file's url '/media/photos/a.jpg'; "
+            "pass the file field itself (source=photo.image), not its .url",
+            id="url-in-a-variable",
+        ),
+    ],
+)
+def test_a_fields_url_or_path_is_a_clear_error_with_debug_and_the_empty_branch_without(
+    tmp_path, caplog, expression, media_url, message
+):
+    for debug in (True, False):
+        base = tmp_path / f"debug-{debug}"
+        base.mkdir()
+        storages = storages_for("filesystem", base)
+        storages["default"]["OPTIONS"]["base_url"] = media_url
+        with site(base, storages, debug=debug), caplog.at_level(logging.WARNING):
+            item = photo("a.jpg")
+            context = {"item": item, "address": item.image.url}
+            if debug:
+                with pytest.raises(InstructionError) as raised:
+                    render(block(expression), context)
+                assert str(raised.value).endswith(message)
+                assert "page.html, line 1" in str(raised.value)
+            else:
+                assert render(block(expression), context) == "<i>no photo</i>"
+                assert message in caplog.text
+                assert str(tmp_path) not in caplog.text, "a message never shows the server's directories"
+
+
+@pytest.mark.parametrize(
+    ("source", "value", "expected"),
+    [
+        pytest.param("reference", "media:photos/a.jpg", (100, 67), id="reference"),
+        pytest.param("reference", "photos/a.jpg", None, id="path-under-no-default-root"),
+    ],
+)
+def test_a_string_is_a_source_reference(tmp_path, filesystem, source, value, expected):
+    with site(tmp_path, filesystem, debug=True):
+        photo("a.jpg")
+        html = render(block(source), {source: value})
+    assert [(width, height) for _, width, height in images(html)] == ([expected] if expected else [])
+
+
+def test_a_source_in_the_body_keeps_working(tmp_path, filesystem):
+    with site(tmp_path, filesystem, debug=True):
+        item = photo("a.jpg")
+        html = render(
+            "{% fileprocessor %}media:{{ item.image.name }} | fit 50x50{% endfileprocessor %}", {"item": item}
+        )
+    assert [(width, height) for _, width, height in images(html)] == [(50, 33)]
+
+
+def test_a_file_name_with_spaces_and_quotes(tmp_path, filesystem):
+    with site(tmp_path, filesystem, debug=True):
+        item = photo(name="")
+        name = item.image.storage.save('photos/my cat\'s "best" | #1.jpg', jpeg(300, 100))
+        item.image.name = name
+        html = render(block("item.image"), {"item": item})
+    assert [(width, height) for _, width, height in images(html)] == [(100, 33)]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        pytest.param(
+            "item",
+            "source= expects a file field, a storage path or a source reference, got Photo",
+            id="model",
+        ),
+        pytest.param("number", "source= expects a file field", id="number"),
+    ],
+)
+def test_anything_else_is_an_error_with_debug(tmp_path, filesystem, source, message):
+    with site(tmp_path, filesystem, debug=True), pytest.raises(InstructionError, match=message):
+        render(block(source), {"item": photo("a.jpg"), "number": 7})
+
+
+def test_a_source_in_the_body_as_well_as_source_is_an_error_with_debug(tmp_path, filesystem):
+    with site(tmp_path, filesystem, debug=True), pytest.raises(InstructionError, match="source= is given"):
+        render(
+            "{% fileprocessor source=item.image %}media:photos/a.jpg | fit 10x{% endfileprocessor %}",
+            {"item": photo("a.jpg")},
+        )
+
+
+DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "django.md"
+
+
+def _documented_blocks() -> list[str]:
+    # Table cells escape "|" as "\|"; the HTML comments hold no examples.
+    text = re.sub(r"<!--.*?-->", "", DOCS.read_text(encoding="utf-8"), flags=re.DOTALL).replace("\\|", "|")
+    return re.findall(r"\{% fileprocessor[^`]*?\{% endfileprocessor %\}", text)
+
+
+def test_the_django_page_has_examples():
+    assert len(_documented_blocks()) >= 15
+
+
+@pytest.mark.parametrize(
+    "source", [pytest.param(block, id=f"example-{n}") for n, block in enumerate(_documented_blocks(), 1)]
+)
+def test_every_block_in_the_django_page_renders_with_debug(tmp_path, source):
+    """Each example of docs/django.md, as written, with a photo and a user with no avatar."""
+    with site(
+        tmp_path, storages_for("filesystem", tmp_path), debug=True, source_roots={"default": "django:default"}
+    ):
+        item = photo("holiday.jpg", (1200, 800), title="Hills & sun")
+        item.slug = "holiday"
+        user = {"username": "ada", "profile": {"avatar": photo(name="").image}}
+        html = render(source, {"photo": item, "user": user})
+    if " as " in source:
+        assert html == ""
+    elif "user.profile.avatar" in source:
+        assert html.strip() == '<span class="initials">A</span>'
+    else:
+        assert images(html), html
