@@ -26,7 +26,7 @@ _CHECKSUM = re.compile(r"/_fp/([0-9a-f]{32})\.([a-z]+)$")
 EXAMPLES = [
     pytest.param(
         [sys.executable, str(ROOT / "examples" / "django_site" / "serve.py"), "--directory", "site"],
-        "site/results",
+        "site/media/fileproc",
         id="django",
     ),
     pytest.param(

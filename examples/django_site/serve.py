@@ -2,10 +2,10 @@
 
     python examples/django_site/serve.py [--host 127.0.0.1] [--port 8000] [--directory DIR]
 
-DIR (default ``.fileproc-django-example`` in the current directory) holds the sample
-sources (``media/``, written when missing), the SQLite database (``fileproc.db``) and
-the results (``results/``). The gallery is at ``/``; the URL is printed once the port
-is open.
+DIR (default ``.fileproc-django-example`` in the current directory) holds the SQLite
+database (``site.db``: the gallery's photos and the instruction store) and ``media/``
+(the sample photos, written when missing, and the results in ``media/fileproc/``). The
+gallery is at ``/``; the URL is printed once the port is open.
 """
 
 from __future__ import annotations

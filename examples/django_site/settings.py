@@ -1,8 +1,11 @@
-"""Settings of the example gallery: no database models, one template, fileproc_django.
+"""Settings of the example gallery: one app with a model, fileproc_django, no FILEPROCESSOR.
 
-``serve.py`` passes the working directory in ``DJANGO_SITE_DIRECTORY`` (default
-``.fileproc-django-example`` in the current directory): sample sources in ``media/``,
-the instruction database in ``fileproc.db`` and the results in ``results/``.
+Without ``FILEPROCESSOR`` the adapter takes everything from Django's own settings: the
+instruction store lives in ``DATABASES["default"]`` (migrated by ``manage.py migrate``),
+results go under ``MEDIA_ROOT/fileproc`` and sources are read through the default
+storage. ``serve.py`` passes the directory in ``DJANGO_SITE_DIRECTORY`` (default
+``.fileproc-django-example`` in the current directory): the database ``site.db`` and
+``media/`` (the photos, and the results in ``media/fileproc/``).
 """
 
 import os
@@ -17,12 +20,11 @@ DEBUG = True
 SECRET_KEY = "an-example-only-key-never-use-it-in-production"
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]", os.environ.get("DJANGO_SITE_HOST", "127.0.0.1")]
 ROOT_URLCONF = "django_site.urls"
-INSTALLED_APPS = ["fileproc_django"]
+INSTALLED_APPS = ["django_site.gallery", "fileproc_django"]
 MIDDLEWARE = []
 TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "DIRS": [HERE / "templates"]}]
-
-FILEPROCESSOR = {
-    "database_url": f"sqlite:///{EXAMPLE_DIRECTORY / 'fileproc.db'}",
-    "storage": str(EXAMPLE_DIRECTORY / "results"),
-    "source_roots": {"default": str(EXAMPLE_DIRECTORY / "media")},
-}
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": EXAMPLE_DIRECTORY / "site.db"}}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+MEDIA_ROOT = EXAMPLE_DIRECTORY / "media"
+MEDIA_URL = "/media/"
+USE_TZ = True

@@ -1,0 +1,1 @@
+"""The example's one app: photos with an optional image field, filled from a fixture."""

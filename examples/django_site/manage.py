@@ -1,0 +1,16 @@
+"""Django's command line for the example, e.g. ``python examples/django_site/manage.py fileproc stats``.
+
+It reads the same ``--directory`` as serve.py through ``DJANGO_SITE_DIRECTORY`` (default
+``.fileproc-django-example`` in the current directory).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_site.settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)
