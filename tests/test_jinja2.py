@@ -561,3 +561,116 @@ def test_templates_from_a_bytecode_cache_render_in_a_new_environment(registrar, 
         printed.append(environment.get_template("page.html").render())
     assert any((tmp_path / "bytecode").iterdir()), "the cache was used"
     assert printed[0] == printed[1] and 'width="100" height="60" alt="x"' in printed[1]
+
+
+# --------------------------------------------------------------------------- optional sources
+
+
+class _Upload:
+    """A framework's file object: it has a name, and prints as something else."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"<Upload: {self.name}>"
+
+
+@pytest.mark.parametrize(
+    ("body", "context"),
+    [
+        pytest.param("{{ photo }} | fit 180x180", {"photo": None}, id="none"),
+        pytest.param("{{ photo }} | fit 180x180", {}, id="undefined"),
+        pytest.param("{{ photo }} | fit 180x180", {"photo": ""}, id="empty-string"),
+        pytest.param("{{ user.photo }}\n  | fit 180x180", {"user": {"photo": None}}, id="none-attribute"),
+        pytest.param(
+            "{% if 1 %}{{ photo }}{% endif %} | fit 180x180", {"photo": None}, id="none-in-a-statement"
+        ),
+        pytest.param("{% for _ in [1] %}{{ photo }}{% endfor %}| fit 9x", {}, id="undefined-in-a-loop"),
+    ],
+)
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_source_that_prints_nothing_renders_the_empty_branch(env, caplog, body, context, strict):
+    env.fileprocessor_strict = strict
+    source = "[{% fileprocessor %}" + body + "{% empty %}no photo{% endfileprocessor %}]"
+    with caplog.at_level(logging.DEBUG, logger="fileproc_wsgi.tags"):
+        assert template(env, source).render(context) == "[no photo]"
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+def test_none_prints_nothing_in_the_body_but_as_usual_elsewhere(env, registrar):
+    source = (
+        "{% fileprocessor %}{% if 1 %}photo.jpg{{ none }} | fit 30x{% endif %}{% endfileprocessor %}"
+        "{{ none }}"
+    )
+    page = template(env, source).render(none=None)
+    assert page.endswith(">None")
+    assert registrar.register("photo.jpg | fit 30x").url in page
+
+
+@pytest.mark.parametrize(
+    ("source_argument", "other", "context", "body_text"),
+    [
+        pytest.param("source=name", "", {"name": "photo.jpg"}, "photo.jpg | fit 300x", id="variable"),
+        pytest.param("source='a&b.png'", "alt=name", {"name": "a&b"}, "a&b.png | fit 300x", id="literal"),
+        pytest.param(
+            "source=name", "", {"name": "default:photo.jpg"}, "default:photo.jpg | fit 300x", id="root-prefix"
+        ),
+    ],
+)
+def test_source_argument_prints_what_the_body_form_prints(env, source_argument, other, context, body_text):
+    tag = "{% fileprocessor " + source_argument + " " + other + " %}fit 300x{% endfileprocessor %}"
+    given = template(env, tag).render(context)
+    tag = "{% fileprocessor " + other + " %}" + body_text + "{% endfileprocessor %}"
+    assert given == template(env, tag, "b.html").render(context)
+    assert given.startswith('<img src="/_fp/')
+
+
+@pytest.mark.parametrize("value", [None, "", pytest.param(..., id="undefined")])
+@pytest.mark.parametrize("strict", [True, False])
+def test_an_empty_source_argument_renders_the_empty_branch(env, value, strict):
+    env.fileprocessor_strict = strict
+    context = {} if value is ... else {"photo": value}
+    source = "{% fileprocessor source=photo %}fit 80x80{% empty %}-{% endfileprocessor %}"
+    assert template(env, source).render(context) == "-"
+
+
+def test_an_object_source_without_a_converter_is_a_clear_error(env):
+    env.fileprocessor_strict = True
+    page = template(env, "\n{% fileprocessor source=upload %}fit 80x80{% endfileprocessor %}")
+    with pytest.raises(InstructionError) as caught:
+        page.render(upload=_Upload("photo.jpg"))
+    assert str(caught.value) == (
+        "page.html, line 2, column 1, step 'source': source= expects a file field, a storage path "
+        "or a source reference, got _Upload; pass its name as a string"
+    )
+
+
+def test_an_environment_converter_turns_objects_into_references(env, registrar):
+    env.fileprocessor_source_reference = lambda value: getattr(value, "name", None)
+    page = template(env, "{% fileprocessor source=upload %}fit 300x{% endfileprocessor %}")
+    assert (
+        page.render(upload=_Upload("photo.jpg"))
+        == template(env, "{% fileprocessor %}photo.jpg | fit 300x{% endfileprocessor %}", "b.html").render()
+    )
+
+
+def test_strict_may_be_asked_at_each_render(env, caplog):
+    debug = [True]
+    env.fileprocessor_strict = lambda: debug[0]
+    page = template(env, "{% fileprocessor %}photo.jpg | fit 10by{% empty %}bad{% endfileprocessor %}")
+    with pytest.raises(InstructionError, match="expected a size like"):
+        page.render()
+    debug[0] = False
+    assert page.render() == "bad"
+    assert "expected a size like" in caplog.text
+
+
+def test_densities_and_smart_gravity(env, registrar):
+    page = template(
+        env, '{% fileprocessor densities="1,2" %}photo.jpg | fill 200x200 gravity=smart{% endfileprocessor %}'
+    )
+    assert (
+        page.render() == build(registrar, "photo.jpg | fill 200x200 gravity=smart", {"densities": "1,2"}).html
+    )
+    assert " 2x" in page.render()

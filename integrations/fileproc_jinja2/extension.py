@@ -14,13 +14,14 @@ from jinja2 import Environment, nodes, pass_context
 from jinja2.ext import Extension
 from jinja2.lexer import describe_token
 from jinja2.parser import Parser
-from jinja2.runtime import Context, Undefined
+from jinja2.runtime import Context, StrictUndefined, Undefined
 
 from fileproc_wsgi.errors import ConfigError
 from fileproc_wsgi.tags import Block
 
 _END_OF_BODY = ("name:empty", "name:endfileprocessor")
 _FILTER = "fileprocessor:block"
+_TEXT = "fileprocessor:text"
 
 
 class FileProcessorExtension(Extension):
@@ -28,16 +29,23 @@ class FileProcessorExtension(Extension):
 
     Configuration lives on the environment (an extension takes no arguments):
     ``fileprocessor_registrar`` is what registers the text (a ``Registrar``, a
-    ``RemoteRegistrar`` or anything with their ``register_many``), and
-    ``fileprocessor_strict`` makes bad instruction text raise instead of being logged
-    and rendered as the ``empty`` branch. A missing source never raises.
+    ``RemoteRegistrar`` or anything with their ``register_many``);
+    ``fileprocessor_strict`` (a bool, or a callable asked at each render, such as
+    ``lambda: app.debug``) makes bad instruction text raise instead of being logged and
+    rendered as the ``empty`` branch; ``fileprocessor_source_reference`` (optional) turns
+    a ``source=`` value that is not a string, such as a framework's file object, into a
+    source reference. A missing source never raises, and an empty one (None, ``""``)
+    renders the ``empty`` branch. None printed into the body prints nothing.
     """
 
     tags = {"fileprocessor"}
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        environment.extend(fileprocessor_registrar=None, fileprocessor_strict=False)
+        environment.extend(
+            fileprocessor_registrar=None, fileprocessor_strict=False, fileprocessor_source_reference=None
+        )
+        environment.filters[_TEXT] = _text
         # A block compiles to a call of this filter, under a name no template can spell:
         # a Call node would go through Context.call, whose probing for pass_context and
         # friends costs a warm block about as much as its own work in this module.
@@ -80,6 +88,15 @@ class FileProcessorExtension(Extension):
         )
         statements: list[nodes.Node] = []
         if parts is None:
+            # None printed anywhere in the body prints nothing, as in the plain parts; the
+            # environment's own finalize (if any) stays for every other template.
+            for output in _outputs(body):
+                output.nodes = [
+                    child
+                    if isinstance(child, nodes.TemplateData)
+                    else nodes.Filter(child, _TEXT, [], [], None, None, lineno=child.lineno)
+                    for child in output.nodes
+                ]
             # Instruction text is not HTML: "a&b.jpg" must reach the registrar as it is.
             statements.append(
                 nodes.ScopedEvalContextModifier(
@@ -172,19 +189,47 @@ class FileProcessorExtension(Extension):
                 "fileproc_wsgi Registrar (or RemoteRegistrar) before rendering"
             )
         if type(text) is tuple:
-            text = "".join([str(part) for part in text])
+            text = "".join([part if type(part) is str else _text(part) for part in text])
         if values:
             values = [str(value) if isinstance(value, Undefined) else value for value in values]
         compiled = self._blocks.get(block)
         if compiled is None:
             where, line, names = block
             compiled = self._blocks.setdefault(block, Block(names, where=where, line=line))
-        rendition = compiled.render(registrar, text, values, strict=environment.fileprocessor_strict)
+        strict = environment.fileprocessor_strict
+        if callable(strict):  # Flask's lambda: app.debug, read when the page renders
+            strict = strict()
+        rendition = compiled.render(
+            registrar,
+            text,
+            values,
+            strict=bool(strict),
+            reference_of=environment.fileprocessor_source_reference,
+        )
         if rendition is None or stored:
             return rendition
         # Already escaped, and marked so with __html__: autoescape prints it as it is (as
         # Markup), and returning it unwrapped spares building that Markup twice.
         return rendition.html
+
+
+def _text(value: object) -> str:
+    """What a value prints as inside a block's body: None and undefined values (other
+    than a StrictUndefined, which raises as its owner asked) print nothing, so that
+    ``{{ user.photo }} | fit 80x80`` with no photo renders the ``empty`` branch."""
+    if value is None or (isinstance(value, Undefined) and not isinstance(value, StrictUndefined)):
+        return ""
+    return str(value)
+
+
+def _outputs(body: list[nodes.Node]) -> list[nodes.Output]:
+    """Every output node of a body, at any depth (inside ``{% if %}``, ``{% for %}`` ...)."""
+    found: list[nodes.Output] = []
+    for node in body:
+        if isinstance(node, nodes.Output):
+            found.append(node)
+        found.extend(node.find_all(nodes.Output))
+    return found
 
 
 def _plain_parts(body: list[nodes.Node]) -> list[nodes.Expr] | None:
