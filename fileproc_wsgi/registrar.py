@@ -4,10 +4,11 @@
 (size, orientation, transparency) to predict the result's size and format, stores the
 instructions under their checksum if they are new, and returns a
 :class:`~fileproc_wsgi.representation.Representation`. A repeated registration of the
-same text is answered from an in-process LRU; the source is looked at again (one ``stat``)
-at most once per ``source_check_interval``, which is how a replaced source gets a new
-checksum; within the same interval the store's generation is read, and every remembered
-registration forgotten when ``purge`` or ``gc --delete`` has removed something since.
+same text is answered from an in-process LRU; the source is looked at again (one ``stat``,
+or one request to a remote storage, shared by every text naming the source) at most once
+per ``source_check_interval``, which is how a replaced source gets a new checksum; within
+the same interval the store's generation is read, and every remembered registration
+forgotten when ``purge`` or ``gc --delete`` has removed something since.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from . import engines
 from .cache import Generation, SharedCache
 from .config import Config
 from .encode import CONTENT_TYPES, EXTENSIONS, choose_format
+from .errors import UnavailableError
 from .instructions import parse
 from .operations import Background
 from .representation import Representation
@@ -74,6 +76,7 @@ class Registrar:
         self._url_base = self.config.prefix + "/"
         self._check_interval = self.config.source_check_interval
         self._lru: OrderedDict[str, _Entry] = OrderedDict()
+        self._versions: dict[str, tuple[str, float]] = {}  # reference: (version, when asked)
         self._lock = threading.Lock()
         # purge and gc --delete remove rows and results: forget every registration then.
         self._generation = Generation(self.store, self._check_interval, self._forget)
@@ -130,8 +133,13 @@ class Registrar:
             return None
         now = time.monotonic()
         if now - entry.checked >= self._check_interval:
-            if entry.source.version() != entry.version:
-                return None
+            try:
+                if self._version(entry.source, now) != entry.version:
+                    return None
+            except UnavailableError:
+                # A storage that is down says nothing about the file: the page keeps the
+                # registration it had, and asks again after the next interval.
+                pass
             entry.checked = now
         try:
             self._lru.move_to_end(text)
@@ -143,7 +151,8 @@ class Registrar:
         instructions = parse(text)
         self.config.check_page(instructions.page)
         source = self.sources.resolve(instructions.source)
-        version = source.version()
+        # Asked afresh: the header read below must be of the file this version names.
+        version = self._version(source, time.monotonic(), fresh=True)
         checksum = instructions.checksum(version)
         shared = self._shared(checksum)
         if shared is not None:  # written by another app server: no header read, no row
@@ -168,6 +177,19 @@ class Registrar:
         }
         representation = self._representation(checksum, output, width, height)
         return _Cold(text, _Entry(source, version, representation), row)
+
+    def _version(self, source, now: float, *, fresh: bool = False) -> str:
+        """The source's version, asked at most once per ``source_check_interval`` for
+        all the texts naming it (unless ``fresh``): through a remote storage each asking
+        is a request, and a page shows one picture in several sizes."""
+        seen = None if fresh else self._versions.get(source.reference)
+        if seen is not None and now - seen[1] < self._check_interval:
+            return seen[0]
+        version = source.version()
+        if len(self._versions) >= self.config.cache_size:
+            self._versions.clear()  # versions are cheap to ask again; a bound is what matters
+        self._versions[source.reference] = (version, now)
+        return version
 
     def _representation(self, checksum: str, output: str, width: int | None, height: int | None):
         return Representation(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import time
 
 import pytest
 from PIL import Image
@@ -36,6 +37,7 @@ class MemoryStorage:
         self.files: dict[str, tuple[bytes, int]] = {}
         self.saves = 0
         self.opened: list[str] = []
+        self.versions_asked = 0
         self.failure: Exception | None = None  # raised by version() and open() when set
         self.breaks_after: int | None = None  # bytes a stream gives before the line drops
         self.declared_size: int | None = None  # the size a stream says it has, when it lies
@@ -48,6 +50,7 @@ class MemoryStorage:
         return None
 
     def version(self, name: str) -> str:
+        self.versions_asked += 1
         if self.failure is not None:
             raise self.failure
         try:
@@ -490,3 +493,29 @@ def test_a_worker_never_imports_the_storage_backend(make_storage_site, tmp_path,
     assert response.status_int == 200, response.text
     assert decode(response.body).size == (60, 40)
     assert log.read_text().split() == [str(os.getpid())]
+
+
+def test_warm_renders_ask_a_storage_once_per_interval_for_all_sizes_of_a_picture(make_storage_site, storage):
+    storage.save("a.jpg", jpeg())
+    site = make_storage_site(source_check_interval=0.2)
+    texts = [f"a.jpg | fit {size}x" for size in (100, 200, 300)]
+    site.registrar.register_many(texts)
+    storage.versions_asked = 0
+    time.sleep(0.25)
+    site.registrar.register_many(texts)  # one page with the picture in three sizes
+    assert storage.versions_asked == 1
+
+
+def test_a_storage_that_is_down_keeps_warm_pages_as_they_were(make_storage_site, storage):
+    storage.save("a.jpg", jpeg())
+    site = make_storage_site(source_check_interval=0.05)
+    before = site.registrar.register("a.jpg | fit 100x")
+    storage.failure = ConnectionError("no route to host")
+    time.sleep(0.1)
+    assert site.registrar.register("a.jpg | fit 100x") == before
+    assert storage.versions_asked == 2  # it did ask, and kept the registration
+    storage.failure = None
+    del storage.files["a.jpg"]  # gone for real: the next check says so
+    time.sleep(0.1)
+    with pytest.raises(SourceNotFoundError):
+        site.registrar.register("a.jpg | fit 100x")
