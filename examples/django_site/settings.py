@@ -20,6 +20,8 @@ DEBUG = True
 SECRET_KEY = "an-example-only-key-never-use-it-in-production"
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]", os.environ.get("DJANGO_SITE_HOST", "127.0.0.1")]
 ROOT_URLCONF = "django_site.urls"
+# manage.py runserver serves this application too, wrapped by the middleware.
+WSGI_APPLICATION = "django_site.wsgi.application"
 INSTALLED_APPS = ["django_site.gallery", "fileproc_django"]
 MIDDLEWARE = []
 TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "DIRS": [HERE / "templates"]}]

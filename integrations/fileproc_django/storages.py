@@ -234,11 +234,26 @@ def reference_of(value) -> str | None:
     from .conf import get_config
 
     storage = _unwrapped(storage)
-    root = _root_serving(storage, get_config().source_roots)
+    config = get_config()
+    global _served
+    for_config, served = _served
+    if for_config is not config:  # the settings changed (override_settings): start again
+        served = {}
+        _served = (config, served)
+    known = served.get(id(storage))
+    if known is None or known[0] is not storage:
+        # Keeping the storage in the entry keeps its id from being reused by another.
+        known = served[id(storage)] = (storage, _root_serving(storage, config.source_roots))
+    root = known[1]
     if root is None:
         raise _unserved(value, storage)
     root_name, prefix = root
     return f"{root_name}:{prefix}{name}"
+
+
+# The root serving each storage seen, for the current config: a warm block with a field
+# costs a dict lookup, not a walk over the roots with a realpath for each.
+_served: tuple = (None, {})
 
 
 def _root_serving(storage, roots: Mapping[str, str]) -> tuple[str, str] | None:
