@@ -519,3 +519,16 @@ def test_a_storage_that_is_down_keeps_warm_pages_as_they_were(make_storage_site,
     time.sleep(0.1)
     with pytest.raises(SourceNotFoundError):
         site.registrar.register("a.jpg | fit 100x")
+
+
+def test_a_process_without_the_kind_loaded_retries_the_job_later(make_storage_site, storage):
+    """`fileproc warm` run where the web framework is not loaded must not fail good jobs for good."""
+    storage.save("a.jpg", jpeg())
+    url = make_storage_site().registrar.register("a.jpg | fit 100x").url
+    sources._openers.pop("memory")
+    site = make_storage_site()
+    response = site.get(url)
+    assert response.status_int == 503
+    assert "root 'default' names a memory storage; this process has not loaded" in response.text
+    job = site.registrar.store.get(url.rsplit("/", 1)[1].split(".")[0])
+    assert (job.state, job.failure_status, job.retry_at is not None) == ("failed", 503, True)
