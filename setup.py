@@ -38,6 +38,7 @@ TEST = [
     "playwright>=1.45",
     "gunicorn>=22",  # the multi-process tests run real pre-forking servers
     "boto3>=1.34",
+    "django-storages[s3]>=1.14",  # Django sources on S3 through django-storages' S3Storage
     "moto[server]>=5",  # a real S3-compatible HTTP server for the tests (moto_server)
     # Every engine is tested for real: a missing one fails the suite rather than skipping.
     *PDF,
@@ -74,6 +75,8 @@ setup(
         "s3": ["boto3>=1.34"],
         "postgresql": ["psycopg[binary]>=3.1"],
         "test": TEST,
+        # bin/dev test runs the Django tests again on the oldest supported Django (tox.ini).
+        "dev": ["tox>=4.11"],
         "bench": [
             "pyvips>=2.2",
             "pyvips-binary>=8.16",

@@ -388,14 +388,9 @@ def test_check_warns_once_for_each_source_root_that_cannot_be_read(tmp_path):
 
 
 def test_check_looks_in_the_directory_of_a_file_system_storage(tmp_path):
-    storages = {
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "uploads")},
-        },
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-    with override_settings(STORAGES=storages, FILEPROCESSOR=_explicit(tmp_path)):
+    # The default storage is a FileSystemStorage on MEDIA_ROOT. (Not STORAGES with OPTIONS:
+    # Django 4.2's override_settings drops the default storage's OPTIONS.)
+    with override_settings(MEDIA_ROOT=str(tmp_path / "uploads"), FILEPROCESSOR=_explicit(tmp_path)):
         found = [(m.id, m.msg) for m in checks.run_checks() if m.id.startswith("fileproc_django.")]
         assert found == [
             (
