@@ -1,7 +1,11 @@
 """The ``fileproc`` command: demo, serve, register, show, retry, warm, gc, stats and purge.
 
 Settings come from ``FILEPROC_*`` environment variables (see the README), the same
-names as the :class:`~fileproc_wsgi.config.Config` fields.
+names as the :class:`~fileproc_wsgi.config.Config` fields, and from a TOML file given
+by ``--config FILE`` or ``FILEPROC_CONFIG`` (:mod:`fileproc_wsgi.settings_file`), whose
+relative paths are its own directory's. Commands that read what a site registered
+(everything but ``migrate``, ``serve`` and ``demo``) never make a store: pointed where
+none exists, they say where they looked and exit with status 2.
 """
 
 from __future__ import annotations
@@ -12,17 +16,20 @@ import datetime
 import json
 import logging
 import math
+import os
 import sys
 
 from .config import Config
-from .errors import FileProcError
+from .errors import ConfigError, FileProcError
 from .instructions import is_checksum
+from .settings_file import VARIABLE, config_from_file
 
 
 def main(argv: list[str] | None = None, *, config: Config | None = None, prog: str = "fileproc") -> int:
     """Run one command; ``config`` replaces ``FILEPROC_*`` (Django's ``manage.py fileproc``
     passes the one its settings build)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--config", dest="config_file", metavar="FILE", help=_CONFIG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="serve a page of thumbnails made from sample images")
@@ -61,8 +68,18 @@ def main(argv: list[str] | None = None, *, config: Config | None = None, prog: s
 
     commands.add_parser("migrate", help="bring the database's tables to this release's schema")
 
+    for command in commands.choices.values():
+        # Also after the command (``fileproc stats --config site.toml``); SUPPRESS keeps
+        # the command's parser from resetting a --config given before it.
+        command.add_argument(
+            "--config", dest="config_file", metavar="FILE", default=argparse.SUPPRESS, help=_CONFIG_HELP
+        )
+
     arguments = parser.parse_args(argv)
     arguments.config = config
+    arguments.prog = prog
+    if config is not None and arguments.config_file:
+        parser.error(f"--config: {prog} takes its settings from its host application, not from a file")
     if arguments.command == "gc" and arguments.days < 0:
         parser.error("gc: --days must not be negative")
     if arguments.command == "retry":
@@ -79,6 +96,12 @@ def main(argv: list[str] | None = None, *, config: Config | None = None, prog: s
         detail = getattr(error, "detail", None)  # an outage's own words: an operator wants them
         print(f"fileproc: error: {error}" + (f" ({detail})" if detail else ""), file=sys.stderr)
         return 2
+
+
+_CONFIG_HELP = (
+    "a TOML file of settings (relative paths are the file's directory's); "
+    f"FILEPROC_* variables win over it; default: ${VARIABLE}"
+)
 
 
 def _server_options(parser: argparse.ArgumentParser) -> None:
@@ -112,15 +135,17 @@ def _serve_command(arguments: argparse.Namespace) -> int:
 def _register(arguments: argparse.Namespace) -> int:
     from .registrar import Registrar
 
-    representation = Registrar(_config(arguments)).register(arguments.text)
+    config, store = _existing_store(arguments)
+    try:
+        representation = Registrar(config, store=store).register(arguments.text)
+    finally:
+        store.dispose()
     print(json.dumps({**dataclasses.asdict(representation), "html": representation.html}, indent=2))
     return 0
 
 
 def _show(arguments: argparse.Namespace) -> int:
-    from .store import InstructionStore
-
-    store = InstructionStore(_config(arguments).database_url)
+    _, store = _existing_store(arguments)
     try:
         job = store.get(arguments.checksum)
         shown = dataclasses.asdict(job)
@@ -154,9 +179,7 @@ def _next_attempt(job, now: float) -> str | None:
 
 
 def _retry(arguments: argparse.Namespace) -> int:
-    from .store import InstructionStore
-
-    store = InstructionStore(_config(arguments).database_url)
+    _, store = _existing_store(arguments)
     try:
         if arguments.all_failed:
             reset = store.reset()
@@ -188,15 +211,42 @@ def _positive(text: str) -> int:
 
 
 def _config(arguments: argparse.Namespace) -> Config:
-    return arguments.config or Config.from_env()
+    if arguments.config is not None:
+        return arguments.config
+    path = arguments.config_file or os.environ.get(VARIABLE)
+    return config_from_file(path) if path else Config.from_env()
+
+
+def _existing_store(arguments: argparse.Namespace):
+    """The config and the store it names; a ConfigError saying where it looked when no
+    store was ever made there (a wrong working directory, a relative SQLite URL)."""
+    from .store import find_store, location
+
+    config = _config(arguments)
+    store = find_store(config.database_url)
+    if store is None:
+        where = location(config.database_url)
+        prog = arguments.prog
+        if arguments.config is not None:
+            hint = f"the settings given to {prog} name it; `{prog} migrate` makes an empty one"
+        else:
+            hint = (
+                f"run from the site's directory, or give the site's settings: FILEPROC_DATABASE_URL "
+                f"or --config FILE; `{prog} migrate` makes an empty store there"
+            )
+        raise ConfigError(f"no store at {where} ({hint})")
+    return config, store
 
 
 def _open(arguments: argparse.Namespace):
     from .storage import open_storage
-    from .store import InstructionStore
 
-    config = _config(arguments)
-    return config, InstructionStore(config.database_url), open_storage(config)
+    config, store = _existing_store(arguments)
+    try:
+        return config, store, open_storage(config)
+    except BaseException:
+        store.dispose()
+        raise
 
 
 def _warm(arguments: argparse.Namespace) -> int:
@@ -256,21 +306,23 @@ def _gc(arguments: argparse.Namespace) -> int:
 
 def _stats(arguments: argparse.Namespace) -> int:
     from . import ops
-    from .store import STATES, InstructionStore
+    from .store import STATES, location
 
-    store = InstructionStore(_config(arguments).database_url)
+    config, store = _existing_store(arguments)
     try:
         found = ops.stats(store)
     finally:
         store.dispose()
     oldest = found["oldest_pending"]
+    where = location(config.database_url)
     if arguments.json:
-        shown = {key: found[key] for key in ("states", "results", "result_bytes")}
+        shown = {"store": where, **{key: found[key] for key in ("states", "results", "result_bytes")}}
         shown["failures"] = [{"reason": reason, "count": count} for reason, count in found["failures"]]
         shown["oldest_pending"] = None if oldest is None else _iso(oldest)
         print(json.dumps(shown, indent=2))
         return 0
     states = found["states"]
+    print(f"store: {where}")
     print("jobs: " + ", ".join(f"{states.get(state, 0)} {state}" for state in STATES))
     print(f"storage used: {ops.human_bytes(found['result_bytes'])} in {found['results']} results")
     if oldest is None:
@@ -308,12 +360,14 @@ def _purge(arguments: argparse.Namespace) -> int:
 
 def _migrate(arguments: argparse.Namespace) -> int:
     from .migrations import upgrade
+    from .store import location
 
-    before, after = upgrade(_config(arguments).database_url)
+    url = _config(arguments).database_url
+    before, after = upgrade(url)
     if before == after:
-        print(f"fileproc_jobs: already at revision {after}")
+        print(f"fileproc_jobs: already at revision {after} ({location(url)})")
     else:
-        print(f"fileproc_jobs: upgraded from {before or 'no revision'} to {after}")
+        print(f"fileproc_jobs: upgraded from {before or 'no revision'} to {after} ({location(url)})")
     return 0
 
 

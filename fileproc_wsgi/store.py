@@ -16,6 +16,7 @@ never as a SQLAlchemy exception.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -639,6 +641,63 @@ _RECORDED_REVISION = f"SELECT version_num FROM {VERSION_TABLE}"
 _GENERATION = "SELECT value FROM fileproc_generation WHERE id = 1"
 
 
+def find_store(database_url: str, *, clock: Callable[[], float] = time.time) -> InstructionStore | None:
+    """The store at ``database_url`` if one was ever made there, else None; creates nothing.
+
+    For commands that read or change what a site registered (``fileproc stats``, ``warm``,
+    ``purge`` ...): pointed at the wrong place (another working directory, a relative
+    SQLite URL), they must say so, not make an empty store and report it. A SQLite file
+    that does not exist is not opened (opening would create it); a database without the
+    store's tables is not migrated. An outage raises :class:`UnavailableError` as usual.
+    """
+    url = sa.make_url(database_url)
+    if url.get_backend_name() == "sqlite" and _is_file(url.database):
+        if not _sqlite_has_store(url.database):
+            return None
+        return InstructionStore(database_url, clock=clock)
+    store = InstructionStore(database_url, clock=clock)
+    try:
+        with store._outage_as_unavailable(), store.engine.connect() as connection:
+            inspector = sa.inspect(connection)
+            made = inspector.has_table(VERSION_TABLE) or inspector.has_table(jobs.name)
+    except BaseException:
+        store.dispose()
+        raise
+    if not made:
+        store.dispose()
+        return None
+    return store
+
+
+def location(database_url: str) -> str:
+    """Where a store lives, for messages: a SQLite file's absolute path, or the URL
+    without its password."""
+    url = sa.make_url(database_url)
+    if url.get_backend_name() == "sqlite" and _is_file(url.database):
+        return os.path.abspath(url.database)
+    return url.render_as_string(hide_password=True)
+
+
+def _sqlite_has_store(path: str) -> bool:
+    """Whether the SQLite file at ``path`` exists and holds the store's tables, read
+    without changing it: the store's own connections would switch it to WAL."""
+    import sqlite3
+
+    if not os.path.isfile(path):
+        return False
+    try:
+        reading = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)
+        with contextlib.closing(reading) as db:
+            names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as error:
+        raise UnavailableError(_DATABASE_DOWN, detail=f"{path}: {error}") from None
+    return bool(names & {VERSION_TABLE, jobs.name})
+
+
+def _is_file(database: str | None) -> bool:
+    return bool(database) and database != ":memory:" and not database.startswith("file:")
+
+
 def _advance_generation(connection: Connection) -> None:
     connection.execute(
         generations.update().where(generations.c.id == 1).values(value=generations.c.value + 1)
@@ -657,7 +716,7 @@ def _chunks(items: Iterable[str]) -> Iterator[list[str]]:
 
 
 def _make_parent_directory(database: str | None) -> None:
-    if not database or database == ":memory:" or database.startswith("file:"):
+    if not _is_file(database):
         return
     try:
         os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)

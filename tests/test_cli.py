@@ -172,6 +172,7 @@ def test_show_has_attempts_reason_and_when_it_is_tried_again(env, store):
 def test_a_failure_seen_by_the_server_is_shown_and_retried(env, tmp_path):
     media = tmp_path / "media"
     write(media, "a.png", halves(40, 20))
+    assert fileproc(env, "migrate").returncode == 0  # register adds to a store, it never makes one
     registered = fileproc(env, "register", "a.png | fit 20x")
     assert registered.returncode == 0, registered.stderr
     representation = json.loads(registered.stdout)
@@ -211,3 +212,153 @@ def test_migrate_brings_a_new_database_to_the_schema_and_is_idempotent(env):
         assert store.count_by_state() == {}
     finally:
         store.dispose()
+
+
+# --------------------------------------------------------------------------- finding the store
+
+
+def _run_in(directory, env, *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*FILEPROC, *arguments], env=env, cwd=directory, capture_output=True, text=True, timeout=60
+    )
+
+
+def _bare_env() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if not name.startswith("FILEPROC_")}
+
+
+def _site(tmp_path):
+    """A site run from its own directory with the embedded default, one job made."""
+    site = tmp_path / "site"
+    (site / "media").mkdir(parents=True)
+    write(site / "media", "a.png", halves(40, 20))
+    env = {**_bare_env(), "FILEPROC_SOURCE_ROOTS": "default=media"}
+    assert _run_in(site, env, "migrate").returncode == 0
+    registered = _run_in(site, env, "register", "a.png | fit 10x")
+    assert registered.returncode == 0, registered.stderr
+    assert _run_in(site, env, "warm").stdout.startswith("1 made")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    return site, elsewhere
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        pytest.param(["stats"], id="stats"),
+        pytest.param(["stats", "--json"], id="stats-json"),
+        pytest.param(["show", _checksum(1)], id="show"),
+        pytest.param(["retry", "--all-failed"], id="retry"),
+        pytest.param(["warm"], id="warm"),
+        pytest.param(["gc"], id="gc"),
+        pytest.param(["purge", "a.png"], id="purge"),
+        pytest.param(["register", "a.png | fit 10x"], id="register"),
+    ],
+)
+def test_a_command_where_no_store_exists_says_so_and_makes_none(tmp_path, arguments):
+    done = _run_in(tmp_path, _bare_env(), *arguments)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith(f"fileproc: error: no store at {tmp_path / '.fileproc' / 'fileproc.db'} (")
+    assert "FILEPROC_DATABASE_URL or --config FILE" in done.stderr
+    assert list(tmp_path.iterdir()) == [], "a command that found no store made one"
+
+
+def test_the_embedded_default_is_the_working_directorys_and_stats_says_which(tmp_path):
+    site, elsewhere = _site(tmp_path)
+    here = _run_in(site, _bare_env(), "stats")
+    assert here.stdout.splitlines()[:2] == [
+        f"store: {site / '.fileproc' / 'fileproc.db'}",
+        "jobs: 0 pending, 0 working, 1 done, 0 failed",
+    ]
+    assert _run_in(elsewhere, _bare_env(), "stats").returncode == 2
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "found_elsewhere"),
+    [
+        pytest.param("sqlite:///{site}/.fileproc/fileproc.db", True, id="absolute"),
+        # SQLite (SQLAlchemy) reads a relative path against the working directory.
+        pytest.param("sqlite:///.fileproc/fileproc.db", False, id="relative"),
+    ],
+)
+def test_a_database_url_from_another_directory(tmp_path, url, found_elsewhere):
+    site, elsewhere = _site(tmp_path)
+    env = {**_bare_env(), "FILEPROC_DATABASE_URL": url.format(site=site)}
+    done = _run_in(elsewhere, env, "stats", "--json")
+    if found_elsewhere:
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["states"] == {"done": 1}
+    else:
+        assert done.returncode == 2
+        assert f"no store at {elsewhere / '.fileproc' / 'fileproc.db'}" in done.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
+def _settings_file(site) -> str:
+    (site / "fileproc.toml").write_text(
+        "# paths relative to this file\n"
+        'database_url = "sqlite:///.fileproc/fileproc.db"\n'
+        'storage = ".fileproc/results"\n'
+        'source_roots = { default = "media" }\n'
+    )
+    return str(site / "fileproc.toml")
+
+
+@pytest.mark.parametrize("how", ["option-before", "option-after", "variable"])
+def test_a_settings_file_finds_the_sites_store_and_sources_from_anywhere(tmp_path, how):
+    site, elsewhere = _site(tmp_path)
+    path = _settings_file(site)
+    env = _bare_env()
+    if how == "variable":
+        env["FILEPROC_CONFIG"] = path
+        before, after = [], []
+    else:
+        before, after = (["--config", path], []) if how == "option-before" else ([], ["--config", path])
+
+    registered = _run_in(elsewhere, env, *before, "register", "a.png | fit 12x", *after)
+    assert registered.returncode == 0, registered.stderr
+    warmed = _run_in(elsewhere, env, *before, "warm", *after)
+    assert warmed.stdout.startswith("1 made, 0 failed"), warmed.stdout + warmed.stderr
+    stats = json.loads(_run_in(elsewhere, env, *before, "stats", "--json", *after).stdout)
+    assert stats["store"] == str(site / ".fileproc" / "fileproc.db")
+    assert stats["states"] == {"done": 2}
+    assert len(list((site / ".fileproc" / "results").rglob("*.png"))) == 2
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_variable_wins_over_the_settings_file(tmp_path):
+    site, elsewhere = _site(tmp_path)
+    env = {**_bare_env(), "FILEPROC_DATABASE_URL": f"sqlite:///{elsewhere / 'other.db'}"}
+    done = _run_in(elsewhere, env, "--config", _settings_file(site), "stats")
+    assert done.returncode == 2
+    assert f"no store at {elsewhere / 'other.db'}" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(None, "fileproc.toml: no such file", id="missing"),
+        pytest.param("database_url = [", "fileproc.toml: not valid TOML", id="not-toml"),
+        pytest.param('databse_url = "sqlite:///x.db"', "unknown setting 'databse_url'", id="unknown-key"),
+        pytest.param("source_roots = 3", "source_roots must be a table", id="roots-not-a-table"),
+        pytest.param(
+            "max_source_bytes = 0", "max_source_bytes: expected a positive whole number", id="bad-value"
+        ),
+    ],
+)
+def test_a_bad_settings_file_is_named_in_the_error(tmp_path, text, message):
+    path = tmp_path / "fileproc.toml"
+    if text is not None:
+        path.write_text(text + "\n")
+    done = _run_in(tmp_path, _bare_env(), "--config", str(path), "stats")
+    assert done.returncode == 2
+    assert done.stderr.startswith("fileproc: error: ") and str(path) in done.stderr
+    assert message in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if text is None else ["fileproc.toml"])
+
+
+def test_migrate_says_where_the_store_is(tmp_path):
+    done = _run_in(tmp_path, _bare_env(), "migrate")
+    assert done.stdout.rstrip().endswith(f"({tmp_path / '.fileproc' / 'fileproc.db'})")

@@ -422,3 +422,48 @@ def test_an_unreachable_database_is_unavailable(database_url, tmp_path):
         assert caught.value.__cause__ is None
     finally:
         store.dispose()
+
+
+# --------------------------------------------------------------------------- find_store
+
+
+def test_find_store_makes_nothing_where_no_store_was_made(database_url, tmp_path):
+    from fileproc_wsgi.store import find_store
+
+    assert find_store(database_url) is None
+    engine = sa.create_engine(database_url)
+    try:
+        assert sa.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+
+
+def test_find_store_opens_a_store_once_made(database_url):
+    from fileproc_wsgi import migrations
+    from fileproc_wsgi.store import find_store
+
+    migrations.upgrade(database_url)
+    store = find_store(database_url)
+    try:
+        assert store is not None
+        assert register(store, checksum(1))
+        assert store.count_by_state() == {"pending": 1}
+    finally:
+        store.dispose()
+
+
+def test_find_store_leaves_a_missing_or_foreign_sqlite_file_as_it_was(tmp_path):
+    import sqlite3
+
+    from fileproc_wsgi.store import find_store
+
+    assert find_store(f"sqlite:///{tmp_path / 'nowhere' / 'fileproc.db'}") is None
+    assert list(tmp_path.iterdir()) == []
+    foreign = tmp_path / "app.db"
+    with sqlite3.connect(foreign) as connection:
+        connection.execute("CREATE TABLE photos (id INTEGER)")
+    connection.close()
+    before = foreign.read_bytes()
+    assert find_store(f"sqlite:///{foreign}") is None
+    assert foreign.read_bytes() == before, "its journal mode was switched or a table added"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["app.db"]

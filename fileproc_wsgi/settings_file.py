@@ -1,0 +1,94 @@
+"""Settings from a TOML file, for ``fileproc --config FILE`` (or ``FILEPROC_CONFIG=FILE``).
+
+The file holds :class:`~fileproc_wsgi.config.Config` keys at its top level, the names
+Django's ``FILEPROCESSOR`` uses::
+
+    database_url = "sqlite:///.fileproc/fileproc.db"
+    storage = ".fileproc/results"
+    source_roots = { default = "media" }
+
+Relative paths in it (a SQLite database, a storage directory, source root directories)
+are resolved against the file's own directory, never the working directory, so one file
+names the same store wherever a command runs. ``FILEPROC_*`` variables that are set win
+over the file, key by key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+
+from .config import ENV_PREFIX, Config
+from .errors import ConfigError
+
+VARIABLE = "FILEPROC_CONFIG"
+# "django:default", "django:blog.Photo.image": a storage kind, not a directory (kept as is).
+_STORAGE_ROOT = re.compile(r"^[a-z]{2,}:(?!//)")
+
+
+def config_from_file(path: str, environ: Mapping[str, str] | None = None) -> Config:
+    """The Config the file at ``path`` describes, with ``FILEPROC_*`` variables of
+    ``environ`` (default: the process's) winning over it; errors name the file."""
+    environ = os.environ if environ is None else environ
+    values = read_settings(path)
+    variables = {name: value for name, value in environ.items() if name != VARIABLE}
+    from_file = {key: value for key, value in values.items() if ENV_PREFIX + key.upper() not in variables}
+    try:
+        return Config.from_env(variables, **from_file)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def read_settings(path: str) -> dict[str, Any]:
+    """The settings in the file at ``path``, relative paths made absolute against its directory."""
+    try:
+        with open(path, "rb") as file:
+            values = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"settings file {path}: no such file") from None
+    except OSError as error:
+        raise ConfigError(f"settings file {path}: cannot read it ({error.strerror})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"settings file {path}: not valid TOML ({error})") from None
+    base = os.path.dirname(os.path.abspath(path))
+    values = {key.lower(): value for key, value in values.items()}
+    if isinstance(values.get("database_url"), str):
+        values["database_url"] = _database_url(values["database_url"], base)
+    if isinstance(values.get("storage"), str) and values["storage"]:
+        values["storage"] = _storage(values["storage"], base)
+    roots = values.get("source_roots")
+    if isinstance(roots, Mapping):
+        values["source_roots"] = {name: _root(root, base) for name, root in roots.items()}
+    elif roots is not None:
+        raise ConfigError(
+            f"settings file {path}: source_roots must be a table such as "
+            f'{{ default = "media" }}, got {roots!r}'
+        )
+    return values
+
+
+def _database_url(url: str, base: str) -> str:
+    """``sqlite:///x.db`` relative to ``base``; every other URL as it is."""
+    scheme, separator, rest = url.partition(":///")
+    if not separator or scheme.partition("+")[0] != "sqlite":
+        return url
+    database, question, query = rest.partition("?")
+    if not database or database.startswith("/") or database == ":memory:" or database.startswith("file:"):
+        return url
+    return f"{scheme}:///{os.path.join(base, database)}{question}{query}"
+
+
+def _storage(storage: str, base: str) -> str:
+    if "://" in storage and not storage.startswith("file://"):
+        return storage  # s3://bucket/prefix
+    path = storage.removeprefix("file://")
+    return os.path.join(base, path) if path else storage
+
+
+def _root(root: Any, base: str) -> Any:
+    if not isinstance(root, str) or not root or _STORAGE_ROOT.match(root):
+        return root  # Config names what is wrong with a value that is no directory
+    return os.path.join(base, root)
