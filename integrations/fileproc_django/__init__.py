@@ -1,14 +1,19 @@
 """fileproc_django: the ``{% fileprocessor %}`` block tag and the middleware for Django.
 
-Add ``"fileproc_django"`` to ``INSTALLED_APPS``, configure it with a ``FILEPROCESSOR``
-dict (the keys are :class:`fileproc_wsgi.Config` fields) and wrap the WSGI application,
-so that the thumbnails a page registers are made when the browser asks for them::
+Add ``"fileproc_django"`` to ``INSTALLED_APPS``, run ``manage.py migrate`` and wrap the
+WSGI application, so that the thumbnails a page registers are made when the browser
+asks for them::
 
     # wsgi.py
     application = fileproc_django.wrap(get_wsgi_application())
 
     {% load fileprocessor %}
-    {% fileprocessor alt=photo.title %}media:{{ photo.path }} | fit 400x300{% endfileprocessor %}
+    {% fileprocessor alt=photo.title source=photo.image %}fit 400x300{% endfileprocessor %}
+
+No setting is needed: the store lives in ``DATABASES["default"]``, results under
+``MEDIA_ROOT/fileproc``, and sources are read through the ``default`` storage. A
+``FILEPROCESSOR`` dict (keys are :class:`fileproc_wsgi.Config` fields) replaces any of
+these one by one; see :mod:`fileproc_django.conf`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """``manage.py fileproc COMMAND``: the ``fileproc`` command line on the project's settings.
 
 Every command of ``fileproc`` (``stats``, ``warm``, ``gc``, ``retry``, ``purge``,
-``migrate``, ``show``, ``register`` ...) runs with the Config built from
-``FILEPROCESSOR`` instead of ``FILEPROC_*`` variables::
+``migrate``, ``show``, ``register`` ...) runs with the Config the site itself uses (built
+from ``FILEPROCESSOR`` and Django's own settings, see :mod:`fileproc_django.conf`)
+instead of ``FILEPROC_*`` variables, so it finds the site's store from any directory::
 
     python manage.py fileproc stats
     python manage.py fileproc gc --days 90 --delete
@@ -16,7 +17,7 @@ from fileproc_django.conf import get_config
 
 
 class Command(BaseCommand):
-    help = "Run a fileproc command (stats, warm, gc, retry, purge, migrate ...) with FILEPROCESSOR settings."
+    help = "Run a fileproc command (stats, warm, gc, retry, purge, migrate ...) on the site's own settings."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("arguments", nargs="*", help="the fileproc command and its arguments")
