@@ -16,15 +16,17 @@ import subprocess
 import sys
 import textwrap
 
+import botocore.config
 import pytest
 import sqlalchemy
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db.utils import ConnectionHandler
 from django.test.utils import override_settings
+from storages.backends.s3 import S3Storage
 
 from fileproc_django import conf
-from support import halves, write
+from support import free_port, halves, write
 from test_django import render
 
 # Replacing DATABASES in a running process is what Django warns about; the tests below
@@ -401,3 +403,51 @@ def test_check_looks_in_the_directory_of_a_file_system_storage(tmp_path):
         ]
         (tmp_path / "uploads").mkdir()
         assert [m for m in checks.run_checks() if m.id.startswith("fileproc_django.")] == []
+
+
+class UnreachableS3(S3Storage):
+    """django-storages' S3 backend pointed at a port nothing listens on, asking once."""
+
+    def __init__(self, **options):
+        super().__init__(
+            bucket_name="photos",
+            endpoint_url=f"http://127.0.0.1:{free_port()}",
+            access_key="testing",
+            secret_key="testing",
+            region_name="us-east-1",
+            client_config=botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=2),
+            **options,
+        )
+
+
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [
+        pytest.param("django.core.files.storage.InMemoryStorage", [], id="answers"),
+        pytest.param(
+            f"{__name__}.UnreachableS3",
+            [
+                (
+                    "fileproc_django.W004",
+                    "source_roots['default']: Django storage 'default' (UnreachableS3) "
+                    "did not answer a lookup",
+                )
+            ],
+            id="unreachable",
+        ),
+    ],
+)
+def test_check_deploy_asks_a_remote_storage_once(tmp_path, backend, expected):
+    storages = {
+        "default": {"BACKEND": backend},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    with override_settings(STORAGES=storages, FILEPROCESSOR=_explicit(tmp_path)):  # root: django:default
+        everyday = [m for m in checks.run_checks() if m.id.startswith("fileproc_django.")]
+        deploy = [
+            (m.id, m.msg[: len(expected[0][1])] if expected else m.msg)
+            for m in checks.run_checks(include_deployment_checks=True)
+            if m.id.startswith("fileproc_django.")
+        ]
+    assert everyday == [], "the everyday checks make no request"
+    assert deploy == expected
