@@ -8,9 +8,10 @@ registrar predicted at render time is the size that was made.
 from __future__ import annotations
 
 import pytest
-from PIL import Image, ImageDraw, ImageStat
+from PIL import Image, ImageChops, ImageDraw, ImageStat
 
 from fileproc_wsgi.errors import FileProcError, LimitError
+from fileproc_wsgi.operations import attention_box
 from support import BLUE, GREEN, RED, close_to, colour_at, halves, srgb_profile, write
 
 
@@ -342,3 +343,87 @@ def test_output_pixel_limit_is_checked_at_registration(make_site):
 def test_failures_are_errors_not_crashes(site):
     with pytest.raises(FileProcError):
         site.registrar.register("missing.jpg | fit 10x10")
+
+
+# --------------------------------------------------------------------------- gravity=smart
+
+_SUBJECT = (255, 40, 40), (250, 220, 30)  # red and yellow squares: detailed and colourful
+
+
+def _scene(size: tuple[int, int], subject: tuple[int, int, int, int], mode: str = "RGB") -> Image.Image:
+    """A flat grey picture with a checkerboard subject in ``subject`` (left, top, right, bottom)."""
+    background = (128, 128, 128) if mode == "RGB" else (128, 128, 128, 255)
+    image = Image.new(mode, size, background)
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = subject
+    for x in range(left, right, 10):
+        for y in range(top, bottom, 10):
+            colour = _SUBJECT[(x // 10 + y // 10) % 2]
+            draw.rectangle([x, y, x + 9, y + 9], fill=colour if mode == "RGB" else (*colour, 255))
+    return image
+
+
+def _subject_pixels(image: Image.Image) -> int:
+    """How many visible pixels show the subject (red or yellow), whatever the encoder did."""
+    red, _, blue, alpha = image.convert("RGBA").split()
+    mask = ImageChops.multiply(red.point(lambda v: 255 * (v > 200)), blue.point(lambda v: 255 * (v < 100)))
+    return ImageChops.multiply(mask, alpha.point(lambda v: 255 * (v > 200))).histogram()[255]
+
+
+@pytest.mark.parametrize(
+    ("size", "subject", "fill"),
+    [
+        pytest.param((1200, 400), (700, 100, 900, 300), "400x400", id="wide-subject-right-of-centre"),
+        pytest.param((1200, 400), (20, 50, 220, 250), "400x400", id="wide-subject-at-the-left-edge"),
+        pytest.param((400, 1200), (100, 900, 300, 1100), "400x400", id="tall-subject-low"),
+        pytest.param((1200, 400), (700, 100, 900, 300), "200x200", id="scaled-down"),
+    ],
+)
+def test_smart_gravity_keeps_the_subject_that_center_cuts(site, size, subject, fill):
+    write(site.media, "scene.png", _scene(size, subject))
+    _, smart = site.make(f"scene.png | fill {fill} gravity=smart | format png")
+    _, center = site.make(f"scene.png | fill {fill} | format png")
+    scale = smart.width / min(size)
+    whole = (subject[2] - subject[0]) * (subject[3] - subject[1]) * scale * scale
+    assert smart.size == center.size == tuple(int(side) for side in fill.split("x"))
+    assert _subject_pixels(smart) >= 0.95 * whole, "the whole subject is in the smart crop"
+    assert _subject_pixels(center) <= 0.6 * whole, "a centred crop cuts it"
+
+
+def test_smart_gravity_on_a_flat_or_smooth_picture_is_centred(site):
+    write(site.media, "flat.png", Image.new("RGB", (900, 300), (10, 120, 200)))
+    write(site.media, "smooth.png", Image.linear_gradient("L").rotate(90).resize((900, 300)))
+    for name in ("flat.png", "smooth.png"):
+        _, smart = site.make(f"{name} | fill 300x300 gravity=smart | format png")
+        _, center = site.make(f"{name} | fill 300x300 | format png")
+        assert smart.tobytes() == center.tobytes()
+
+
+@pytest.mark.parametrize("scale", [pytest.param(1, id="large"), pytest.param(5, id="small")])
+def test_smart_gravity_ignores_transparent_detail(site, scale):
+    # Detail under full transparency is nothing to look at; the visible subject wins.
+    def box(*sides: int) -> tuple[int, ...]:
+        return tuple(side // scale for side in sides)
+
+    image = _scene(box(1200, 400), box(950, 100, 1150, 300), mode="RGBA")
+    hidden = _scene(box(300, 300), box(0, 0, 300, 300), mode="RGBA")  # more detail than the subject
+    hidden.putalpha(0)
+    image.paste(hidden, box(50, 50))
+    write(site.media, "layers.png", image)
+    _, smart = site.make(f"layers.png | fill {400 // scale}x{400 // scale} gravity=smart | format png")
+    assert _subject_pixels(smart) >= 0.9 * (200 // scale) ** 2
+
+
+@pytest.mark.parametrize(
+    "text", ["photo.jpg | fill 333x127 gravity=smart", "photo.jpg | fill 37x301 gravity=smart"]
+)
+def test_smart_gravity_lands_on_the_promised_size(made, text):
+    representation, image = made(text)
+    assert image.size == (representation.width, representation.height)
+
+
+def test_smart_gravity_is_deterministic(site):
+    scene = _scene((1600, 900), (1000, 200, 1300, 700))
+    first = attention_box(scene, 900, 900)
+    assert first == attention_box(scene.copy(), 900, 900)
+    assert 1300 - 900 - 10 <= first[0] <= 1000 and first[1] == 0, "the subject, give or take a few pixels"
