@@ -15,9 +15,12 @@ from fileproc_wsgi.instructions import (
     OPERATION_WORDS,
     PROCESSING_VERSION,
     Instructions,
+    canonical_source,
     checksum,
     is_checksum,
+    leading_word,
     parse,
+    source_step,
 )
 from fileproc_wsgi.operations import (
     Background,
@@ -115,6 +118,15 @@ def test_each_operation_parses_to_its_object(step, expected):
         pytest.param('"a|b.jpg"|fit 10x', "a|b.jpg", id="pipe-inside-quotes"),
         pytest.param("https://x.example/a.jpg?w=1", "https://x.example/a.jpg?w=1", id="query-string"),
         pytest.param("# a comment\n\n  source a.jpg", "a.jpg", id="after-comments"),
+        pytest.param("photos/my cat.jpg | fit 100x100", "photos/my cat.jpg", id="spaces-unquoted"),
+        pytest.param("  source  my   cat.jpg  \nfit 10x", "my   cat.jpg", id="spaces-kept-as-written"),
+        pytest.param("media:summer 2024/day 1.jpg", "media:summer 2024/day 1.jpg", id="spaces-after-root"),
+        pytest.param("Bob's photo.jpg | fit 10x", "Bob's photo.jpg", id="lone-apostrophe"),
+        pytest.param('source 12" record.jpg|fit 10x', '12" record.jpg', id="lone-double-quote"),
+        pytest.param('my "a|b" cat.jpg | fit 10x', "my a|b cat.jpg", id="quoted-piece-among-words"),
+        pytest.param("a=b c=d.jpg | fit 10x", "a=b c=d.jpg", id="equals-signs"),
+        pytest.param("summer rotate 90.jpg", "summer rotate 90.jpg", id="operation-word-inside-a-name"),
+        pytest.param("my fit photo.jpg", "my fit photo.jpg", id="operation-word-without-its-argument"),
     ],
 )
 def test_source_reference(text, source):
@@ -538,7 +550,9 @@ def test_is_checksum(text, expected):
             id="unterminated-single-quote",
         ),
         pytest.param('"a.jpg\nfit 4x4', 1, 1, None, "unterminated quote", id="unterminated-quote-in-source"),
-        pytest.param("source 'b", 1, 8, "source", "unterminated quote", id="unterminated-quote-after-source-word"),
+        pytest.param(
+            "source 'b", 1, 8, "source", "unterminated quote", id="unterminated-quote-after-source-word"
+        ),
         pytest.param('a.jpg | fit "4x4\\"', 1, 13, "fit", "unterminated quote", id="escaped-closing-quote"),
         pytest.param(
             "a.jpg | background red",
@@ -808,6 +822,136 @@ def test_renderings_of_valid_steps_share_canonical_text_and_checksum(data, sourc
     assert again == first
     assert again.canonical == first.canonical
     assert len(first.steps) == len(steps)
+
+
+# Texts as sites have them in their templates, with the checksums (version "v1") that the
+# code before source names without quotes gave: their results must keep their URLs.
+_EXISTING = [
+    ("photo.jpg | fit 300x", "efa03cfb5bdb10dc0ed3ff6abf793960"),
+    (
+        "photos/a.jpg\nfill 400x300 gravity=north\nformat webp quality=80 lossless",
+        "930c1d67cf10bf9345a3df67b94bdd24",
+    ),
+    (
+        "media:a.jpg | FIT 400x | fill 10X20 Gravity=South | pad 5x5 color=#AbC",
+        "d53ec92446d786dd01ffbaf3dce5bcdf",
+    ),
+    (
+        "a.jpg|format jpeg quality=90 progressive|rotate -12.50 color=#000|frame 1:00:00.25|crop 1,2,3,4",
+        "1bfba527a6784599a9d0b98f975c758d",
+    ),
+    ('"a b.jpg" | fit 10x', "ca06a9b6c9912e6c2162310495f312b7"),
+    ("'x\"y.jpg'", "132731b138f0a9fd12df5e2fc26817f4"),
+    ("'#1.jpg'", "0cfb42592b28f4c0948284748720c96e"),
+    ('"a=b.jpg"', "999c3ac5ef7b87b22fc953fa2a3457be"),
+    ("'a \\\\ \"b\" | c.jpg' | crop 10%,0%,50%,100%", "da5f49f14404950dd761bd74fddc0f6c"),
+    (
+        "a.jpg | upscale | fit x3 | quality 7 | page 2 | frame 5% | flip vertical",
+        "fa539fed7b9edb7461cbf82298f4b373",
+    ),
+    ("a.jpg | rotate 0.1 | rotate 359.99999 | sharpen 9.75 | grayscale", "c267e9c0326c6ce713d5f049e179ed3b"),
+    ("https://cdn.example.com//a.jpg | fill 200x100 focus=0.25,1", "6d91eca423c47d5533929629796df681"),
+    ("s3://bucket/key.png | pad 400x300 | background #fff | blur 2.5", "14f658bb89b04f1806955f3ead35a282"),
+    ('source photos/"my cat".jpg | resize 10x20', "78d2b8fd7a7add5aa10558a02f3cec7c"),
+    ("photo=1.jpg | fit 10x", "025dc1a9150b86096642696a028df4d5"),
+    ("./photos//a.jpg\n# comment\nfit 400x300", "7f164f22ad0025627220f448c7b2c631"),
+    ("a.mp4 | frame 2.5s | fit 640x", "93a0bd38b9ece6ac0e2ea39af63bfb91"),
+    ("scan.tiff | page 2 | fit 300x300", "65f7037d171844ceb6538d0cbd066544"),
+    ("logo.png | fit 300x\nformat avif", "8b3036a2a913d5c78680767a11ed484d"),
+    ("tom&jerry.png | fill 50x50 gravity=southeast", "6ceebe217f4db62cd06560f5fb17104f"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), _EXISTING)
+def test_existing_texts_keep_their_checksums(text, expected):
+    assert parse(text).checksum("v1") == expected
+
+
+_WORD = st.text(
+    st.characters(codec="utf-8", exclude_characters="\"'|", exclude_categories=["Zs", "Zl", "Zp", "Cc"]),
+    min_size=1,
+    max_size=8,
+).filter(lambda word: word.lower() not in OPERATION_WORDS and word.lower() != "source" and "=" not in word)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_WORD, st.sampled_from([" ", "  ", "\t", " \t "])), min_size=1, max_size=5))
+def test_a_name_of_words_needs_no_quotes(pieces):
+    name = "".join(word + space for word, space in pieces).rstrip()
+    if name.startswith("#"):
+        return  # a comment line, as always
+    assert parse(f"{name} | fit 10x").source == canonical_source(name)
+    assert parse(f"source {name}\nfit 10x").source == canonical_source(name)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(codec="utf-8", exclude_characters="\n"), min_size=1, max_size=30))
+def test_source_step_quotes_any_name_so_it_reads_back(name):
+    if not canonical_source(name):
+        return
+    instructions = parse(f"{source_step(name)}\nfit 10x")
+    assert instructions.source == canonical_source(name)
+    assert parse(instructions.canonical) == instructions
+
+
+def test_source_step_refuses_a_line_break():
+    with pytest.raises(InstructionError, match="has a line break"):
+        source_step("a\nb.jpg")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("fit 10x", ("fit", 1, 1), id="operation"),
+        pytest.param("\n  # note\n   'a b.jpg' | fit 3x", ("'a b.jpg'", 3, 4), id="quoted-as-written"),
+        pytest.param("  ", None, id="no-step"),
+        pytest.param(" | fit 3x", ("fit", 1, 4), id="empty-first-step"),
+    ],
+)
+def test_leading_word(text, expected):
+    assert leading_word(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "density", "expected"),
+    [
+        pytest.param("a.jpg | fit 300x", 2, "source a.jpg\nfit 600x", id="fit"),
+        pytest.param(
+            "a.jpg | fit 333x | format webp", 1.5, "source a.jpg\nfit 500x\nformat webp", id="half-up"
+        ),
+        pytest.param(
+            "a.jpg | fill 100x80 gravity=smart | pad 120x90 color=#fff | resize 50x40",
+            3,
+            "source a.jpg\nfill 300x240 gravity=smart\npad 360x270 color=#ffffff\nresize 150x120",
+            id="every-size",
+        ),
+        pytest.param(
+            "a.jpg | crop 10,10,500,500 | fit 200x | crop 0,0,100,50 | crop 10%,0%,50%,50% | blur 2",
+            2,
+            "source a.jpg\ncrop 10,10,500,500\nfit 400x\ncrop 0,0,200,100\ncrop 10%,0%,50%,50%\nblur 4",
+            id="output-pixels-scale-source-pixels-stay",
+        ),
+        pytest.param("a.jpg | format png", 2, "source a.jpg\nformat png", id="nothing-to-scale"),
+        pytest.param("a.jpg | fit 9000x", 2, None, id="too-large"),
+        pytest.param("a.jpg | fit 300x | blur 60", 2, "source a.jpg\nfit 600x\nblur 100", id="blur-bounded"),
+    ],
+)
+def test_at_density(text, density, expected):
+    assert parse(text).at_density(density) == expected
+
+
+def test_at_density_is_twice_the_size_for_any_source():
+    instructions = parse("a.jpg | fill 300x200 | crop 10,10,100,100")
+    doubled = parse(instructions.at_density(2))
+    for size in [(4000, 3000), (640, 640), (601, 401)]:
+        assert doubled.predict_size(*size) == tuple(2 * side for side in instructions.predict_size(*size))
+
+
+def test_smart_gravity_parses_and_is_listed_in_the_error():
+    assert parse("a.jpg | fill 4x4 gravity=Smart").steps == (Fill(4, 4, gravity="smart"),)
+    assert parse("a.jpg | fill 4x4 gravity=smart").canonical == "source a.jpg\nfill 4x4 gravity=smart"
+    with pytest.raises(InstructionError, match=r"one of center, north, .*, southwest, smart, got 'clever'"):
+        parse("a.jpg | fill 4x4 gravity=clever")
 
 
 def test_instructions_can_be_built_directly():
