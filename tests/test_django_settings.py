@@ -451,3 +451,27 @@ def test_check_deploy_asks_a_remote_storage_once(tmp_path, backend, expected):
         ]
     assert everyday == [], "the everyday checks make no request"
     assert deploy == expected
+
+
+def _tables(path) -> set[str]:
+    with sqlite3.connect(path) as database:
+        return {row[0] for row in database.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def test_migrate_upgrades_the_store_on_its_own_database_alias_only(tmp_path):
+    databases = (
+        '{"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"},'
+        ' "jobs": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "jobs.sqlite3"}}'
+    )
+    project = _project(tmp_path, databases, extra='FILEPROCESSOR_DATABASE = "jobs"\n')
+    _manage(project, "migrate")
+    assert "fileproc_jobs" not in _tables(project / "db.sqlite3")
+    assert (
+        "fileproc_jobs: upgraded from no revision" in _manage(project, "migrate", "--database", "jobs").stdout
+    )
+    assert "fileproc_jobs" in _tables(project / "jobs.sqlite3")
+    # flush sends post_migrate as well; only migrate migrates.
+    assert (
+        "fileproc_jobs:"
+        not in _manage(project, "flush", "--database", "jobs", "--no-input", "-v", "2").stdout
+    )

@@ -162,8 +162,7 @@ def database_url_from_settings() -> str:
     alias = database_alias_from_settings()
     # A connection object of our own (never connected) on the settings as they are now:
     # django.db.connections keeps the ones it made before override_settings.
-    settings_dict = copy.deepcopy(settings.DATABASES[alias])
-    return database_url_for(ConnectionHandler({alias: settings_dict})[alias])
+    return database_url_for(ConnectionHandler(copy.deepcopy(settings.DATABASES))[alias])
 
 
 def database_url_for(connection) -> str:
