@@ -426,11 +426,15 @@ def serve(fd: int) -> None:
     import faulthandler
     import resource
 
-    from . import engines  # noqa: F401 - imported once per worker, not per job
+    from . import engines
     from .instructions import parse
     from .processing import produce
     from .sources import LocalSource, Sources
 
+    # Every engine's libraries now, before "ready": the web process loads them on first
+    # need, but in a worker their import time and address space would count against the
+    # first job's time and memory limits.
+    engines.available()
     faulthandler.enable()  # a crashing library leaves the Python stack in the log
     # The parent's deadline is the limit; a SIGINT meant for it must not stop a job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
