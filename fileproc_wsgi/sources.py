@@ -186,7 +186,13 @@ class StorageSource:
         A failure of the storage while the handle is read (a library may swallow it and
         report a broken file instead) is what leaving its ``with`` block raises.
         """
-        return _StorageHandle(_Spool(self, self._open(max_bytes), max_bytes), _CHUNK)
+        stream = self._open(max_bytes)
+        try:
+            spool = _Spool(self, stream, max_bytes)
+        except BaseException:
+            _close_quietly(stream)
+            raise
+        return _StorageHandle(spool, _CHUNK)
 
     def copy_to(self, target: BinaryIO, max_bytes: int, deadline: float | None = None) -> int:
         """Write the whole file into ``target``; the bytes written. Raises LimitError
