@@ -18,7 +18,6 @@ in tests).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import importlib.util
 import os
@@ -162,7 +161,12 @@ def database_url_from_settings() -> str:
     alias = database_alias_from_settings()
     # A connection object of our own (never connected) on the settings as they are now:
     # django.db.connections keeps the ones it made before override_settings.
-    return database_url_for(ConnectionHandler(copy.deepcopy(settings.DATABASES))[alias])
+    # Copies, because the handler fills in defaults where it is given them (OPTIONS may
+    # hold objects that cannot be deep-copied, and it leaves them alone).
+    databases = {
+        name: {**entry, "TEST": dict(entry.get("TEST") or {})} for name, entry in settings.DATABASES.items()
+    }
+    return database_url_for(ConnectionHandler(databases)[alias])
 
 
 def database_url_for(connection) -> str:
