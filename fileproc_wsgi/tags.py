@@ -391,7 +391,7 @@ class Block:
         self.where = where
         self.line = line
         self._source_at = self.names.index("source") if "source" in self.names else None
-        self._rendered: dict[tuple, Rendition] = {}
+        self._rendered: dict[tuple, tuple[Rendition, str]] = {}
 
     def render(
         self,
@@ -404,7 +404,6 @@ class Block:
     ) -> Rendition | None:
         """The rendition to print, or None for the ``empty`` branch. ``reference_of`` turns
         a ``source=`` value that is not a string (a file field) into a source reference."""
-        registered = text
         at = self._source_at
         if at is not None:
             value = values[at]
@@ -421,15 +420,13 @@ class Block:
                 if reference is None:  # render_block meets the problem again, and reports it
                     return self._render(registrar, text, values, strict, reference_of, None)
                 values = (*values[:at], reference, *values[at + 1 :])
-                value = reference
-            try:
-                registered = f"{source_step(value)}\n{text}"
-            except InstructionError:
-                return self._render(registrar, text, values, strict, reference_of, None)
         key = _key(text, values)
         if key is not None:
-            rendition = self._rendered.get(key)
-            if rendition is not None:
+            found = self._rendered.get(key)
+            if found is not None:
+                # The text registered then (with its source step, for source=) is what
+                # the registrar is asked again: one lookup, nothing rebuilt.
+                rendition, registered = found
                 try:
                     if registrar.register(registered) is rendition.image:
                         return rendition
@@ -451,7 +448,9 @@ class Block:
         if rendition is not None and key is not None:
             if len(self._rendered) >= _REMEMBERED:
                 self._rendered.clear()  # simpler than an LRU; rare, as most blocks see few texts
-            self._rendered[key] = rendition
+            at = self._source_at
+            registered = text if at is None else f"{source_step(values[at])}\n{text}"
+            self._rendered[key] = (rendition, registered)
         return rendition
 
 
