@@ -13,7 +13,6 @@ import logging
 import os
 import pathlib
 import re
-import sys
 import threading
 
 import django
@@ -576,44 +575,6 @@ def _load(path: pathlib.Path, name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def test_example_site_shows_its_gallery(tmp_path, monkeypatch):
-    monkeypatch.setenv("DJANGO_SITE_DIRECTORY", str(tmp_path / "site"))
-    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "django_site.settings")
-    monkeypatch.syspath_prepend(str(EXAMPLES))
-    for name in [name for name in sys.modules if name.split(".")[0] == "django_site"]:
-        monkeypatch.delitem(sys.modules, name)
-    example = _load(EXAMPLES / "django_site" / "settings.py", "django_site.settings")
-    with override_settings(**{name: getattr(example, name) for name in dir(example) if name.isupper()}):
-        app = _load(EXAMPLES / "django_site" / "wsgi.py", "django_site.wsgi").application
-        page = Request.blank("/").get_response(app)
-        assert page.status_int == 200, page.text
-        assert not (tmp_path / "site" / "results").exists(), "rendering the page processed images"
-        assert "missing.jpg is not there" in page.text
-
-        images = re.findall(r'<img src="([^"]+)" width="(\d+)" height="(\d+)"', page.text)
-        assert len(images) == 5
-        variants = [
-            (url, int(width), None)
-            for srcset in re.findall(r'srcset="([^"]+)"', page.text)
-            for url, width in re.findall(r"(\S+) (\d+)w", srcset)
-        ]
-        assert len(variants) == 3
-        # A <picture> without widths= offers each format at the size of its <img>.
-        picture = re.search(r"<picture>(.*?)</picture>", page.text).group(1)
-        fallback_width = int(re.search(r'<img [^>]*width="(\d+)"', picture).group(1))
-        formats = [
-            (url, fallback_width, None) for url in re.findall(r'<source [^>]*srcset="([^" ]+)"', picture)
-        ]
-        assert len(formats) == 2
-        for url, width, height in [(url, int(w), int(h)) for url, w, h in images] + variants + formats:
-            response = Request.blank(url).get_response(app)
-            while response.status_int in (301, 302):
-                response = Request.blank(response.location).get_response(app)
-            assert response.status_int == 200, url
-            image = decode(response.body)
-            assert image.width == width and height in (None, image.height), url
 
 
 def test_manage_py_fileproc_runs_the_command_line_on_the_settings(fileprocessor, capsys):
