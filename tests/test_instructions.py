@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import pathlib
 import timeit
 
 import pytest
@@ -23,6 +24,7 @@ from fileproc_wsgi.instructions import (
     source_step,
 )
 from fileproc_wsgi.operations import (
+    GRAVITY_NAMES,
     Background,
     Blur,
     Crop,
@@ -963,3 +965,12 @@ def test_parsing_is_fast():
     best = min(timeit.repeat(lambda: parse(text), number=200, repeat=5)) / 200
     # Generous against slow CI machines; a typical 3-line text parses in about 20 µs.
     assert best < 200e-6
+
+
+def test_every_gravity_is_documented():
+    page = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "instructions.md").read_text()
+    table = page.split("## Gravity", 1)[1].split("\n## ", 1)[0]
+    assert all(f"`{name}`" in table for name in GRAVITY_NAMES)
+    for example in ("photos/my cat.jpg", "Bob's photo.jpg", '"a|b.jpg"', "'#1.jpg'", "media:photos/a.jpg"):
+        assert f"`{example}`" in page
+        parse(f"{example} | fill 10x10 gravity=smart")

@@ -4,7 +4,8 @@ Add the extension and give the environment a registrar::
 
     env = Environment(extensions=["fileproc_jinja2.FileProcessorExtension"])
     env.fileprocessor_registrar = Registrar(config)
-    env.fileprocessor_strict = True   # bad instruction text raises (default: logged)
+    env.fileprocessor_strict = True   # bad instruction text raises (default: logged);
+                                      # or a callable asked at each render: lambda: app.debug
 
 Then, with the default delimiters or with ``<% %>``::
 
@@ -14,6 +15,13 @@ Then, with the default delimiters or with ``<% %>``::
 
     {% fileprocessor as thumb %}{{ photo.path }} | fill 80x80{% empty %}no picture{% endfileprocessor %}
     {% if thumb %}<img src="{{ thumb.url }}" width="{{ thumb.width }}">{% endif %}
+
+    {% fileprocessor source=user.avatar densities="1,2" %}fill 80x80 gravity=smart{% empty %}
+      no picture
+    {% endfileprocessor %}
+
+``source=`` takes a reference string (None or "" render the ``empty`` branch); other
+objects go through ``env.fileprocessor_source_reference`` when a framework sets one.
 
 The body is instruction text, not HTML, so it is rendered without autoescaping; what
 the block prints is decided by :class:`fileproc_wsgi.tags.Block`, shared with the
