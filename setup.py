@@ -72,6 +72,7 @@ setup(
         "wand": WAND,
         "django": DJANGO,
         "jinja2": JINJA2,
+        "flask": ["Flask>=3.0", *JINJA2],
         "s3": ["boto3>=1.34"],
         "postgresql": ["psycopg[binary]>=3.1"],
         "test": TEST,

@@ -260,7 +260,7 @@ class Config:
                     f"unknown environment variable {variable}; known: "
                     + ", ".join(ENV_PREFIX + n.upper() for n in sorted(fields))
                 )
-            values[name] = _parse_env(variable, fields[name], text)
+            values[name] = parse_setting(variable, fields[name], text)
         values.update(overrides)
         return cls.from_mapping(values)
 
@@ -283,7 +283,9 @@ def _storage_url(value: str) -> str:
     return "file://" + os.path.abspath(path)
 
 
-def _parse_env(variable: str, field: dataclasses.Field, text: str) -> Any:
+def parse_setting(variable: str, field: dataclasses.Field, text: str) -> Any:
+    """The value of ``field`` written as text (an environment variable, a framework's
+    string setting); ``variable`` names where it came from in the ConfigError."""
     kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
     try:
         if kind == "int":

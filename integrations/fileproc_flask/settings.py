@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 # The parser of FILEPROC_* variables, so that a string means here what it means there.
-from fileproc_wsgi.config import ENV_PREFIX, Config, _parse_env, storage_root
+from fileproc_wsgi.config import ENV_PREFIX, Config, parse_setting, storage_root
 from fileproc_wsgi.errors import ConfigError
 
 _FIELDS = {field.name: field for field in dataclasses.fields(Config)}
@@ -44,7 +44,7 @@ def config_from_app(app) -> Config:
                 + ", ".join(ENV_PREFIX + field.upper() for field in sorted(_FIELDS))
             )
         where = f"app.config[{key!r}]"
-        values[name] = _parse_env(where, _FIELDS[name], value) if isinstance(value, str) else value
+        values[name] = parse_setting(where, _FIELDS[name], value) if isinstance(value, str) else value
     values = _with_app_paths(app, values)
     try:
         return Config.from_mapping(values)
