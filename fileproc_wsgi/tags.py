@@ -157,16 +157,7 @@ def build(
         if reference is None:
             log.debug("fileprocessor block: source= is empty")
             return None
-        found = leading_word(text)
-        if found is not None and found[0].lower() not in OPERATION_WORDS:
-            word, line, column = found
-            raise InstructionError(
-                f"source= is given, so the body holds only operations; line {line} starts with {word!r}",
-                line=line,
-                column=column,
-                step="source",
-            )
-        text = f"{source_step(reference)}\n{text}"
+        text = _with_source(reference, text)
     elif text.lstrip()[:1] == "|":
         # A source printed by a variable left nothing before the first "|": an optional
         # file field left empty. Not a fault of the text, so no error, strict or not.
@@ -286,6 +277,21 @@ def _with_densities(image, attributes, registered, by_format, formats, scaled) -
         sources=sources,
         densities=tuple(density for density, _, _ in kept),
     )
+
+
+def _with_source(reference: str, body: str) -> str:
+    """The text to register for ``source=reference`` and a body of operations."""
+    found = leading_word(body)
+    if found is not None and found[0].lower() not in OPERATION_WORDS:
+        word, line, column = found
+        raise InstructionError(
+            f"source= is given, so the body holds only operations; line {line} starts with {word!r}",
+            line=line,
+            column=column,
+            step="source",
+        )
+    # On a line of its own, so that the body's lines are the registered text's lines + 1.
+    return f"{source_step(reference)}\n{body}"
 
 
 def _densities(value: object) -> list[float]:
