@@ -197,14 +197,10 @@ class FileProcessorExtension(Extension):
             where, line, names = block
             compiled = self._blocks.setdefault(block, Block(names, where=where, line=line))
         strict = environment.fileprocessor_strict
-        if callable(strict):  # Flask's lambda: app.debug, read when the page renders
-            strict = strict()
+        if type(strict) is not bool:  # Flask's lambda: app.debug, read when the page renders
+            strict = bool(strict() if callable(strict) else strict)
         rendition = compiled.render(
-            registrar,
-            text,
-            values,
-            strict=bool(strict),
-            reference_of=environment.fileprocessor_source_reference,
+            registrar, text, values, strict=strict, reference_of=environment.fileprocessor_source_reference
         )
         if rendition is None or stored:
             return rendition
