@@ -121,12 +121,18 @@ class InstructionStore:
     def __init__(self, database_url: str, *, clock: Callable[[], float] = time.time):
         url = sa.make_url(database_url)
         connect_args: dict[str, Any] = {}
+        options: dict[str, Any] = {}
         if url.get_backend_name() == "sqlite":
             _make_parent_directory(url.database)
-        elif url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
-            # A host that drops packets would otherwise hang a request for minutes.
-            connect_args["connect_timeout"] = 10
-        engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        elif url.get_backend_name() == "postgresql":
+            if "connect_timeout" not in url.query:
+                # A host that drops packets would otherwise hang a request for minutes.
+                connect_args["connect_timeout"] = 10
+            if url.get_driver_name() in ("psycopg", "psycopg2"):
+                # No column here is an hstore; looking its type up costs every new
+                # connection a query (1.4 ms of a process's first registration, measured).
+                options["use_native_hstore"] = False
+        engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, **options)
         self._setup(engine, clock)
 
     @classmethod
@@ -171,28 +177,36 @@ class InstructionStore:
         production run ``fileproc migrate`` before starting servers; this then only
         finds the database at head, with one query and without importing Alembic.
         """
-        if self._tables_ready:
-            return
-        with self._tables_lock:
-            if not self._tables_ready:
-                if self.revision() == HEAD:
-                    self._tables_ready = True
-                else:
-                    self.upgrade()
+        if not self._tables_ready:
+            self._first_use()
 
-    def revision(self) -> str | None:
-        """The schema revision recorded in the database; None when it has none (or cannot
-        be read, which the upgrade that follows then reports as an outage or migrates)."""
+    def _first_use(self) -> int | None:
+        """Bring the schema to HEAD once per store; the generation, when read on the way."""
+        with self._tables_lock:
+            if self._tables_ready:
+                return None
+            revision, generation = self.recorded()
+            if revision == HEAD:
+                self._tables_ready = True
+                return generation
+            self.upgrade()
+            return None
+
+    def recorded(self) -> tuple[str | None, int | None]:
+        """The schema revision recorded in the database and the store's generation, in one
+        query; (None, None) when they cannot be read (no version table yet, a schema from
+        before the generation, an outage: the upgrade that follows migrates or reports it)."""
         # Importing Alembic and loading its scripts cost a new process about 110 ms, every
-        # worker start and every command; a database at head needs neither. The row is
-        # written in the transaction that finishes the upgrade, so reading HEAD here means
-        # every table of HEAD is committed too.
+        # worker start and every command; a database at head needs neither. The revision is
+        # written in the transaction that finishes an upgrade, so reading HEAD here means
+        # every table of HEAD is committed too. One round trip, not two: on PostgreSQL each
+        # is a pool check-out with its ping.
         try:
             with self.engine.connect() as connection:
-                rows = connection.exec_driver_sql(_RECORDED_REVISION).scalars().all()
+                rows = connection.exec_driver_sql(_FIRST_READ).all()
         except exc.DBAPIError:
-            return None
-        return rows[0] if len(rows) == 1 else None
+            return None, None
+        return (rows[0][0], rows[0][1] or 0) if len(rows) == 1 else (None, None)
 
     def upgrade(self) -> tuple[str | None, str]:
         """Run the store's migrations to head now; (revision before, revision after)."""
@@ -488,7 +502,10 @@ class InstructionStore:
         """How many times rows were deleted (:meth:`delete`) or results evicted
         (:meth:`evict_stale`): what remembers a registration or a redirect compares it
         with the value it last read, and forgets when it moved."""
-        self.create_tables()
+        if not self._tables_ready:
+            value = self._first_use()  # a process's first read: the schema check reads it too
+            if value is not None:
+                return value
         # A read that commits nothing: a page's new registrations stay its only commit.
         with self._outage_as_unavailable(), self.engine.connect() as connection:
             value = connection.exec_driver_sql(_GENERATION).scalar()
@@ -637,7 +654,8 @@ _INSERT_ROWS_OLD_SQLITE = 99  # earlier SQLite binds at most 999 a statement
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 # Read by every process on first use: plain SQL, the same on both databases, so that
 # SQLAlchemy has nothing to compile (a first compile costs a new process a millisecond).
-_RECORDED_REVISION = f"SELECT version_num FROM {VERSION_TABLE}"
+# (Every revision from HEAD on has the generation table: a later one dropping it changes this.)
+_FIRST_READ = f"SELECT version_num, (SELECT value FROM fileproc_generation WHERE id = 1) FROM {VERSION_TABLE}"
 _GENERATION = "SELECT value FROM fileproc_generation WHERE id = 1"
 
 
