@@ -7,11 +7,9 @@ directory, registered in a real SQLite store.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import pathlib
 import re
-import sys
 
 import pytest
 import sqlalchemy
@@ -21,9 +19,8 @@ from webob import Request
 from fileproc_jinja2 import FileProcessorExtension
 from fileproc_wsgi import Config, ConfigError, FileProcessor, InstructionError, Registrar
 from fileproc_wsgi.tags import build
-from support import decode, free_port, halves, http_get, serving, write
+from support import decode, halves, write
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 ANGLE = {"block_start_string": "<%", "block_end_string": "%>"}
 ENVIRONMENTS = [
     pytest.param(({}, True), id="braces-autoescape"),
@@ -498,51 +495,6 @@ def test_a_page_through_the_middleware_is_one_commit_and_every_src_answers(env, 
     for url, descriptor in re.findall(r"(/_fp/\w+\.webp) (\d+)w", response.text):
         image = fetch(app, url)
         assert (image.format, image.size) == ("WEBP", (int(descriptor), round(int(descriptor) * 2 / 3)))
-
-
-def _flask_example():
-    spec = importlib.util.spec_from_file_location("flask_app", EXAMPLES / "flask_app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_flask_example_serves_a_gallery_whose_pictures_load(tmp_path):
-    directory = tmp_path / "site"
-    app = _flask_example().create_app(directory)
-    try:
-        client = app.test_client()
-        page = client.get("/")
-        assert page.status_code == 200
-        text = page.get_data(as_text=True)
-        assert "<%" not in text and "fileprocessor" not in text
-        assert "No picture: missing.jpg" in text
-        assert "<picture>" in text and 'sizes="(max-width: 640px) 100vw, 400px"' in text
-        assert stored_files(directory / "results") == []
-        assert (directory / "media" / "landscape.jpg").is_file() and (directory / "fileproc.db").is_file()
-
-        images = re.findall(r'<img src="([^"]+)" width="(\d+)" height="(\d+)"', text)
-        assert len(images) == 5
-        for url, width, height in images:
-            redirect = client.get(url)
-            assert redirect.status_code == 301
-            result = client.get(redirect.location)
-            assert result.status_code == 200
-            assert decode(result.data).size == (int(width), int(height))
-        assert len(stored_files(directory / "results")) == 5
-    finally:
-        app.jinja_env.fileprocessor_registrar.store.dispose()
-
-
-def test_flask_example_runs_with_one_command(tmp_path):
-    port = free_port()
-    command = [sys.executable, str(EXAMPLES / "flask_app.py"), "--port", str(port), "--directory", "site"]
-    with serving(command, port=port, cwd=tmp_path, timeout=60) as process:
-        assert process.stdout.readline().decode().strip().endswith(f"http://127.0.0.1:{port}/")
-        status, _, body = http_get(port, "/")
-    assert status == 200
-    assert body.decode().count("<img") == 5
-    assert {"media", "fileproc.db"} <= {path.name for path in (tmp_path / "site").iterdir()}
 
 
 def test_templates_from_a_bytecode_cache_render_in_a_new_environment(registrar, tmp_path):
