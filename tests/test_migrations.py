@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import sqlalchemy as sa
 from alembic import command
@@ -165,3 +166,39 @@ def test_an_empty_database_is_migrated_on_first_use(database_url, tmp_path):
     url, imported = _first_use(tmp_path, database_url)
     assert url.startswith("/_fp/") and imported
     assert _revision(database_url) == migrations.HEAD
+
+
+_RACE = """
+import sys, time
+from fileproc_wsgi.config import Config
+from fileproc_wsgi.registrar import Registrar
+
+root, url, width, start = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+registrar = Registrar(Config(database_url=url, source_roots={"default": root}, storage=root + "/results"))
+time.sleep(max(0.0, start - time.time()))  # every process reaches its first use together
+print(registrar.register(f"a.png | fit {width}x").url)
+registrar.close()
+"""
+
+
+def test_processes_starting_together_on_an_empty_database_all_register(database_url, tmp_path):
+    Image.new("RGB", (40, 20), "red").save(tmp_path / "a.png")
+    start = time.time() + 3
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACE, str(tmp_path), database_url, str(width), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for width in range(10, 16)
+    ]
+    outcomes = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0] * 6, [err for _, err in outcomes]
+    assert len({out for out, _ in outcomes}) == 6
+    assert _revision(database_url) == migrations.HEAD
+    store = InstructionStore(database_url)
+    try:
+        assert store.count_by_state() == {"pending": 6}
+    finally:
+        store.dispose()
