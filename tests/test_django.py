@@ -359,6 +359,18 @@ def test_empty_branch_when_the_block_fails_softly(fileprocessor, caplog, debug, 
     assert logged in caplog.records[0].getMessage()
 
 
+@pytest.mark.parametrize("debug", [False, True], ids=["debug-off", "debug-on"])
+def test_a_none_printed_into_the_body_is_no_file_name(fileprocessor, caplog, debug):
+    # A user with no photo: the variable is None, the body " | fit 10x", the empty branch.
+    source = "{% fileprocessor %}{{ user.photo }} | fit 10x{% empty %}no photo{% endfileprocessor %}"
+    with override_settings(DEBUG=debug), caplog.at_level(logging.DEBUG, logger="fileproc_wsgi"):
+        assert render(source, {"user": {"photo": None}}) == "no photo"
+        shown = render(source, {"user": {"photo": "photo.jpg"}})
+    assert shown.startswith("<img src=") and 'width="10"' in shown
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert "None" not in caplog.text
+
+
 def test_bad_text_with_debug_names_the_template_line(fileprocessor):
     source = (
         "<h1>Gallery</h1>\n\n{% fileprocessor alt='x' %}\n  photo.jpg\n  fit 10by\n{% endfileprocessor %}\n"

@@ -26,7 +26,16 @@ import re
 
 from django import template
 from django.conf import settings
-from django.template.base import FilterExpression, Node, NodeList, Parser, Token, TokenType
+from django.template.base import (
+    FilterExpression,
+    Node,
+    NodeList,
+    Parser,
+    Token,
+    TokenType,
+    VariableNode,
+    render_value_in_context,
+)
 
 from fileproc_django.conf import get_config, get_registrar
 from fileproc_django.storages import KIND_PREFIX, reference_of, storage_of_root
@@ -67,7 +76,7 @@ class FileProcessorNode(Node):
         autoescape, use_l10n = context.autoescape, context.use_l10n
         context.autoescape = context.use_l10n = False
         try:
-            text = self.nodelist.render(context)
+            text = _body_text(self.nodelist, context)
         finally:
             context.autoescape, context.use_l10n = autoescape, use_l10n
         values = [value.resolve(context) for value in self.values]
@@ -99,6 +108,20 @@ class FileProcessorNode(Node):
         end = start + len(lines[error.line - 1].rstrip("\r\n"))
         token = Token(TokenType.TEXT, current.source[start:end], (start, end), error.line)
         error.template_debug = current.get_exception_info(error, token)
+
+
+def _body_text(nodelist: NodeList, context) -> str:
+    """The body rendered to text, where a variable that is None prints nothing: Django
+    would print "None", and a block would look for a file of that name instead of
+    printing its empty branch (Jinja2's adapter does the same)."""
+    parts = []
+    for node in nodelist:
+        if type(node) is VariableNode:
+            value = node.filter_expression.resolve(context)
+            parts.append("" if value is None else render_value_in_context(value, context))
+        else:
+            parts.append(node.render_annotated(context))
+    return "".join(parts)
 
 
 class _Misplaced:
