@@ -37,38 +37,45 @@ def page(request):
 urlpatterns = [path("page/", page)]
 
 
-def storages_for(kind: str, tmp_path: pathlib.Path, *, s3_endpoint: str | None = None, bucket: str = ""):
-    """A ``STORAGES`` setting whose default storage is of ``kind``."""
+def settings_for(kind: str, *, s3_endpoint: str | None = None, bucket: str = "") -> dict:
+    """Django settings whose default storage is of ``kind``: ``STORAGES`` and the settings
+    its backend reads.
+
+    Never the storage's ``OPTIONS``: on Django 4.2, ``override_settings(STORAGES=...)``
+    keeps only the default storage's ``BACKEND`` (its ``DEFAULT_FILE_STORAGE``
+    compatibility), so a backend configured by ``OPTIONS`` would silently get its defaults
+    there. Configured by settings, the same storage is made on every supported Django: a
+    FileSystemStorage (or InMemoryStorage) on ``MEDIA_ROOT`` and ``MEDIA_URL`` (which
+    :func:`site` sets), an S3Storage from the ``AWS_*`` settings django-storages reads.
+    """
+    settings: dict = {}
     if kind == "filesystem":
-        default = {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "media"), "base_url": MEDIA_URL},
-        }
+        default = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
     elif kind == "memory":
         default = {"BACKEND": "django.core.files.storage.InMemoryStorage"}
     elif kind == "s3":
-        default = {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": bucket,
-                "endpoint_url": s3_endpoint,
-                "access_key": "testing",
-                "secret_key": "testing",
-                "region_name": "us-east-1",
-            },
+        default = {"BACKEND": "storages.backends.s3.S3Storage"}
+        settings = {
+            "AWS_STORAGE_BUCKET_NAME": bucket,
+            "AWS_S3_ENDPOINT_URL": s3_endpoint,
+            "AWS_S3_ACCESS_KEY_ID": "testing",
+            "AWS_S3_SECRET_ACCESS_KEY": "testing",
+            "AWS_S3_REGION_NAME": "us-east-1",
         }
     else:
         raise ValueError(kind)
-    return {
+    storages = {
         "default": default,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+    return {"STORAGES": storages, **settings}
 
 
 @contextlib.contextmanager
-def site(tmp_path: pathlib.Path, storages: dict, *, debug: bool = False, **fileprocessor):
-    """Settings for one test: the photos app, ``storages``, and FILEPROCESSOR keeping its
-    store and results in ``tmp_path`` with the default storage as the ``media`` root."""
+def site(tmp_path: pathlib.Path, settings: dict, *, debug: bool = False, **fileprocessor):
+    """Settings for one test: the photos app, ``MEDIA_ROOT`` in ``tmp_path``, ``settings``
+    (from :func:`settings_for`, which may replace ``MEDIA_URL``) and FILEPROCESSOR keeping
+    its store and results in ``tmp_path`` with the default storage as the ``media`` root."""
     from fileproc_django import storages as django_storages
 
     values = {
@@ -81,9 +88,7 @@ def site(tmp_path: pathlib.Path, storages: dict, *, debug: bool = False, **filep
     }
     with override_settings(
         INSTALLED_APPS=["fileproc_django", "django_photos"],
-        STORAGES=storages,
-        MEDIA_ROOT=str(tmp_path / "media"),
-        MEDIA_URL=MEDIA_URL,
+        **{"MEDIA_ROOT": str(tmp_path / "media"), "MEDIA_URL": MEDIA_URL, **settings},
         ROOT_URLCONF=__name__,
         DEBUG=debug,
         FILEPROCESSOR=values,
@@ -141,4 +146,4 @@ def wrapped():
     return fileproc_django.wrap(WSGIHandler())
 
 
-__all__ = ["decode", "fetch", "images", "jpeg", "photo", "render", "site", "storages_for", "wrapped", "PAGE"]
+__all__ = ["decode", "fetch", "images", "jpeg", "photo", "render", "settings_for", "site", "wrapped", "PAGE"]

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from django_support import images, jpeg, photo, render, site, storages_for
+from django_support import images, jpeg, photo, render, settings_for, site
 from fileproc_wsgi import InstructionError
 
 BLOCK = "{% fileprocessor source=SOURCE %}fit 100x100{% empty %}<i>no photo</i>{% endfileprocessor %}"
@@ -28,7 +28,7 @@ def debug(request):
 
 @pytest.fixture
 def filesystem(tmp_path):
-    return storages_for("filesystem", tmp_path)
+    return settings_for("filesystem")
 
 
 def test_a_field_prints_an_img_of_the_promised_size(tmp_path, filesystem, debug):
@@ -110,9 +110,8 @@ def test_a_fields_url_or_path_is_a_clear_error_with_debug_and_the_empty_branch_w
     for debug in (True, False):
         base = tmp_path / f"debug-{debug}"
         base.mkdir()
-        storages = storages_for("filesystem", base)
-        storages["default"]["OPTIONS"]["base_url"] = media_url
-        with site(base, storages, debug=debug), caplog.at_level(logging.WARNING):
+        settings = {**settings_for("filesystem"), "MEDIA_URL": media_url}
+        with site(base, settings, debug=debug), caplog.at_level(logging.WARNING):
             item = photo("a.jpg")
             context = {"item": item, "address": item.image.url}
             if debug:
@@ -200,9 +199,7 @@ def test_the_django_page_has_examples():
 )
 def test_every_block_in_the_django_page_renders_with_debug(tmp_path, source):
     """Each example of docs/django.md, as written, with a photo and a user with no avatar."""
-    with site(
-        tmp_path, storages_for("filesystem", tmp_path), debug=True, source_roots={"default": "django:default"}
-    ):
+    with site(tmp_path, settings_for("filesystem"), debug=True, source_roots={"default": "django:default"}):
         item = photo("holiday.jpg", (1200, 800), title="Hills & sun")
         item.slug = "holiday"
         user = {"username": "ada", "profile": {"avatar": photo(name="").image}}

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from django_support import PAGE, decode, fetch, images, jpeg, photo, render, site, storages_for, wrapped
+from django_support import PAGE, decode, fetch, images, jpeg, photo, render, settings_for, site, wrapped
 from fileproc_wsgi import InstructionError
 from fileproc_wsgi.errors import ConfigError, SourceNotFoundError
 from support import S3_CREDENTIALS, s3_server
@@ -44,13 +44,13 @@ def s3_bucket(request, monkeypatch):
 
 
 @pytest.fixture
-def storages(request, tmp_path):
-    """The STORAGES setting of the parametrised kind (``request.param``)."""
+def storage(request):
+    """The settings of a default storage of the parametrised kind (``request.param``)."""
     kind = request.param
     if kind == "s3":
         endpoint, bucket = request.getfixturevalue("s3_bucket")
-        return storages_for(kind, tmp_path, s3_endpoint=endpoint, bucket=bucket)
-    return storages_for(kind, tmp_path)
+        return settings_for(kind, s3_endpoint=endpoint, bucket=bucket)
+    return settings_for(kind)
 
 
 def _replace(field_file, size: tuple[int, int]) -> None:
@@ -60,9 +60,9 @@ def _replace(field_file, size: tuple[int, int]) -> None:
     assert storage.save(name, jpeg(*size)) == name
 
 
-@pytest.mark.parametrize("storages", KINDS, indirect=True)
-def test_a_field_on_the_storage_renders_is_made_and_a_replaced_file_gets_a_new_url(tmp_path, storages):
-    with site(tmp_path, storages):
+@pytest.mark.parametrize("storage", KINDS, indirect=True)
+def test_a_field_on_the_storage_renders_is_made_and_a_replaced_file_gets_a_new_url(tmp_path, storage):
+    with site(tmp_path, storage):
         app = wrapped()
         item = photo("holiday.jpg", (600, 400))
         PAGE.update(
@@ -87,7 +87,7 @@ def test_a_field_on_the_storage_renders_is_made_and_a_replaced_file_gets_a_new_u
 
 
 def test_in_process_jobs_read_the_storage_themselves(tmp_path):
-    with site(tmp_path, storages_for("memory", tmp_path), isolate_jobs=False):
+    with site(tmp_path, settings_for("memory"), isolate_jobs=False):
         app = wrapped()
         item = photo("holiday.jpg", (300, 600))
         [(url, width, height)] = images(
@@ -99,7 +99,7 @@ def test_in_process_jobs_read_the_storage_themselves(tmp_path):
 
 def test_a_field_with_a_storage_of_its_own_is_read_through_its_root(tmp_path):
     roots = {"media": "django:default", "archive": "django:django_photos.Photo.archive"}
-    with site(tmp_path, storages_for("filesystem", tmp_path), source_roots=roots):
+    with site(tmp_path, settings_for("filesystem"), source_roots=roots):
         app = wrapped()
         item = photo(name="")
         item.archive.save("old.jpg", jpeg(200, 100), save=False)
@@ -112,11 +112,11 @@ def test_a_field_with_a_storage_of_its_own_is_read_through_its_root(tmp_path):
         assert (status, decode(response.body).size) == (301, (40, 20))
 
 
-@pytest.mark.parametrize("storages", KINDS, indirect=True)
-def test_backend_versions_opens_and_misses_through_the_storage(tmp_path, storages):
+@pytest.mark.parametrize("storage", KINDS, indirect=True)
+def test_backend_versions_opens_and_misses_through_the_storage(tmp_path, storage):
     from fileproc_django.storages import open_storage
 
-    with site(tmp_path, storages):
+    with site(tmp_path, storage):
         item = photo("a.jpg", (60, 40))
         backend = open_storage("default")
         name = item.image.name
@@ -130,22 +130,22 @@ def test_backend_versions_opens_and_misses_through_the_storage(tmp_path, storage
             backend.version("photos/missing.jpg")
         with pytest.raises(SourceNotFoundError, match="'photos/missing.jpg'"):
             backend.open("photos/missing.jpg")
-        assert backend.label.endswith(f"({storages['default']['BACKEND'].rsplit('.', 1)[1]})")
+        assert backend.label.endswith(f"({storage['STORAGES']['default']['BACKEND'].rsplit('.', 1)[1]})")
 
 
 @pytest.mark.parametrize(
-    ("storages", "local"),
+    ("storage", "local"),
     [
         pytest.param("filesystem", True, id="filesystem"),
         pytest.param("memory", False, id="memory"),
         pytest.param("s3", False, id="s3"),
     ],
-    indirect=["storages"],
+    indirect=["storage"],
 )
-def test_only_a_file_system_storage_is_a_local_directory(tmp_path, storages, local):
+def test_only_a_file_system_storage_is_a_local_directory(tmp_path, storage, local):
     from fileproc_django.storages import open_storage
 
-    with site(tmp_path, storages):
+    with site(tmp_path, storage):
         assert open_storage("default").local_directory() == (str(tmp_path / "media") if local else None)
 
 
@@ -181,7 +181,7 @@ def test_a_root_naming_no_storage_is_a_config_error(tmp_path, argument, message)
     from fileproc_django.storages import open_storage
 
     with (
-        site(tmp_path, storages_for("memory", tmp_path)),
+        site(tmp_path, settings_for("memory")),
         pytest.raises(ConfigError, match=re.escape(message)),
     ):
         open_storage(argument)
@@ -207,7 +207,7 @@ def test_reference_of_a_field_names_the_root_serving_its_storage(tmp_path, roots
     (tmp_path / "media").mkdir()
     paths = {"MEDIA": str(tmp_path / "media"), "TMP": str(tmp_path)}
     roots = {root: paths.get(value, value) for root, value in roots.items()}
-    with site(tmp_path, storages_for("filesystem", tmp_path), source_roots=roots):
+    with site(tmp_path, settings_for("filesystem"), source_roots=roots):
         item = photo(name="")
         getattr(item, field).save("a.jpg", jpeg(20, 20), save=False)
         assert reference_of(getattr(item, field)) == expected
@@ -216,7 +216,7 @@ def test_reference_of_a_field_names_the_root_serving_its_storage(tmp_path, roots
 def test_reference_of_a_field_no_root_serves_names_the_entry_to_add(tmp_path):
     from fileproc_django.storages import reference_of
 
-    with site(tmp_path, storages_for("memory", tmp_path)):
+    with site(tmp_path, settings_for("memory")):
         item = photo(name="")
         item.archive.save("a.jpg", jpeg(20, 20), save=False)
         with pytest.raises(InstructionError) as raised:
@@ -230,7 +230,7 @@ def test_reference_of_a_field_no_root_serves_names_the_entry_to_add(tmp_path):
 def test_reference_of_anything_else(tmp_path):
     from fileproc_django.storages import reference_of
 
-    with site(tmp_path, storages_for("memory", tmp_path)):
+    with site(tmp_path, settings_for("memory")):
         assert reference_of(photo(name="").image) == ""
         assert reference_of(photo(name="")) is None
         assert reference_of(io.BytesIO(b"x")) is None
@@ -238,12 +238,12 @@ def test_reference_of_anything_else(tmp_path):
 
 def test_a_field_no_root_serves_is_an_error_with_debug_and_the_empty_branch_without(tmp_path, caplog):
     template = "{% fileprocessor source=item.archive %}fit 40x40{% empty %}none{% endfileprocessor %}"
-    with site(tmp_path, storages_for("memory", tmp_path)):
+    with site(tmp_path, settings_for("memory")):
         item = photo(name="")
         item.archive.save("a.jpg", jpeg(20, 20), save=False)
         with caplog.at_level(logging.WARNING):
             assert render(template, {"item": item}) == "none"
         assert 'add "photo": "django:django_photos.Photo.archive"' in caplog.text
-    with site(tmp_path, storages_for("memory", tmp_path), debug=True):
+    with site(tmp_path, settings_for("memory"), debug=True):
         with pytest.raises(InstructionError, match="no source root serves"):
             render(template, {"item": item})
