@@ -205,7 +205,7 @@ def missing() -> list[Missing]:
     empty when all are present. Imports every engine: for a check run once (``manage.py
     check``), not for a request."""
     lacking = [key for key, present in available().items() if not present]
-    if "imagemagick" in lacking:
+    if "imagemagick" in lacking and "imagemagick:HEIF" in lacking:
         lacking.remove("imagemagick:HEIF")  # said by the missing ImageMagick itself
     return [_missing(key) for key in lacking]
 
