@@ -55,6 +55,8 @@ def test_processing_server_with_environment_settings(tmp_path):
         "FILEPROC_DATABASE_URL": f"sqlite:///{tmp_path / 'fp.db'}",
         "FILEPROC_STORAGE": str(tmp_path / "results"),
     }
+    # register adds to a store and never makes one (a wrong directory would get a new one).
+    subprocess.run([*FILEPROC, "migrate"], env=env, capture_output=True, timeout=60, cwd=tmp_path, check=True)
     registered = subprocess.run(
         [*FILEPROC, "register", "a.png | fit 40x | format webp"],
         env=env,
@@ -97,6 +99,7 @@ def test_processing_server_with_environment_settings(tmp_path):
 )
 def test_command_line_errors_are_one_line(tmp_path, arguments, message):
     env = {**os.environ, "FILEPROC_DATABASE_URL": f"sqlite:///{tmp_path / 'fp.db'}"}
+    subprocess.run([*FILEPROC, "migrate"], env=env, capture_output=True, timeout=60, cwd=tmp_path, check=True)
     result = subprocess.run(
         [*FILEPROC, *arguments], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
