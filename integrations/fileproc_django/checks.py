@@ -9,7 +9,6 @@ that never shows PDFs can silence ``fileproc_django.W010`` in ``SILENCED_SYSTEM_
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 from django.core import checks
@@ -21,16 +20,17 @@ from fileproc_wsgi.errors import SourceNotFoundError
 from . import storages
 from .conf import cache_alias_from_settings, config_from_settings
 
-# available() key of fileproc_wsgi.engines -> (check id, what it reads, Python package, extra)
-ENGINES = {
-    "pdf": ("fileproc_django.W010", "PDF pages", "pypdfium2", "fileproc-wsgi[pdf]"),
-    "video": ("fileproc_django.W011", "video frames", "av", "fileproc-wsgi[video]"),
-    "imagemagick": (
-        "fileproc_django.W012",
-        "HEIC, PSD, RAW and the other formats only ImageMagick reads",
-        "wand",
-        "fileproc-wsgi[wand]",
-    ),
+# The check id of each library fileproc_wsgi.engines.missing() can report (its key);
+# a key added there later is reported under W019 until it gets an id of its own.
+ENGINE_CHECKS = {
+    "pdf": "fileproc_django.W010",
+    "video": "fileproc_django.W011",
+    "imagemagick": "fileproc_django.W012",
+    "imagemagick:HEIF": "fileproc_django.W013",
+    "jpeg": "fileproc_django.W014",
+    "webp": "fileproc_django.W015",
+    "avif": "fileproc_django.W016",
+    "littlecms": "fileproc_django.W017",
 }
 _PROBE_NAME = ".fileproc-check"  # a name nobody stores: asking for it costs one lookup
 
@@ -121,27 +121,20 @@ def check_storages_answer(app_configs=None, **kwargs) -> list[checks.CheckMessag
 
 
 def check_engines(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
-    """Engines this installation lacks, each with the extra that provides it."""
+    """Libraries this installation lacks, each with the extra or package that provides it
+    (the engines' own list, so the check and a refused source say the same thing)."""
     from fileproc_wsgi import engines
 
-    present = engines.available()
     messages = []
-    for key, (check_id, reads, package, extra) in ENGINES.items():
-        if present.get(key, True):
-            continue
-        if importlib.util.find_spec(package) is None:
-            hint = f"pip install '{extra}'; or silence {check_id} if this site has no such sources."
-        elif key == "imagemagick":
-            hint = (
-                "Wand is installed but cannot load ImageMagick's MagickWand library: install it "
-                "(Debian and Ubuntu: apt install libmagickwand-6.q16-6)."
-            )
-        else:
-            hint = f"{package} is installed but cannot be imported: reinstall '{extra}'."
+    for missing in engines.missing():
+        check_id = ENGINE_CHECKS.get(missing.engine, "fileproc_django.W019")
+        install = "install what the message names"
+        if missing.extra:
+            install = f"pip install 'fileproc-wsgi[{missing.extra}]'"
         messages.append(
             checks.Warning(
-                f"fileproc_wsgi cannot read {reads}: such sources will be refused",
-                hint=hint,
+                f"{missing.why}; such sources will be refused",
+                hint=f"{install}; or silence {check_id} if this site has no such sources.",
                 id=check_id,
             )
         )
