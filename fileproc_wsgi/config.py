@@ -92,7 +92,8 @@ class Config:
         self._set("prefix", prefix)
 
         base = os.path.abspath(".fileproc")
-        self._set("database_url", self.database_url or f"sqlite:///{os.path.join(base, 'fileproc.db')}")
+        database_url = self.database_url or f"sqlite:///{os.path.join(base, 'fileproc.db')}"
+        self._set("database_url", absolute_database_url(database_url, os.getcwd()))
         self._set("storage", _storage_url(self.storage or os.path.join(base, "results")))
         public_url = self.public_url or f"{prefix}/files/"
         self._set("public_url", public_url if public_url.endswith("/") else public_url + "/")
@@ -270,6 +271,22 @@ def storage_root(value: str) -> tuple[str, str] | None:
     None for a directory."""
     match = _STORAGE_ROOT.match(value)
     return (match.group(1), match.group(2)) if match else None
+
+
+def absolute_database_url(url: str, base: str) -> str:
+    """``sqlite:///x.db`` made absolute against ``base``; every other URL as it is.
+
+    SQLite opens a relative path against the working directory of the moment it
+    connects: resolved when the Config is built, it names one file however the process
+    moves (and a settings file resolves it against its own directory).
+    """
+    scheme, separator, rest = url.partition(":///")
+    if not separator or scheme.partition("+")[0] != "sqlite":
+        return url
+    database, question, query = rest.partition("?")
+    if not database or database.startswith("/") or database == ":memory:" or database.startswith("file:"):
+        return url
+    return f"{scheme}:///{os.path.join(base, database)}{question}{query}"
 
 
 def _storage_url(value: str) -> str:

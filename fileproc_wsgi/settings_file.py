@@ -21,7 +21,7 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
-from .config import ENV_PREFIX, Config
+from .config import ENV_PREFIX, Config, absolute_database_url
 from .errors import ConfigError
 
 VARIABLE = "FILEPROC_CONFIG"
@@ -56,7 +56,7 @@ def read_settings(path: str) -> dict[str, Any]:
     base = os.path.dirname(os.path.abspath(path))
     values = {key.lower(): value for key, value in values.items()}
     if isinstance(values.get("database_url"), str):
-        values["database_url"] = _database_url(values["database_url"], base)
+        values["database_url"] = absolute_database_url(values["database_url"], base)
     if isinstance(values.get("storage"), str) and values["storage"]:
         values["storage"] = _storage(values["storage"], base)
     roots = values.get("source_roots")
@@ -68,17 +68,6 @@ def read_settings(path: str) -> dict[str, Any]:
             f'{{ default = "media" }}, got {roots!r}'
         )
     return values
-
-
-def _database_url(url: str, base: str) -> str:
-    """``sqlite:///x.db`` relative to ``base``; every other URL as it is."""
-    scheme, separator, rest = url.partition(":///")
-    if not separator or scheme.partition("+")[0] != "sqlite":
-        return url
-    database, question, query = rest.partition("?")
-    if not database or database.startswith("/") or database == ":memory:" or database.startswith("file:"):
-        return url
-    return f"{scheme}:///{os.path.join(base, database)}{question}{query}"
 
 
 def _storage(storage: str, base: str) -> str:

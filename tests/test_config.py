@@ -28,6 +28,25 @@ def test_relative_paths_are_fixed_when_built(tmp_path, monkeypatch):
     assert config.storage == f"file://{tmp_path}/out"
 
 
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        pytest.param("sqlite:///site.db", "sqlite:///{here}/site.db", id="relative"),
+        pytest.param(
+            "sqlite+pysqlite:///db/x.db?timeout=5", "sqlite+pysqlite:///{here}/db/x.db?timeout=5", id="query"
+        ),
+        pytest.param("sqlite:////srv/x.db", "sqlite:////srv/x.db", id="absolute"),
+        pytest.param("sqlite:///:memory:", "sqlite:///:memory:", id="memory"),
+        pytest.param("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db", id="postgresql"),
+    ],
+)
+def test_a_relative_sqlite_url_names_one_file_wherever_the_process_goes(tmp_path, monkeypatch, url, expected):
+    monkeypatch.chdir(tmp_path)
+    config = Config(database_url=url)
+    monkeypatch.chdir("/")
+    assert config.database_url == expected.format(here=tmp_path)
+
+
 def test_config_is_frozen():
     config = Config()
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -45,7 +64,7 @@ def test_from_mapping_matches_keywords():
 
 def test_from_env(tmp_path):
     environ = {
-        "FILEPROC_DATABASE_URL": "sqlite:///x.db",
+        "FILEPROC_DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
         "FILEPROC_SOURCE_ROOTS": f"default={tmp_path},static={tmp_path}/static",
         "FILEPROC_ALLOWED_HOSTS": "a.example.com, *.b.example.com",
         "FILEPROC_MAX_SOURCE_PIXELS": "1000",
@@ -55,7 +74,7 @@ def test_from_env(tmp_path):
         "PATH": "/usr/bin",
     }
     config = Config.from_env(environ)
-    assert config.database_url == "sqlite:///x.db"
+    assert config.database_url == f"sqlite:///{tmp_path}/x.db"
     assert dict(config.source_roots) == {"default": str(tmp_path), "static": f"{tmp_path}/static"}
     assert config.allowed_hosts == ("a.example.com", "*.b.example.com")
     assert (config.max_source_pixels, config.wait_timeout, config.serve_results) == (1000, 2.5, True)
