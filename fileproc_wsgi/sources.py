@@ -463,6 +463,13 @@ def _local(reference: str, relative: str, real_root: str) -> LocalSource:
     try:
         info = os.stat(real)
     except FileNotFoundError:
+        if not os.path.isdir(real_root):
+            # Settings that do not match this machine (a command run with another site's
+            # roots, a volume not mounted yet), not a missing file: recorded as permanent,
+            # it would keep a good image broken after the settings are put right.
+            raise ConfigError(
+                f"source {reference!r}: its root is not a directory on this server (see source_roots)"
+            ) from None
         raise SourceNotFoundError(f"source {reference!r} does not exist") from None
     except OSError as error:
         raise SourceError(f"source {reference!r} cannot be read ({error.strerror})") from None

@@ -15,14 +15,12 @@ import re
 from django.core.files.base import ContentFile
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpResponse
-from django.template import Context, Template, engines
-from django.template.base import Origin
 from django.test.utils import override_settings
 from django.urls import path
 from webob import Request
 
-import test_django  # noqa: F401 - configures Django, whichever Django test module runs first
 from support import decode, halves
+from test_django import render  # noqa: F401 - importing it configures Django, once per process
 
 MEDIA_URL = "/media/"
 
@@ -111,15 +109,6 @@ def photo(name: str = "holiday.jpg", size: tuple[int, int] = (600, 400), **field
     if name:
         instance.image.save(name, jpeg(*size), save=False)
     return instance
-
-
-def render(source: str, context: dict | None = None, *, name: str = "page.html") -> str:
-    template = Template(
-        "{% load fileprocessor %}" + source,
-        origin=Origin(name, template_name=name),
-        engine=engines["django"].engine,
-    )
-    return template.render(Context(context or {}))
 
 
 IMG = re.compile(r'<img src="([^"]+)" width="(\d+)" height="(\d+)"')

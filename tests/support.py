@@ -73,7 +73,8 @@ class Site:
         self.media.mkdir(exist_ok=True)
         settings.setdefault("database_url", f"sqlite:///{root / 'fileproc.db'}")
         settings.setdefault("storage", str(root / "results"))
-        self.config = Config(source_roots={"default": str(self.media)}, **settings)
+        settings.setdefault("source_roots", {"default": str(self.media)})
+        self.config = Config(**settings)
         self.registrar = Registrar(self.config)
         self.store = self.registrar.store
         self.app = FileProcessor(None, self.config, store=self.store)

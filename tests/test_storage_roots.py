@@ -23,8 +23,6 @@ from fileproc_wsgi.errors import (
     SourceNotFoundError,
     UnavailableError,
 )
-from fileproc_wsgi.middleware import FileProcessor
-from fileproc_wsgi.registrar import Registrar
 from fileproc_wsgi.sources import LocalSource, Sources, StorageSource
 from support import decode, halves
 
@@ -129,49 +127,15 @@ def storage():
     sources._openers.pop("memory", None)
 
 
-class StorageSite:
-    """A registrar and the middleware over one config whose root "media" is a storage."""
-
-    def __init__(self, root, **settings):
-        settings.setdefault("source_roots", {"default": "memory:photos"})
-        self.config = Config(
-            database_url=f"sqlite:///{root / 'fileproc.db'}", storage=str(root / "results"), **settings
-        )
-        self.registrar = Registrar(self.config)
-        self.app = FileProcessor(None, self.config, store=self.registrar.store)
-
-    def get(self, path: str):
-        from webob import Request
-
-        response = Request.blank(path).get_response(self.app)
-        response.body  # noqa: B018 - read it all, so files get closed
-        return response
-
-    def request(self, text: str):
-        response = self.get(self.registrar.register(text).url)
-        if response.status_int in (301, 302, 307, 308):
-            response = self.get(response.location)
-        return response
-
-    def close(self) -> None:
-        self.registrar.close()
-
-
 @pytest.fixture
-def make_storage_site(tmp_path, request):
-    sites = []
-    in_process = request.node.get_closest_marker("in_process") is not None
+def make_storage_site(make_site):
+    """Sites (tests/support.py) whose default root is the storage "memory:photos"."""
 
-    def make(**settings) -> StorageSite:
-        if in_process:
-            settings.setdefault("isolate_jobs", False)
-        site = StorageSite(tmp_path, **settings)
-        sites.append(site)
-        return site
+    def make(**settings):
+        settings.setdefault("source_roots", {"default": "memory:photos"})
+        return make_site(**settings)
 
-    yield make
-    for site in sites:
-        site.close()
+    return make
 
 
 # Configuration
