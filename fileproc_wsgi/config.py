@@ -71,6 +71,9 @@ class Config:
     retry_after: int = 5
     cache_size: int = 4096
     source_check_interval: float = 1.0
+    # The same for a source that asking costs a request (a storage root that is not plain
+    # files, s3:// sources): a warm render must not wait on the network every second.
+    remote_source_check_interval: float = 60.0
     max_source_bytes: int = 100 * 1024 * 1024
     max_source_pixels: int = 50_000_000
     max_output_pixels: int = 25_000_000
@@ -157,11 +160,9 @@ class Config:
             )
         if self.s3_endpoint_url and not re.match(r"^https?://[^/\s]+", self.s3_endpoint_url):
             raise ConfigError(f"s3_endpoint_url: expected an http(s) URL, got {self.s3_endpoint_url!r}")
-        if not 0 <= self.source_check_interval <= 3600:
-            raise ConfigError(
-                "source_check_interval: expected seconds between 0 and 3600, "
-                f"got {self.source_check_interval!r}"
-            )
+        for name in ("source_check_interval", "remote_source_check_interval"):
+            if not 0 <= getattr(self, name) <= 3600:
+                raise ConfigError(f"{name}: expected seconds between 0 and 3600, got {getattr(self, name)!r}")
         for name in (
             "retry_after",
             "cache_size",

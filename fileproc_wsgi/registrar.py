@@ -75,6 +75,7 @@ class Registrar:
         self.cache = None if cache is None else SharedCache(cache)
         self._url_base = self.config.prefix + "/"
         self._check_interval = self.config.source_check_interval
+        self._remote_check_interval = self.config.remote_source_check_interval
         self._lru: OrderedDict[str, _Entry] = OrderedDict()
         self._versions: dict[str, tuple[str, float]] = {}  # reference: (version, when asked)
         self._lock = threading.Lock()
@@ -132,7 +133,7 @@ class Registrar:
         if entry is None:
             return None
         now = time.monotonic()
-        if now - entry.checked >= self._check_interval:
+        if now - entry.checked >= self._interval(entry.source):
             try:
                 if self._version(entry.source, now) != entry.version:
                     return None
@@ -179,17 +180,22 @@ class Registrar:
         return _Cold(text, _Entry(source, version, representation), row)
 
     def _version(self, source, now: float, *, fresh: bool = False) -> str:
-        """The source's version, asked at most once per ``source_check_interval`` for
-        all the texts naming it (unless ``fresh``): through a remote storage each asking
+        """The source's version, asked at most once per check interval for all the
+        texts naming it (unless ``fresh``): through a remote storage each asking
         is a request, and a page shows one picture in several sizes."""
         seen = None if fresh else self._versions.get(source.reference)
-        if seen is not None and now - seen[1] < self._check_interval:
+        if seen is not None and now - seen[1] < self._interval(source):
             return seen[0]
         version = source.version()
         if len(self._versions) >= self.config.cache_size:
             self._versions.clear()  # versions are cheap to ask again; a bound is what matters
         self._versions[source.reference] = (version, now)
         return version
+
+    def _interval(self, source) -> float:
+        """How long a version of ``source`` is trusted: a ``stat`` is cheap, asking a
+        storage or S3 is a request in the middle of a render."""
+        return self._check_interval if type(source) is LocalSource else self._remote_check_interval
 
     def _representation(self, checksum: str, output: str, width: int | None, height: int | None):
         return Representation(

@@ -82,6 +82,7 @@ def site(tmp_path: pathlib.Path, settings: dict, *, debug: bool = False, **filep
         "source_roots": {"media": "django:default"},
         # Tests replace files and expect the next render to see it.
         "source_check_interval": 0,
+        "remote_source_check_interval": 0,
         **fileprocessor,
     }
     with override_settings(

@@ -46,7 +46,7 @@ def bucket(client):
 
 @pytest.fixture
 def s3_site(make_site, bucket, s3_endpoint):
-    return make_site(allowed_hosts=(bucket,), s3_endpoint_url=s3_endpoint, source_check_interval=0)
+    return make_site(allowed_hosts=(bucket,), s3_endpoint_url=s3_endpoint, remote_source_check_interval=0)
 
 
 def sources(bucket, endpoint, **settings) -> Sources:
@@ -158,7 +158,7 @@ def test_credentials_set_after_a_worker_started_reach_the_next_job(
 ):
     # Jobs run in long-lived worker processes: one started before the credentials were
     # set must not make the next S3 job without them.
-    site = make_site(allowed_hosts=(bucket,), s3_endpoint_url=s3_endpoint, source_check_interval=0)
+    site = make_site(allowed_hosts=(bucket,), s3_endpoint_url=s3_endpoint, remote_source_check_interval=0)
     halves(40, 20).save(site.media / "local.png")
     for name in S3_CREDENTIALS:
         monkeypatch.delenv(name)

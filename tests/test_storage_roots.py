@@ -302,7 +302,7 @@ def test_register_and_process_through_a_storage_in_process(make_storage_site, st
 
 def test_a_replaced_file_gets_a_new_checksum(make_storage_site, storage):
     storage.save("a.jpg", jpeg(600, 400))
-    site = make_storage_site(source_check_interval=0)
+    site = make_storage_site(remote_source_check_interval=0)
     before = site.registrar.register("a.jpg | fit 300x300")
     storage.save("a.jpg", jpeg(400, 600))
     after = site.registrar.register("a.jpg | fit 300x300")
@@ -462,7 +462,7 @@ def test_a_worker_never_imports_the_storage_backend(make_storage_site, tmp_path,
 
 def test_warm_renders_ask_a_storage_once_per_interval_for_all_sizes_of_a_picture(make_storage_site, storage):
     storage.save("a.jpg", jpeg())
-    site = make_storage_site(source_check_interval=0.2)
+    site = make_storage_site(remote_source_check_interval=0.2)
     texts = [f"a.jpg | fit {size}x" for size in (100, 200, 300)]
     site.registrar.register_many(texts)
     storage.versions_asked = 0
@@ -471,9 +471,34 @@ def test_warm_renders_ask_a_storage_once_per_interval_for_all_sizes_of_a_picture
     assert storage.versions_asked == 1
 
 
+def test_a_warm_render_asks_a_storage_by_its_own_interval_and_stats_a_file_by_the_local_one(
+    make_storage_site, storage, tmp_path
+):
+    """Asking a storage is a request in the middle of a render: it is trusted for
+    remote_source_check_interval, while a local file keeps its cheap stat per
+    source_check_interval."""
+    storage.save("a.jpg", jpeg(600, 400))
+    site = make_storage_site(
+        source_roots={"default": "memory:photos", "files": str(tmp_path / "files")},
+        source_check_interval=0,
+        remote_source_check_interval=30,
+    )
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "b.jpg").write_bytes(jpeg(600, 400))
+    remote = site.registrar.register("a.jpg | fit 300x300")
+    local = site.registrar.register("files:b.jpg | fit 300x300")
+    storage.versions_asked = 0
+    storage.save("a.jpg", jpeg(400, 600))
+    (tmp_path / "files" / "b.jpg").write_bytes(jpeg(400, 600))
+    for _ in range(20):  # twenty renders of a warm page
+        assert site.registrar.register("a.jpg | fit 300x300") == remote
+    assert storage.versions_asked == 0
+    assert (site.registrar.register("files:b.jpg | fit 300x300").width, local.width) == (200, 300)
+
+
 def test_a_storage_that_is_down_keeps_warm_pages_as_they_were(make_storage_site, storage):
     storage.save("a.jpg", jpeg())
-    site = make_storage_site(source_check_interval=0.05)
+    site = make_storage_site(remote_source_check_interval=0.05)
     before = site.registrar.register("a.jpg | fit 100x")
     storage.failure = ConnectionError("no route to host")
     time.sleep(0.1)
