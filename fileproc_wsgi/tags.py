@@ -419,7 +419,13 @@ class Block:
                 return self._render(registrar, text, values, strict, reference_of, None)
             if empty:
                 return None  # an optional file left empty: the empty branch, quietly
-            if type(value) is not str:
+            if isinstance(value, str):
+                # A literal in a template is a SafeString (Django) or a Markup (Jinja2's
+                # |safe): the same name as a plain str, and remembered as one. str.__str__,
+                # since SafeString.__str__ returns the SafeString itself.
+                if type(value) is not str:
+                    values = (*values[:at], str.__str__(value), *values[at + 1 :])
+            else:
                 # Keyed on the reference, not on the object (a model instance cannot be
                 # trusted to stay the same): converted first, once per render.
                 reference = _converted(value, reference_of)

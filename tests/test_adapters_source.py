@@ -4,10 +4,20 @@ with ``{% %}`` and ``<% %>``, autoescape on and off, print exactly the same thin
 from __future__ import annotations
 
 import pytest
+from jinja2 import DictLoader, Environment
 
 import test_adapters
+from fileproc_django import get_registrar
+from fileproc_jinja2 import FileProcessorExtension
 from test_adapters import JINJA2_ENVIRONMENTS, registrar  # noqa: F401 - a fixture
-from test_django import fileprocessor, media  # noqa: F401 - fixtures, and Django set up
+from test_django import (  # noqa: F401 - fixtures, and Django set up
+    Context,
+    Origin,
+    Template,
+    engines,
+    fileprocessor,
+    media,
+)
 
 CASES = [
     pytest.param('source="photo.jpg"', "fit 300x", "", 'width="300" height="180"', id="source-string"),
@@ -41,3 +51,26 @@ def test_source_and_densities_print_the_same(
     test_adapters.test_both_adapters_print_the_same(
         registrar, delimiters, autoescape, arguments, body, after, contains
     )
+
+
+def test_a_literal_source_string_is_answered_from_the_blocks_memory(
+    registrar,  # noqa: F811 - the fixture imported above
+    monkeypatch,
+):
+    # Django hands a literal as a SafeString and Jinja2's |safe as a Markup: both are the
+    # name itself, so a warm block must not rebuild (register every variant) each render.
+    source = '{% fileprocessor source="photo.jpg" widths="100,200" %}fit 300x{% endfileprocessor %}'
+    django_template = Template(
+        "{% load fileprocessor %}" + source, origin=Origin("p.html"), engine=engines["django"].engine
+    )
+    environment = Environment(extensions=[FileProcessorExtension], loader=DictLoader({}))
+    environment.fileprocessor_registrar = registrar
+    jinja2_template = environment.from_string(source.replace('"photo.jpg"', '"photo.jpg"|safe'))
+    calls = []
+    for counted in (get_registrar(), registrar):
+        many = counted.register_many
+        monkeypatch.setattr(counted, "register_many", lambda texts, many=many: calls.append(1) or many(texts))
+    pages = [django_template.render(Context({})) for _ in range(3)]
+    pages += [jinja2_template.render() for _ in range(3)]
+    assert len(calls) == 2, "one registration of the block per adapter, then its memory"
+    assert len(set(pages)) == 1 and 'width="300"' in pages[0]
