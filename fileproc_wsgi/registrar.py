@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
+from typing import BinaryIO
 
 from . import engines
 from .cache import Generation, SharedCache
@@ -44,6 +45,18 @@ class _Entry:
         self.version = version
         self.representation = representation
         self.checked = time.monotonic()
+
+
+class _Reads(contextlib.ExitStack):
+    """What the new registrations of one call share: each source's version, asked once,
+    and each source's file, opened once (closed when the call ends). Through a remote
+    storage each is a request, and one block of ``widths=`` and ``formats=`` names its
+    source in nine texts or more."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.versions: dict[str, str] = {}
+        self.handles: dict[str, BinaryIO] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,18 +102,21 @@ class Registrar:
         entry = self._warm(text)
         if entry is not None:
             return entry.representation
-        return self._save([self._cold(text)], generation)[0]
+        with _Reads() as reads:
+            cold = self._cold(text, reads)
+        return self._save([cold], generation)[0]
 
     def register_many(self, texts: Iterable[str]) -> list[Representation]:
         """Representations of several texts, the new ones written in one transaction."""
         generation = self._generation.check()
         found: list[Representation | None] = []
         cold: list[_Cold] = []
-        for text in texts:
-            entry = self._warm(text)
-            if entry is None:
-                cold.append(self._cold(text))
-            found.append(None if entry is None else entry.representation)
+        with _Reads() as reads:
+            for text in texts:
+                entry = self._warm(text)
+                if entry is None:
+                    cold.append(self._cold(text, reads))
+                found.append(None if entry is None else entry.representation)
         made = iter(self._save(cold, generation))
         return [representation or next(made) for representation in found]
 
@@ -148,21 +164,32 @@ class Registrar:
             pass
         return entry
 
-    def _cold(self, text: str) -> _Cold:
+    def _cold(self, text: str, reads: _Reads) -> _Cold:
         instructions = parse(text)
         self.config.check_page(instructions.page)
         source = self.sources.resolve(instructions.source)
-        # Asked afresh: the header read below must be of the file this version names.
-        version = self._version(source, time.monotonic(), fresh=True)
+        version = reads.versions.get(source.reference)
+        if version is None:
+            # Asked afresh: the header read below must be of the file this version names.
+            version = self._version(source, time.monotonic(), fresh=True)
+            reads.versions[source.reference] = version
         checksum = instructions.checksum(version)
         shared = self._shared(checksum)
         if shared is not None:  # written by another app server: no header read, no row
             representation = self._representation(checksum, *shared)
             return _Cold(text, _Entry(source, version, representation), {})
-        with source.open(self.config.max_source_bytes) as handle:
-            # Every limit the header already decides is checked here, so that no page
-            # ever points at a result that is sure to be refused when first asked for.
-            info = engines.probe(handle, source.reference, instructions, self.config)
+        handle = reads.handles.get(source.reference)
+        if handle is None:
+            # Left open for the other texts of the call. An error leaving the call passes
+            # through the handle's own exit, which names a storage failure a library hid.
+            handle = reads.enter_context(source.open(self.config.max_source_bytes))
+            reads.handles[source.reference] = handle
+        handle.seek(0)
+        # Probed again for each text, from the bytes already read: what a probe checks
+        # depends on the text (its page or frame; a PDF page's render size on its
+        # operations). Every limit the header already decides is checked here, so that no
+        # page ever points at a result that is sure to be refused when first asked for.
+        info = engines.probe(handle, source.reference, instructions, self.config)
         flattened = any(isinstance(step, Background) for step in instructions.steps)
         output = choose_format(info.format, info.has_alpha and not flattened, instructions.output)
         plan = instructions.plan(info.width, info.height)

@@ -24,6 +24,7 @@ from fileproc_wsgi.errors import (
     UnavailableError,
 )
 from fileproc_wsgi.sources import LocalSource, Sources, StorageSource
+from fileproc_wsgi.tags import build
 from support import decode, halves
 
 
@@ -522,3 +523,20 @@ def test_a_process_without_the_kind_loaded_retries_the_job_later(make_storage_si
     assert "root 'default' names a memory storage; this process has not loaded" in response.text
     job = site.registrar.store.get(url.rsplit("/", 1)[1].split(".")[0])
     assert (job.state, job.failure_status, job.retry_at is not None) == ("failed", 503, True)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        pytest.param({"widths": "50,80", "formats": "webp,avif"}, id="widths-formats"),
+        pytest.param({"densities": "1,2", "formats": "webp,avif"}, id="densities-formats"),
+    ],
+)
+def test_a_new_block_asks_a_storage_once_for_all_its_variants(make_storage_site, storage, arguments):
+    """Each question to a remote storage is a request in the middle of a render: one
+    block of nine variants asks the version once and downloads the header once."""
+    storage.save("a.jpg", jpeg(600, 400))
+    site = make_storage_site()
+    rendition = build(site.registrar, "fill 100x100", {"source": "a.jpg", **arguments})
+    assert len({rendition.image, *rendition.srcset, *(v for _, vs in rendition.sources for v in vs)}) >= 6
+    assert (storage.versions_asked, storage.opened) == (1, ["a.jpg"])
