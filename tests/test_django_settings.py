@@ -213,8 +213,13 @@ def test_a_projects_own_tests_keep_their_jobs_in_the_test_database(tmp_path):
         pytest.param({"storage": "s3://bucket/thumbs"}, {"storage": "s3://bucket/thumbs"}, id="storage"),
         pytest.param(
             {"SOURCE_ROOTS": {"media": "/srv/media"}},
-            {"source_roots": {"media": "/srv/media"}},
-            id="source_roots",
+            {"source_roots": {"media": "/srv/media", "default": "django:default"}},
+            id="source_roots-keep-the-default-root",
+        ),
+        pytest.param(
+            {"source_roots": {"default": "/srv/media"}},
+            {"source_roots": {"default": "/srv/media"}},
+            id="source_roots-replace-the-default-root",
         ),
     ],
 )

@@ -126,17 +126,127 @@ def test_a_fields_url_or_path_is_a_clear_error_with_debug_and_the_empty_branch_w
 
 
 @pytest.mark.parametrize(
-    ("source", "value", "expected"),
+    "value",
     [
-        pytest.param("reference", "media:photos/a.jpg", (100, 67), id="reference"),
-        pytest.param("reference", "photos/a.jpg", None, id="path-under-no-default-root"),
+        pytest.param("media:photos/a.jpg", id="reference"),
+        # site() names only a "media" root: the default storage stays the default root.
+        pytest.param("photos/a.jpg", id="path-in-the-default-storage"),
     ],
 )
-def test_a_string_is_a_source_reference(tmp_path, filesystem, source, value, expected):
+def test_a_string_is_a_source_reference(tmp_path, filesystem, value):
     with site(tmp_path, filesystem, debug=True):
         photo("a.jpg")
-        html = render(block(source), {source: value})
-    assert [(width, height) for _, width, height in images(html)] == ([expected] if expected else [])
+        html = render(block("reference"), {"reference": value})
+    assert [(width, height) for _, width, height in images(html)] == [(100, 67)]
+
+
+def test_a_root_for_one_fields_storage_keeps_the_default_storage(tmp_path, filesystem):
+    # What the error for a field no root serves tells a project without FILEPROCESSOR to write.
+    with site(tmp_path, filesystem, debug=True, source_roots={"photo": "django:django_photos.Photo.image"}):
+        item = photo("a.jpg")
+        html = render(block("item.image") + block('"photos/a.jpg"'), {"item": item})
+    assert [(width, height) for _, width, height in images(html)] == [(100, 67), (100, 67)]
+
+
+@pytest.mark.parametrize(
+    ("value", "roots", "message"),
+    [
+        pytest.param(
+            "archive:2019/a.jpg",
+            {},
+            "source=reference gave 'archive:2019/a.jpg': no source root 'archive' (roots: default, media); "
+            'add it to FILEPROCESSOR["source_roots"]',
+            id="unknown-root",
+        ),
+        pytest.param(
+            "media:../secret.jpg",
+            {},
+            "source=reference gave 'media:../secret.jpg': '..' is not allowed in a source path",
+            id="dot-dot",
+        ),
+        pytest.param(
+            "old:a.jpg",
+            {"old": "django:nosuchalias"},
+            "source=reference gave 'old:a.jpg': source root 'django:nosuchalias': expected an alias of STORAGES",
+            id="broken-django-root",
+        ),
+    ],
+)
+def test_a_reference_the_settings_cannot_serve_is_an_error_with_debug(
+    tmp_path, caplog, value, roots, message
+):
+    for debug in (True, False):
+        base = tmp_path / f"debug-{debug}"
+        base.mkdir()
+        source_roots = {"media": "django:default", **roots}
+        with site(base, settings_for("filesystem"), debug=debug, source_roots=source_roots):
+            photo("a.jpg")
+            if debug:
+                with pytest.raises(InstructionError) as raised:
+                    render(block("reference"), {"reference": value})
+                assert message in str(raised.value)
+            else:
+                with caplog.at_level(logging.WARNING):
+                    assert render(block("reference"), {"reference": value}) == "<i>no photo</i>"
+                assert message in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        pytest.param(
+            "item.image.url",
+            "source=item.image.url raised ValueError: The 'image' attribute has no file associated "
+            "with it; pass the file field itself (source=item.image), not its .url",
+            id="url",
+        ),
+        pytest.param(
+            "item.image.path",
+            "source=item.image.path raised ValueError: The 'image' attribute has no file associated "
+            "with it; pass the file field itself (source=item.image), not its .path",
+            id="path",
+        ),
+        pytest.param("item.broken", "source=item.broken raised RuntimeError: out of order", id="property"),
+    ],
+)
+def test_a_source_that_raises_is_an_error_with_debug_and_the_empty_branch_without(
+    tmp_path, filesystem, caplog, expression, message
+):
+    # The commonest mistake on the commonest page: an optional field left empty, and its .url.
+    item = type(
+        "Item", (), {"broken": property(lambda self: (_ for _ in ()).throw(RuntimeError("out of order")))}
+    )()
+    for debug in (True, False):
+        with site(tmp_path / f"debug-{debug}", filesystem, debug=debug):
+            item.image = photo(name="").image
+            if debug:
+                with pytest.raises(InstructionError) as raised:
+                    render(block(expression), {"item": item})
+                assert message in str(raised.value)
+                assert "page.html, line 1" in str(raised.value)
+            else:
+                with caplog.at_level(logging.WARNING):
+                    assert render(block(expression), {"item": item}) == "<i>no photo</i>"
+                assert message in caplog.text
+
+
+def test_any_other_argument_that_raises_is_djangos_error_with_debug_and_the_empty_branch_without(
+    tmp_path, filesystem, caplog
+):
+    source = (
+        "{% fileprocessor source=item.image alt=item.title %}fit 10x{% empty %}none{% endfileprocessor %}"
+    )
+    body = "{% fileprocessor source=item.image %}fit {{ item.title }}x{% empty %}none{% endfileprocessor %}"
+    item = type("Item", (), {"title": property(lambda self: 1 / 0)})()
+    with site(tmp_path, filesystem, debug=True):
+        item.image = photo("a.jpg").image
+        for template in (source, body):
+            with pytest.raises(ZeroDivisionError):
+                render(template, {"item": item})
+    with site(tmp_path, filesystem, debug=False), caplog.at_level(logging.WARNING):
+        for template in (source, body):
+            assert render(template, {"item": item}) == "none"
+    assert caplog.text.count("ZeroDivisionError") == 2
 
 
 def test_a_source_in_the_body_keeps_working(tmp_path, filesystem):

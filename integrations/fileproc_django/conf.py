@@ -8,7 +8,8 @@ directory:
   ``"default"`` unless set), SQLite or PostgreSQL, as a SQLAlchemy URL;
 - ``storage``: the directory ``MEDIA_ROOT/fileproc`` (served by the middleware under
   ``<prefix>/files/`` unless ``public_url`` says where the web server serves it);
-- ``source_roots``: ``{"default": "django:default"}``, the ``default`` storage.
+- ``source_roots``: ``{"default": "django:default"}``, the ``default`` storage; roots the
+  project names are added to it, unless one of them is itself named ``default``.
 
 ``FILEPROCESSOR_CACHE`` (an alias in ``CACHES`` shared by the app servers) completes
 them. Settings are read the first time the template tag or :func:`fileproc_django.wrap`
@@ -132,12 +133,27 @@ def config_from_settings() -> Config:
         defaults["database_url"] = database_url_from_settings()
     if "storage" not in given and local:
         defaults["storage"] = storage_from_settings()
-    if "source_roots" not in given:
-        defaults["source_roots"] = dict(DEFAULT_SOURCE_ROOTS)
+    roots = _with_default_root(given)
+    if roots is not None:
+        values = {key: value for key, value in values.items() if str(key).lower() != "source_roots"}
+        defaults["source_roots"] = roots
     try:
         return Config.from_mapping({**defaults, **values})
     except ConfigError as error:
         raise ImproperlyConfigured(f"FILEPROCESSOR: {error}") from error
+
+
+def _with_default_root(given: Mapping) -> dict | None:
+    """The source roots with the ``default`` root kept, or None when the project's own
+    are to be taken as they are (it names a ``default`` root, or has no such key)."""
+    if "source_roots" not in given:
+        return dict(DEFAULT_SOURCE_ROOTS)
+    roots = given["source_roots"]
+    if not isinstance(roots, Mapping) or "default" in roots:
+        return None
+    # A project adding a root for one model's storage would otherwise lose the default
+    # storage, and every source="photos/a.jpg" with it, without a word.
+    return {**roots, **DEFAULT_SOURCE_ROOTS}
 
 
 def database_alias_from_settings() -> str:

@@ -21,6 +21,7 @@ When the block cannot be registered (a missing source; bad text unless ``DEBUG``
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 
@@ -38,11 +39,12 @@ from django.template.base import (
 )
 
 from fileproc_django.conf import get_config, get_registrar
-from fileproc_django.storages import KIND_PREFIX, reference_of, storage_of_root
-from fileproc_wsgi.errors import InstructionError
+from fileproc_django.storages import KIND_PREFIX, open_storage, reference_of, storage_of_root
+from fileproc_wsgi.errors import ConfigError, InstructionError
 from fileproc_wsgi.tags import Block
 
 register = template.Library()
+log = logging.getLogger("fileproc_wsgi.tags")
 
 SYNTAX = (
     "{% fileprocessor [as NAME] [key=value ...] %} instructions [{% empty %} fallback] {% endfileprocessor %}"
@@ -71,6 +73,43 @@ class FileProcessorNode(Node):
         self.block = block
 
     def render(self, context) -> str:
+        strict = _strict(context)
+        try:
+            text, values = self._resolved(context)
+        except Exception:
+            # A variable or filter of the project's raised (a property, a method): with
+            # debug it is Django's to show, like any template error; without, the block
+            # fails softly as for any other fault, since no exception leaves a page.
+            if strict:
+                raise
+            log.exception(
+                "fileprocessor block in %s, line %d: resolving its arguments",
+                self.block.where,
+                self.block.line,
+            )
+            return self._empty(context)
+        try:
+            rendition = self.block.render(
+                get_registrar(), text, values, strict=strict, reference_of=_reference_of
+            )
+        except InstructionError as error:
+            self._point_debug_page_at(error, context)
+            raise
+        if rendition is None:
+            return self._empty(context)
+        if self.name is not None:
+            context[self.name] = rendition
+            return ""
+        # The HTML is already escaped (it has __html__); Django prints a node's str as is.
+        return rendition.html
+
+    def _empty(self, context) -> str:
+        if self.name is not None:
+            context[self.name] = None
+        return self.empty.render(context)
+
+    def _resolved(self, context) -> tuple[str, list]:
+        """The body as text and the arguments' values, ``source=`` checked."""
         # The body is instructions, not HTML or prose: 'a&b.jpg' must reach the registrar
         # as it is, and 1200 or 0.5 must not become '1,200' or '0,5' in some locales.
         autoescape, use_l10n = context.autoescape, context.use_l10n
@@ -79,21 +118,21 @@ class FileProcessorNode(Node):
             text = _body_text(self.nodelist, context)
         finally:
             context.autoescape, context.use_l10n = autoescape, use_l10n
-        values = [value.resolve(context) for value in self.values]
-        if self.source is not None and isinstance(values[self.source], str):
-            values[self.source] = _misplaced(values[self.source], self.values[self.source].token)
-        try:
-            rendition = self.block.render(
-                get_registrar(), text, values, strict=settings.DEBUG, reference_of=_reference_of
-            )
-        except InstructionError as error:
-            self._point_debug_page_at(error, context)
-            raise
-        if self.name is not None:
-            context[self.name] = rendition
-            return self.empty.render(context) if rendition is None else ""
-        # The HTML is already escaped (it has __html__); Django prints a node's str as is.
-        return self.empty.render(context) if rendition is None else rendition.html
+        values = []
+        for at, value in enumerate(self.values):
+            if at != self.source:
+                values.append(value.resolve(context))
+                continue
+            try:
+                resolved = value.resolve(context)
+            except Exception as error:
+                # photo.image.url on an empty field raises ValueError: the commonest
+                # mistake must be told as such, not as a 500 from inside Django.
+                resolved = _Misplaced(_unresolved(value.token, error))
+            if isinstance(resolved, str):
+                resolved = _checked(resolved, value.token)
+            values.append(resolved)
+        return text, values
 
     def _point_debug_page_at(self, error: InstructionError, context) -> None:
         """Make Django's debug page highlight the instruction line the error names,
@@ -141,10 +180,85 @@ def _reference_of(value) -> str | None:
     return reference_of(value)
 
 
+def _strict(context) -> bool:
+    """The template engine's ``debug`` (TEMPLATES' OPTIONS, DEBUG unless set): what
+    makes Django's own template errors show, and what a project's tests can turn on
+    while the test runner keeps DEBUG off."""
+    template = getattr(context, "template", None)
+    if template is None:
+        return settings.DEBUG
+    return template.engine.debug
+
+
+def _unresolved(expression: str, error: Exception) -> str:
+    problem = f"source={expression} raised {type(error).__name__}: {str(error).rstrip('.')}"
+    field, dot, what = expression.rpartition(".")
+    if dot and what in ("url", "path"):
+        problem += (
+            f"; pass the file field itself (source={field}), not its .{what}: an empty field "
+            "then prints the {% empty %} branch"
+        )
+    return problem
+
+
+def _checked(value: str, expression: str):
+    """``value`` itself, or a :class:`_Misplaced` when it is a media URL or file path, or
+    a reference the settings cannot serve (a root they lack, a '..')."""
+    if not value.strip():
+        return value  # an optional value left empty: the empty branch, quietly
+    if not value.startswith(("/", "http://", "https://", "\\")) and not os.path.isabs(value):
+        problem = _reference_problem(value)
+        if problem is None:
+            return value
+        return _Misplaced(f"source={expression} gave {value!r}: {problem}")
+    return _misplaced(value, expression)
+
+
+# A reference's root, as the core reads it (fileproc_wsgi.sources).
+_ROOT_PREFIX = re.compile(r"^([a-z][a-z0-9_-]*):(?!//)")
+
+
+def _reference_problem(reference: str) -> str | None:
+    """Why ``reference`` can never name a file under these settings, or None.
+
+    A mistake in the template or the settings, unlike a file not (yet) there, so it is
+    an error with debug; the core would only log it as a source it cannot find."""
+    match = _ROOT_PREFIX.match(reference)
+    root, path = (match.group(1), reference[match.end() :]) if match else ("default", reference)
+    config = get_config()
+    value = config.source_roots.get(root)
+    if value is None:
+        known = ", ".join(sorted(config.source_roots)) or "none"
+        return f'no source root {root!r} (roots: {known}); add it to FILEPROCESSOR["source_roots"]'
+    if ".." in re.split(r"[\\/]", path):
+        return "'..' is not allowed in a source path; name the file under its root"
+    if value.startswith(KIND_PREFIX):
+        return _storage_problem(config, value)
+    return None
+
+
+# Per config (a settings change makes a new one): whether each django: root names a
+# storage, so that a warm block with a string source asks the app registry nothing.
+_storage_problems: tuple = (None, {})
+
+
+def _storage_problem(config, value: str) -> str | None:
+    global _storage_problems
+    for_config, problems = _storage_problems
+    if for_config is not config:
+        problems = {}
+        _storage_problems = (config, problems)
+    if value not in problems:
+        try:
+            open_storage(value[len(KIND_PREFIX) :])
+            problems[value] = None
+        except ConfigError as error:
+            problems[value] = str(error)
+    return problems[value]
+
+
 def _misplaced(value: str, expression: str):
     """``value`` itself, or a :class:`_Misplaced` when it is a media URL or file path."""
-    if not value.startswith(("/", "http://", "https://", "\\")) and not os.path.isabs(value):
-        return value  # a reference or a path under a root: the common case costs this test
     what = _what_it_is(value)
     if what is None:
         return value
