@@ -31,7 +31,8 @@ _MIN_JOB_MEMORY = 512 * 1024 * 1024
 # "django:default", "django:blog.Photo.image": a storage a module registered its kind for
 # (fileproc_wsgi.sources.register_storage_kind). Two letters at least, so that "C:\media"
 # stays a directory, and no "//", so that a URL is never mistaken for one.
-_STORAGE_ROOT = re.compile(r"^([a-z]{2,}):(?!//)(.*)$", re.DOTALL)
+_STORAGE_KIND = r"[a-z]{2,}"
+_STORAGE_ROOT = re.compile(rf"^({_STORAGE_KIND}):(?!//)(.*)$", re.DOTALL)
 _HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d+)?$")
 
 
@@ -97,7 +98,7 @@ class Config:
         base = os.path.abspath(".fileproc")
         database_url = self.database_url or f"sqlite:///{os.path.join(base, 'fileproc.db')}"
         self._set("database_url", absolute_database_url(database_url, os.getcwd()))
-        self._set("storage", _storage_url(self.storage or os.path.join(base, "results")))
+        self._set("storage", storage_url(self.storage or os.path.join(base, "results"), os.getcwd()))
         public_url = self.public_url or f"{prefix}/files/"
         self._set("public_url", public_url if public_url.endswith("/") else public_url + "/")
 
@@ -274,6 +275,11 @@ def storage_root(value: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
+def is_storage_kind(kind: object) -> bool:
+    """Whether ``kind`` can name a storage in a source root (``"django"``)."""
+    return isinstance(kind, str) and re.fullmatch(_STORAGE_KIND, kind) is not None
+
+
 def absolute_database_url(url: str, base: str) -> str:
     """``sqlite:///x.db`` made absolute against ``base``; every other URL as it is.
 
@@ -290,15 +296,18 @@ def absolute_database_url(url: str, base: str) -> str:
     return f"{scheme}:///{os.path.join(base, database)}{question}{query}"
 
 
-def _storage_url(value: str) -> str:
+def storage_url(value: str, base: str) -> str:
+    """The ``storage`` setting as a ``file://`` URL of an absolute directory (a relative
+    one resolved against ``base``), or the ``s3://`` URL it is; raises ConfigError."""
     if value.startswith("s3://"):
         return value
     path = value[len("file://") :] if value.startswith("file://") else value
-    if not path:
+    if not path or "://" in path:
+        # Another scheme would otherwise become a directory named after it ("ftp:/...").
         raise ConfigError(
             f"storage: expected 'file:///dir', a directory or 's3://bucket/prefix', got {value!r}"
         )
-    return "file://" + os.path.abspath(path)
+    return "file://" + os.path.abspath(os.path.join(base, path))
 
 
 def parse_setting(variable: str, field: dataclasses.Field, text: str) -> Any:

@@ -16,17 +16,14 @@ over the file, key by key.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from typing import Any
 
-from .config import ENV_PREFIX, Config, absolute_database_url
+from .config import ENV_PREFIX, Config, absolute_database_url, storage_root, storage_url
 from .errors import ConfigError
 
 VARIABLE = "FILEPROC_CONFIG"
-# "django:default", "django:blog.Photo.image": a storage kind, not a directory (kept as is).
-_STORAGE_ROOT = re.compile(r"^[a-z]{2,}:(?!//)")
 
 
 def config_from_file(path: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -58,7 +55,10 @@ def read_settings(path: str) -> dict[str, Any]:
     if isinstance(values.get("database_url"), str):
         values["database_url"] = absolute_database_url(values["database_url"], base)
     if isinstance(values.get("storage"), str) and values["storage"]:
-        values["storage"] = _storage(values["storage"], base)
+        try:
+            values["storage"] = storage_url(values["storage"], base)
+        except ConfigError as error:
+            raise ConfigError(f"settings file {path}: {error}") from None
     roots = values.get("source_roots")
     if isinstance(roots, Mapping):
         values["source_roots"] = {name: _root(root, base) for name, root in roots.items()}
@@ -70,14 +70,7 @@ def read_settings(path: str) -> dict[str, Any]:
     return values
 
 
-def _storage(storage: str, base: str) -> str:
-    if "://" in storage and not storage.startswith("file://"):
-        return storage  # s3://bucket/prefix
-    path = storage.removeprefix("file://")
-    return os.path.join(base, path) if path else storage
-
-
 def _root(root: Any, base: str) -> Any:
-    if not isinstance(root, str) or not root or _STORAGE_ROOT.match(root):
-        return root  # Config names what is wrong with a value that is no directory
+    if not isinstance(root, str) or not root or storage_root(root):
+        return root  # kept for Config, which names what is wrong with a value that is no directory
     return os.path.join(base, root)

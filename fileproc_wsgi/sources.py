@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import BinaryIO, Protocol
 
-from .config import storage_root
+from .config import is_storage_kind, storage_root
 from .errors import (
     ConfigError,
     FileProcError,
@@ -52,7 +52,6 @@ from .s3_sources import parse as parse_s3
 _ROOT_PREFIX = re.compile(r"^([a-z][a-z0-9_-]*):(?!//)")
 _REMOTE = ("http://", "https://", "s3://")
 _CHUNK = 64 * 1024
-_KIND = re.compile(r"^[a-z]{2,}$")
 # Who registers a kind, for the message a process that has not loaded it gives.
 _PROVIDERS = {
     "django": "fileproc_django (add it to INSTALLED_APPS, or run `manage.py fileproc`)",
@@ -90,7 +89,7 @@ def register_storage_kind(kind: str, opener: Callable[[str], StorageBackend]) ->
     """Make roots ``"<kind>:<argument>"`` usable in this process: ``opener(argument)``
     gives their :class:`StorageBackend`. Registering a kind again replaces its opener
     (Django may run ``ready()`` more than once)."""
-    if not isinstance(kind, str) or not _KIND.match(kind):
+    if not is_storage_kind(kind):
         raise ConfigError(f"storage kind {kind!r}: expected two or more lower-case letters")
     if not callable(opener):
         raise ConfigError(f"storage kind {kind!r}: the opener must be callable, got {opener!r}")

@@ -346,6 +346,11 @@ def test_a_variable_wins_over_the_settings_file(tmp_path):
         pytest.param(
             "max_source_bytes = 0", "max_source_bytes: expected a positive whole number", id="bad-value"
         ),
+        pytest.param(
+            'storage = "ftp://host/results"',
+            "storage: expected 'file:///dir', a directory or 's3://bucket/prefix', got 'ftp://host/results'",
+            id="storage-scheme",
+        ),
     ],
 )
 def test_a_bad_settings_file_is_named_in_the_error(tmp_path, text, message):
