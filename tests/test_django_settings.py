@@ -398,16 +398,17 @@ def test_check_looks_in_the_directory_of_a_file_system_storage(tmp_path):
     # The default storage is a FileSystemStorage on MEDIA_ROOT. (Not STORAGES with OPTIONS:
     # Django 4.2's override_settings drops the default storage's OPTIONS.)
     with override_settings(MEDIA_ROOT=str(tmp_path / "uploads"), FILEPROCESSOR=_explicit(tmp_path)):
+        # A new project: the storage makes MEDIA_ROOT on the first upload.
+        assert [m for m in checks.run_checks() if m.id.startswith("fileproc_django.")] == []
+        (tmp_path / "uploads").write_bytes(b"")
         found = [(m.id, m.msg) for m in checks.run_checks() if m.id.startswith("fileproc_django.")]
         assert found == [
             (
-                "fileproc_django.W001",
-                f"source_roots['default'] (Django storage 'default' (FileSystemStorage)): the directory "
-                f"{tmp_path / 'uploads'} does not exist, so every source under it will be refused as missing",
+                "fileproc_django.W002",
+                f"source_roots['default'] (Django storage 'default' (FileSystemStorage)): "
+                f"{tmp_path / 'uploads'} is not a directory",
             )
         ]
-        (tmp_path / "uploads").mkdir()
-        assert [m for m in checks.run_checks() if m.id.startswith("fileproc_django.")] == []
 
 
 class UnreachableS3(S3Storage):

@@ -1,8 +1,9 @@
 """System checks (``manage.py check``, and every command that runs them).
 
 Errors stop ``runserver`` and ``migrate``: settings that cannot build a Config. Warnings
-point at what would make images silently disappear or be refused later: a source root
-that is missing or unreadable, and engines this installation lacks (each named with the
+point at what would make images silently disappear or be refused later: a source
+directory that is missing or unreadable (a storage's own directory only once it exists,
+since the storage makes it on the first upload), and engines this installation lacks (each named with the
 pip extra that provides it). Each problem is reported once, with its own id, so a site
 that never shows PDFs can silence ``fileproc_django.W010`` in ``SILENCED_SYSTEM_CHECKS``.
 """
@@ -72,7 +73,9 @@ def check_source_roots(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
                 messages.append(message)
                 continue
             directory = backend.local_directory()
-            if directory is None:
+            # FileSystemStorage makes its location on the first save: a new project's
+            # MEDIA_ROOT that is not there yet is not a fault.
+            if directory is None or not os.path.lexists(directory):
                 continue
             where = f"{where} ({backend.label})"
         else:
