@@ -168,6 +168,23 @@ def test_a_project_without_settings_keeps_its_jobs_in_its_own_database(tmp_path,
     assert not (project / ".fileproc").exists()
 
 
+def test_manage_py_fileproc_takes_djangos_own_options_before_or_after_the_command(tmp_path):
+    databases = '{"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}'
+    project = _project(tmp_path, databases)
+    (tmp_path / "prod").mkdir()
+    (tmp_path / "prod" / "prod_settings.py").write_text(
+        'from site_settings import *\n\nDATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", '
+        '"NAME": BASE_DIR / "prod.sqlite3"}}\n'
+    )
+    prod = ["--settings=prod_settings", "--pythonpath", str(tmp_path / "prod")]
+    migrated = _manage(project, "fileproc", *prod, "migrate", "-v", "2", "--traceback", "--no-color")
+    assert "fileproc_jobs: upgraded from no revision" in migrated.stdout
+    assert "fileproc_jobs" in _tables(project / "prod.sqlite3"), "--settings was applied"
+    assert not (project / "db.sqlite3").exists()
+    stats = _manage(project, "fileproc", "stats", "--json", "-v2", "--settings", "prod_settings", *prod[1:])
+    assert '"states": {}' in stats.stdout, stats.stdout
+
+
 def test_a_projects_own_tests_keep_their_jobs_in_the_test_database(tmp_path):
     databases = '{"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}'
     project = _project(tmp_path, databases)
