@@ -8,8 +8,9 @@ Django's ``FILEPROCESSOR`` uses::
     source_roots = { default = "media" }
 
 Relative paths in it (a SQLite database, a storage directory, source root directories)
-are resolved against the file's own directory, never the working directory, so one file
-names the same store wherever a command runs. ``FILEPROC_*`` variables that are set win
+are resolved against the file's own directory, never the working directory, and a file
+that sets no ``database_url`` or ``storage`` keeps them in ``.fileproc/`` beside it, so
+one file names the same store wherever a command runs. ``FILEPROC_*`` variables that are set win
 over the file, key by key.
 """
 
@@ -52,9 +53,15 @@ def read_settings(path: str) -> dict[str, Any]:
         raise ConfigError(f"settings file {path}: not valid TOML ({error})") from None
     base = os.path.dirname(os.path.abspath(path))
     values = {key.lower(): value for key, value in values.items()}
+    # Config's own default is under the working directory, which a command run from
+    # elsewhere would not find (nor the results the site's pages point at).
+    if not values.get("database_url"):
+        values["database_url"] = f"sqlite:///{os.path.join(base, '.fileproc', 'fileproc.db')}"
+    if not values.get("storage"):
+        values["storage"] = os.path.join(base, ".fileproc", "results")
     if isinstance(values.get("database_url"), str):
         values["database_url"] = absolute_database_url(values["database_url"], base)
-    if isinstance(values.get("storage"), str) and values["storage"]:
+    if isinstance(values.get("storage"), str):
         try:
             values["storage"] = storage_url(values["storage"], base)
         except ConfigError as error:
@@ -72,5 +79,5 @@ def read_settings(path: str) -> dict[str, Any]:
 
 def _root(root: Any, base: str) -> Any:
     if not isinstance(root, str) or not root or storage_root(root):
-        return root  # kept for Config, which names what is wrong with a value that is no directory
+        return root  # a storage, kept as written; Config names what is wrong with the others
     return os.path.join(base, root)

@@ -328,6 +328,22 @@ def test_a_settings_file_finds_the_sites_store_and_sources_from_anywhere(tmp_pat
     assert list(elsewhere.iterdir()) == []
 
 
+def test_a_settings_file_without_store_settings_keeps_its_store_beside_it(tmp_path):
+    """The embedded default is the working directory's .fileproc; a settings file's is the
+    one beside the file, so a command run from anywhere still finds the site's store."""
+    site, elsewhere = _site(tmp_path)
+    (site / "fileproc.toml").write_text('source_roots = { default = "media" }\n')
+    path = str(site / "fileproc.toml")
+    registered = _run_in(elsewhere, _bare_env(), "--config", path, "register", "a.png | fit 12x")
+    assert registered.returncode == 0, registered.stderr
+    stats = json.loads(_run_in(elsewhere, _bare_env(), "--config", path, "stats", "--json").stdout)
+    assert stats["store"] == str(site / ".fileproc" / "fileproc.db")
+    assert stats["states"] == {"done": 1, "pending": 1}
+    assert _run_in(elsewhere, _bare_env(), "--config", path, "warm").stdout.startswith("1 made")
+    assert len(list((site / ".fileproc" / "results").rglob("*.png"))) == 2
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_a_variable_wins_over_the_settings_file(tmp_path):
     site, elsewhere = _site(tmp_path)
     env = {**_bare_env(), "FILEPROC_DATABASE_URL": f"sqlite:///{elsewhere / 'other.db'}"}
