@@ -92,6 +92,31 @@ def test_flask_example_runs_with_one_command(tmp_path):
     assert {"uploads", "fileproc"} <= {path.name for path in (tmp_path / "site").iterdir()}
 
 
+def test_django_examples_commands_find_one_site_from_any_directory(tmp_path):
+    # serve.py and manage.py without --directory: one site, next to the example.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DJANGO_SITE_DIRECTORY", "DJANGO_SETTINGS_MODULE")
+    }
+    found = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / "django_site" / "manage.py"), "diffsettings", "--all"],
+            cwd=tmp_path / name,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        found.append(re.search(r"^MEDIA_ROOT = (.+)$", done.stdout, re.MULTILINE).group(1))
+        assert not list((tmp_path / name).iterdir()), "a command left a folder in the current directory"
+    assert found[0] == found[1]
+    assert str(EXAMPLES / "django_site" / "instance" / "media") in found[0]
+
+
 def test_django_example_shows_its_models_photos_from_its_own_database(tmp_path):
     site = tmp_path / "site"
     port = free_port()

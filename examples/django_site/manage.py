@@ -1,7 +1,7 @@
 """Django's command line for the example, e.g. ``python examples/django_site/manage.py fileproc stats``.
 
-It reads the same ``--directory`` as serve.py through ``DJANGO_SITE_DIRECTORY`` (default
-``.fileproc-django-example`` in the current directory).
+It finds the site serve.py serves, from any directory: ``examples/django_site/instance``,
+or the ``--directory`` given to serve.py when it is passed as ``DJANGO_SITE_DIRECTORY``.
 """
 
 import os

@@ -2,7 +2,7 @@
 
     python examples/django_site/serve.py [--host 127.0.0.1] [--port 8000] [--directory DIR]
 
-DIR (default ``.fileproc-django-example`` in the current directory) holds the SQLite
+DIR (default ``examples/django_site/instance``, whatever the current directory) holds the SQLite
 database (``site.db``: the gallery's photos and the instruction store) and ``media/``
 (the sample photos, written when missing, and the results in ``media/fileproc/``). The
 gallery is at ``/``; the URL is printed once the port is open.
@@ -24,11 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve the fileproc_django example gallery.")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    parser.add_argument("--directory", default=".fileproc-django-example", help="where files are kept")
+    parser.add_argument("--directory", help="where files are kept (default: examples/django_site/instance)")
     arguments = parser.parse_args(argv)
 
     # settings.py reads these when the WSGI module imports it.
-    os.environ["DJANGO_SITE_DIRECTORY"] = str(Path(arguments.directory).resolve())
+    if arguments.directory:
+        os.environ["DJANGO_SITE_DIRECTORY"] = str(Path(arguments.directory).resolve())
     os.environ["DJANGO_SITE_HOST"] = arguments.host
     sys.path.insert(0, str(EXAMPLES))
     if importlib.util.find_spec("fileproc_django") is None:

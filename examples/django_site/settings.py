@@ -3,16 +3,17 @@
 Without ``FILEPROCESSOR`` the adapter takes everything from Django's own settings: the
 instruction store lives in ``DATABASES["default"]`` (migrated by ``manage.py migrate``),
 results go under ``MEDIA_ROOT/fileproc`` and sources are read through the default
-storage. ``serve.py`` passes the directory in ``DJANGO_SITE_DIRECTORY`` (default
-``.fileproc-django-example`` in the current directory): the database ``site.db`` and
-``media/`` (the photos, and the results in ``media/fileproc/``).
+storage. Files are kept in ``DJANGO_SITE_DIRECTORY`` (serve.py's ``--directory``; default
+``examples/django_site/instance``, next to this file, so serve.py and manage.py find the
+same site from any directory): the database ``site.db`` and ``media/`` (the photos, and
+the results in ``media/fileproc/``).
 """
 
 import os
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-EXAMPLE_DIRECTORY = Path(os.environ.get("DJANGO_SITE_DIRECTORY", ".fileproc-django-example")).resolve()
+EXAMPLE_DIRECTORY = Path(os.environ.get("DJANGO_SITE_DIRECTORY") or HERE / "instance").resolve()
 
 # A development example: bad instruction text in the template shows as Django's error
 # page naming the template line, instead of an empty space on the page.
