@@ -155,10 +155,13 @@ class InstructionStore:
             .on_conflict_do_nothing(index_elements=["checksum"])
             .returning(jobs.c.checksum)
         )
+        if engine.dialect.name == "sqlite" and engine.dialect.dbapi.sqlite_version_info < (3, 35):
+            # Registering needs INSERT ... RETURNING: said here, not as a syntax error on a page.
+            raise ConfigError(
+                f"database_url: SQLite 3.35 or later is needed, this Python's is "
+                f"{engine.dialect.dbapi.sqlite_version}; use a newer Python or PostgreSQL"
+            )
         placeholder = _PLACEHOLDERS.get(engine.dialect.paramstyle)
-        self._insert_rows = _INSERT_ROWS
-        if engine.dialect.name == "sqlite" and engine.dialect.dbapi.sqlite_version_info < (3, 32):
-            self._insert_rows = _INSERT_ROWS_OLD_SQLITE
         self._row_values = (
             None if placeholder is None else f"({', '.join([placeholder] * len(_INSERT_COLUMNS))})"
         )
@@ -283,8 +286,8 @@ class InstructionStore:
         added = 0
         rows = list(values.values())
         with self._begin() as connection:
-            for start in range(0, len(rows), self._insert_rows):
-                chunk = rows[start : start + self._insert_rows]
+            for start in range(0, len(rows), _INSERT_ROWS):
+                chunk = rows[start : start + _INSERT_ROWS]
                 statement = _INSERT.format(values=", ".join([self._row_values] * len(chunk)))
                 parameters = tuple(row[column] for row in chunk for column in _INSERT_COLUMNS)
                 added += len(connection.exec_driver_sql(statement, parameters).all())
@@ -649,8 +652,7 @@ _INSERT = (
     f"INSERT INTO fileproc_jobs ({', '.join(_INSERT_COLUMNS)}) VALUES {{values}} "
     "ON CONFLICT (checksum) DO NOTHING RETURNING checksum"
 )
-_INSERT_ROWS = 500  # 5000 parameters: within SQLite's limit since 3.32, and PostgreSQL's
-_INSERT_ROWS_OLD_SQLITE = 99  # earlier SQLite binds at most 999 a statement
+_INSERT_ROWS = 500  # 5000 parameters: within SQLite's limit (since 3.32) and PostgreSQL's
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 # Read by every process on first use: plain SQL, the same on both databases, so that
 # SQLAlchemy has nothing to compile (a first compile costs a new process a millisecond).

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from fileproc_wsgi.errors import LeaseLostError, NotRegisteredError, UnavailableError
+from fileproc_wsgi.errors import ConfigError, LeaseLostError, NotRegisteredError, UnavailableError
 from fileproc_wsgi.store import InstructionStore, Job
 
 LEASE = 60.0
@@ -467,3 +467,12 @@ def test_find_store_leaves_a_missing_or_foreign_sqlite_file_as_it_was(tmp_path):
     assert find_store(f"sqlite:///{foreign}") is None
     assert foreign.read_bytes() == before, "its journal mode was switched or a table added"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["app.db"]
+
+
+def test_a_sqlite_without_returning_is_refused_when_the_store_is_made(tmp_path, monkeypatch):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'fp.db'}")
+    monkeypatch.setattr(engine.dialect.dbapi, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(engine.dialect.dbapi, "sqlite_version", "3.31.1")
+    with pytest.raises(ConfigError, match=r"SQLite 3.35 or later is needed, this Python's is 3.31.1"):
+        InstructionStore.from_engine(engine)
+    engine.dispose()
