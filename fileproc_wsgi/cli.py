@@ -27,14 +27,19 @@ from .settings_file import VARIABLE, config_from_file
 
 def main(argv: list[str] | None = None, *, config: Config | None = None, prog: str = "fileproc") -> int:
     """Run one command; ``config`` replaces ``FILEPROC_*`` (Django's ``manage.py fileproc``
-    passes the one its settings build)."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--config", dest="config_file", metavar="FILE", help=_CONFIG_HELP)
+    passes the one its settings build). Given a ``config``, the command offers neither
+    ``--config`` nor ``demo`` (which builds its own site): the host application's
+    settings are the only ones."""
+    hosted = config is not None
+    parser = argparse.ArgumentParser(prog=prog)
+    if not hosted:
+        parser.add_argument("--config", dest="config_file", metavar="FILE", help=_CONFIG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="serve a page of thumbnails made from sample images")
-    demo.add_argument("--directory", default="fileproc-demo", help="where the sample sources go")
-    _server_options(demo)
+    if not hosted:
+        demo = commands.add_parser("demo", help="serve a page of thumbnails made from sample images")
+        demo.add_argument("--directory", default="fileproc-demo", help="where the sample sources go")
+        _server_options(demo)
 
     serve = commands.add_parser("serve", help="run the standalone processing server")
     _server_options(serve)
@@ -68,18 +73,18 @@ def main(argv: list[str] | None = None, *, config: Config | None = None, prog: s
 
     commands.add_parser("migrate", help="bring the database's tables to this release's schema")
 
-    for command in commands.choices.values():
-        # Also after the command (``fileproc stats --config site.toml``); SUPPRESS keeps
-        # the command's parser from resetting a --config given before it.
+    # Also after the command (``fileproc stats --config site.toml``); SUPPRESS keeps the
+    # command's parser from resetting a --config given before it.
+    for command in () if hosted else commands.choices.values():
         command.add_argument(
             "--config", dest="config_file", metavar="FILE", default=argparse.SUPPRESS, help=_CONFIG_HELP
         )
 
+    *others, last = commands.choices
+    parser.description = f"The {prog} command: {', '.join(others)} and {last}."
     arguments = parser.parse_args(argv)
     arguments.config = config
     arguments.prog = prog
-    if config is not None and arguments.config_file:
-        parser.error(f"--config: {prog} takes its settings from its host application, not from a file")
     if arguments.command == "gc" and arguments.days < 0:
         parser.error("gc: --days must not be negative")
     if arguments.command == "retry":

@@ -12,6 +12,7 @@ import sys
 import pytest
 from webob import Request
 
+from fileproc_wsgi.cli import main
 from fileproc_wsgi.config import Config
 from fileproc_wsgi.middleware import FileProcessor
 from fileproc_wsgi.store import InstructionStore
@@ -383,3 +384,28 @@ def test_a_bad_settings_file_is_named_in_the_error(tmp_path, text, message):
 def test_migrate_says_where_the_store_is(tmp_path):
     done = _run_in(tmp_path, _bare_env(), "migrate")
     assert done.stdout.rstrip().endswith(f"({tmp_path / '.fileproc' / 'fileproc.db'})")
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["stats", "--help"]], ids=["command", "subcommand"])
+def test_a_hosted_command_offers_no_settings_file_nor_demo(capsys, tmp_path, arguments):
+    """Under manage.py or flask the host application's settings are the only ones: an
+    option that is then refused, or a demo building its own site, is not offered."""
+    config = Config(database_url=f"sqlite:///{tmp_path / 'fp.db'}", storage=str(tmp_path / "results"))
+    with pytest.raises(SystemExit) as hosted:
+        main(arguments, config=config, prog="manage.py fileproc")
+    shown = capsys.readouterr().out
+    assert hosted.value.code == 0 and shown.startswith("usage: manage.py fileproc")
+    assert "--config" not in shown and "demo" not in shown
+    if arguments == ["--help"]:
+        assert all(word in shown for word in ("serve", "stats", "warm", "migrate"))
+    with pytest.raises(SystemExit):
+        main(arguments)
+    assert "--config FILE" in capsys.readouterr().out
+
+
+def test_a_hosted_command_refuses_a_settings_file_as_an_unknown_option(capsys, tmp_path):
+    config = Config(database_url=f"sqlite:///{tmp_path / 'fp.db'}", storage=str(tmp_path / "results"))
+    with pytest.raises(SystemExit) as refused:
+        main(["stats", "--config", "site.toml"], config=config, prog="flask fileproc")
+    assert refused.value.code == 2
+    assert "unrecognized arguments: --config site.toml" in capsys.readouterr().err
