@@ -385,6 +385,28 @@ def test_bad_text_with_debug_names_the_template_line(fileprocessor):
     assert "In template gallery.html, error at line 5" in report
 
 
+@pytest.mark.parametrize(
+    ("debug", "engine_debug", "raises"),
+    [
+        pytest.param(False, True, True, id="tests-turn-the-engines-debug-on"),
+        pytest.param(True, False, False, id="the-engines-debug-off"),
+        pytest.param(True, None, True, id="DEBUG-unless-set"),
+    ],
+)
+def test_strict_is_the_template_engines_debug(fileprocessor, caplog, debug, engine_debug, raises):
+    # Django's test runner sets DEBUG = False: a project's tests turn the engine's debug on.
+    options = {} if engine_debug is None else {"debug": engine_debug}
+    templates = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "OPTIONS": options}]
+    source = "{% fileprocessor %}photo.jpg | fit 10by{% empty %}none{% endfileprocessor %}"
+    with override_settings(DEBUG=debug, TEMPLATES=templates):
+        if raises:
+            with pytest.raises(InstructionError, match="step 'fit'"):
+                render(source)
+        else:
+            assert render(source) == "none"
+            assert "step 'fit'" in caplog.text
+
+
 SYNTAX = "expected {% fileprocessor [as NAME] [key=value ...] %} instructions"
 
 

@@ -10,6 +10,7 @@ configured, overriding what each test is about.
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import sqlite3
 import subprocess
@@ -216,6 +217,74 @@ def test_a_projects_own_tests_keep_their_jobs_in_the_test_database(tmp_path):
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "Ran 1 test" in tested.stderr
     assert not (project / "db.sqlite3").exists(), "the tests touched the development database"
+
+
+DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "django.md"
+
+
+def _testing_recipe() -> str:
+    """The test case of docs/django.md's Testing section, as written."""
+    section = DOCS.read_text(encoding="utf-8").split("\n## Testing\n", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+
+
+def _project_with_a_page(tmp_path, body: str) -> os.PathLike:
+    databases = '{"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}'
+    project = _project(tmp_path, databases)
+    (project / "site_urls.py").write_text(
+        textwrap.dedent(
+            f"""\
+            from django.http import HttpResponse
+            from django.template import engines
+            from django.urls import path
+
+            def gallery(request):
+                return HttpResponse(engines["django"].from_string({body!r}).render())
+
+            urlpatterns = [path("", gallery)]
+            """
+        )
+    )
+    return project
+
+
+def _run_tests(project, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "test", "test_pages", *options],
+        cwd=project,
+        env={key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "FILEPROC_"))},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_documented_test_of_a_thumbnail_passes_in_a_project(tmp_path):
+    project = _project_with_a_page(tmp_path, BLOCK)
+    (project / "test_pages.py").write_text(_testing_recipe())
+    tested = _run_tests(project)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "Ran 1 test" in tested.stderr
+
+
+def test_a_projects_tests_catch_a_bad_block_with_debug_mode(tmp_path):
+    bad = BLOCK.replace("fit 120x", "fit 10by")
+    project = _project_with_a_page(tmp_path, bad)
+    (project / "test_pages.py").write_text(
+        textwrap.dedent(
+            """\
+            from django.test import TestCase
+
+            class Pages(TestCase):
+                def test_the_gallery(self):
+                    self.assertEqual(self.client.get("/").status_code, 200)
+            """
+        )
+    )
+    assert _run_tests(project).returncode == 0, "the test runner's DEBUG = False: the empty branch"
+    tested = _run_tests(project, "--debug-mode")
+    assert tested.returncode == 1, tested.stdout + tested.stderr
+    assert "InstructionError" in tested.stderr and "step 'fit'" in tested.stderr
 
 
 @pytest.mark.parametrize(
