@@ -336,8 +336,9 @@ def _reference(value: object, reference_of: ReferenceOf | None) -> str | None:
     if reference.lstrip().startswith("/"):
         raise _argument_error(
             "source",
-            f"got {reference!r}, an absolute path or URL; pass the file field itself (not its "
-            ".url or .path) or a path relative to a source root",
+            # Framework-neutral: the Django adapter names a field's .url or .path itself.
+            f"got {reference!r}, an absolute path or URL; give a path relative to a source root, "
+            "or the file object itself",
         )
     return reference
 

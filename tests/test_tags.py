@@ -276,8 +276,8 @@ def test_a_body_starting_with_an_operation_suggests_source_argument(site):
     [
         pytest.param(
             "/media/photo.jpg",
-            "source= got '/media/photo.jpg', an absolute path or URL; pass the file field itself "
-            "(not its .url or .path) or a path relative to a source root",
+            "source= got '/media/photo.jpg', an absolute path or URL; give a path relative to a "
+            "source root, or the file object itself",
             id="url-path",
         ),
         pytest.param("  /srv/media/photo.jpg", "an absolute path or URL", id="absolute-path"),
