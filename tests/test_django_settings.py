@@ -259,6 +259,39 @@ def _run_tests(project, *options: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_the_documented_install_steps_work_in_a_new_startproject(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "FILEPROC_"))}
+    subprocess.run(
+        [sys.executable, "-m", "django", "startproject", "mysite"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        timeout=60,
+    )
+    project = tmp_path / "mysite"
+    install = DOCS.read_text(encoding="utf-8").split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    steps = re.search(r"```python\n# settings.py\n(.*?)```", install, re.DOTALL).group(1)
+    settings_py = project / "mysite" / "settings.py"
+    settings_py.write_text(
+        settings_py.read_text().replace(
+            "INSTALLED_APPS = [\n", 'INSTALLED_APPS = [\n    "fileproc_django",\n'
+        )
+        + "\n"
+        + re.sub(r"INSTALLED_APPS = \[.*?\]\n", "", steps, flags=re.DOTALL)
+    )
+    for command in (["makemigrations"], ["migrate"], ["check"]):
+        done = subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, f"{command}: {done.stdout}{done.stderr}"
+    assert "System check identified no issues" in done.stdout, done.stdout + done.stderr
+
+
 def test_the_documented_test_of_a_thumbnail_passes_in_a_project(tmp_path):
     project = _project_with_a_page(tmp_path, BLOCK)
     (project / "test_pages.py").write_text(_testing_recipe())

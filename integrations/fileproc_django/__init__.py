@@ -10,8 +10,9 @@ asks for them::
     {% load fileprocessor %}
     {% fileprocessor alt=photo.title source=photo.image %}fit 400x300{% endfileprocessor %}
 
-No setting is needed: the store lives in ``DATABASES["default"]``, results under
-``MEDIA_ROOT/fileproc``, and sources are read through the ``default`` storage. A
+No setting is needed beyond ``MEDIA_ROOT`` (which startproject leaves unset): the store
+lives in ``DATABASES["default"]``, results under ``MEDIA_ROOT/fileproc``, and sources are
+read through the ``default`` storage. A
 ``FILEPROCESSOR`` dict (keys are :class:`fileproc_wsgi.Config` fields) replaces any of
 these one by one; see :mod:`fileproc_django.conf`.
 """
