@@ -17,7 +17,7 @@ import decimal
 import functools
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from .errors import InstructionError, ProcessingError
@@ -179,13 +179,18 @@ def _lex_quoted(line: str, number: int, steps: list[list[_Token]]) -> None:
         steps.append(step)
 
 
+def _step_lines(text: str) -> Iterator[tuple[int, str]]:
+    """The lines of ``text`` that hold steps, with their numbers: not blank, no comment."""
+    for number, line in enumerate(text.split("\n"), 1):
+        stripped = line.lstrip()
+        if stripped and stripped[0] != "#":
+            yield number, line
+
+
 def _lex(text: str) -> list[list[_Token]]:
     """The non-empty steps of ``text``, each a list of tokens (the word first)."""
     steps: list[list[_Token]] = []
-    for number, line in enumerate(text.split("\n"), 1):
-        stripped = line.lstrip()
-        if not stripped or stripped[0] == "#":
-            continue
+    for number, line in _step_lines(text):
         if '"' not in line and "'" not in line:
             steps.extend(_lex_plain(line, number))
         else:
@@ -850,6 +855,21 @@ def source_step(reference: str) -> str:
             f"source {reference!r} has a line break, which a source reference cannot hold", line=1, column=1
         )
     return f"source {_quote(reference)}"
+
+
+def has_empty_source(text: str) -> bool:
+    """Whether the source step of ``text`` is there but names nothing: ``source`` without
+    a name, or nothing before the first ``|`` of the first line with steps (as a template
+    leaves ``{{ photo }} | fit 80x`` when it prints no photo). A first line holding only
+    operations is not counted: a source on a line of its own that printed nothing cannot
+    be told from one forgotten. Raises InstructionError where the text cannot be split
+    into words."""
+    for _, line in _step_lines(text):
+        if line.lstrip()[0] == "|":
+            return True
+        break
+    steps = _lex(text)
+    return bool(steps) and len(steps[0]) == 1 and _is_word(steps[0][0], ("source",))
 
 
 def leading_word(text: str) -> tuple[str, int, int] | None:

@@ -17,7 +17,8 @@ print the same HTML for the same block, and a warm block costs them the same:
 - ``source=`` names the source, so that the body holds only operations: a string is a
   source reference, any other object goes through the adapter's ``reference_of`` (a
   Django file field); an empty one (None, ``""``, an empty field) prints the ``empty``
-  branch, as does a body whose source printed nothing (`` | fit 100x``);
+  branch, as does a body whose source printed nothing (`` | fit 100x``, ``source | fit
+  100x``; see :func:`~fileproc_wsgi.instructions.has_empty_source`);
 - every other argument is an attribute of the ``<img>``, escaped.
 
 All variants of one block are registered in one call (one transaction when new).
@@ -33,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from html import escape
 
 from .errors import FileProcError, InstructionError
-from .instructions import OPERATION_WORDS, leading_word, parse, source_step
+from .instructions import OPERATION_WORDS, has_empty_source, leading_word, parse, source_step
 from .representation import HTML, Representation
 
 log = logging.getLogger("fileproc_wsgi.tags")
@@ -158,9 +159,10 @@ def build(
             log.debug("fileprocessor block: source= is empty")
             return None
         text = _with_source(reference, text)
-    elif text.lstrip()[:1] == "|":
-        # A source printed by a variable left nothing before the first "|": an optional
-        # file field left empty. Not a fault of the text, so no error, strict or not.
+    elif has_empty_source(text):
+        # A source printed by a variable left nothing (before the first "|", or after the
+        # word source): an optional file field left empty. Not a fault of the text, so no
+        # error, strict or not.
         log.debug("fileprocessor block: the source printed nothing: %r", text)
         return None
     widths: list[int] = []

@@ -18,6 +18,7 @@ from fileproc_wsgi.instructions import (
     Instructions,
     canonical_source,
     checksum,
+    has_empty_source,
     is_checksum,
     leading_word,
     parse,
@@ -912,6 +913,25 @@ def test_source_step_refuses_a_line_break():
 )
 def test_leading_word(text, expected):
     assert leading_word(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "empty"),
+    [
+        pytest.param(" | fit 3x", True, id="nothing-before-the-pipe"),
+        pytest.param("\n  # a note, with a | in it\n\n  |fit 3x", True, id="after-comments-and-blanks"),
+        pytest.param("source | fit 3x", True, id="source-word-without-name"),
+        pytest.param("SOURCE\nfit 3x", True, id="source-word-alone-on-its-line"),
+        pytest.param("a.jpg | fit 3x", False, id="a-source"),
+        pytest.param("source a.jpg\n| fit 3x", False, id="pipe-on-a-later-line"),
+        pytest.param('"source" | fit 3x', False, id="a-file-named-source"),
+        pytest.param("source=a.jpg | fit 3x", False, id="a-key-is-no-source-word"),
+        pytest.param("\n\nfit 3x", False, id="operations-alone-on-the-first-line"),
+        pytest.param("", False, id="no-step"),
+    ],
+)
+def test_has_empty_source(text, empty):
+    assert has_empty_source(text) is empty
 
 
 @pytest.mark.parametrize(

@@ -258,12 +258,33 @@ def test_an_empty_source_is_the_empty_branch_without_a_warning(site, caplog, val
         pytest.param(" | fit 180x180", id="pipe-first"),
         pytest.param("|fit 180x180", id="pipe-at-once"),
         pytest.param("\n   | fill 10x10\n  format webp\n", id="multiline"),
+        pytest.param("source  | fit 180x180", id="source-word-without-name"),
+        pytest.param("source \n  fit 180x180", id="source-word-alone-on-its-line"),
+        pytest.param("# the author's photo\n | fit 180x180", id="comment-first"),
+        pytest.param("\n  # the author's photo\n\n   |fit 180x180", id="blank-lines-and-comment-first"),
     ],
 )
 @pytest.mark.parametrize("strict", [True, False])
 def test_a_body_whose_source_printed_nothing_is_the_empty_branch(site, caplog, text, strict):
     assert Block([]).render(site.registrar, text, [], strict=strict) is None
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("\n\n  fit 180x180", id="blank-line-then-operations"),
+        pytest.param("# the author's photo\nfit 180x180", id="comment-then-operations"),
+    ],
+)
+def test_a_source_line_that_printed_nothing_is_an_error_suggesting_source_argument(site, caplog, text):
+    """A first line of operations alone may be a forgotten source as well as an empty
+    one: only source= or a source on the operations' line makes a source optional."""
+    block = Block([], where="card.html", line=3)
+    with pytest.raises(InstructionError, match=r"^card.html, line \d+, .*pass it as source= on the tag"):
+        block.render(site.registrar, text, [], strict=True)
+    assert block.render(site.registrar, text, [], strict=False) is None
+    assert "expected a source first" in caplog.text
 
 
 def test_a_body_starting_with_an_operation_suggests_source_argument(site):
