@@ -167,7 +167,8 @@ def test_a_root_for_one_fields_storage_keeps_the_default_storage(tmp_path, files
         pytest.param(
             "old:a.jpg",
             {"old": "django:nosuchalias"},
-            "source=reference gave 'old:a.jpg': source root 'django:nosuchalias': expected an alias of STORAGES",
+            "source=reference gave 'old:a.jpg': source root 'django:nosuchalias': "
+            "expected an alias of STORAGES",
             id="broken-django-root",
         ),
     ],

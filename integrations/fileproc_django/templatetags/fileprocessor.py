@@ -15,8 +15,11 @@ The body is rendered to text, registered (no pixel is touched) and printed as an
 ``formats=`` and ``sizes=``); every other argument becomes an escaped attribute. With
 ``as NAME`` the rendition (``url``, ``width``, ``height``, ``checksum``,
 ``content_type``, ``html``) is stored in the context instead and nothing is printed.
-When the block cannot be registered (a missing source; bad text unless ``DEBUG``) the
-``{% empty %}`` branch is printed, or nothing, and ``NAME`` is None.
+When the block cannot be registered (a missing source; a mistake, unless the template
+engine's ``debug``, which is ``DEBUG`` unless ``TEMPLATES`` sets it) the ``{% empty %}``
+branch is printed, or nothing, and ``NAME`` is None. A ``source=`` that raises (an empty
+field's ``.url``) or names a root the settings lack is such a mistake; whatever else an
+argument raises is Django's error with ``debug`` and logged without.
 """
 
 from __future__ import annotations
