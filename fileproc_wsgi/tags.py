@@ -33,7 +33,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from html import escape
 
-from .errors import FileProcError, InstructionError
+from .errors import FileProcError, InstructionError, SourceError, SourceNotFoundError
 from .instructions import OPERATION_WORDS, has_empty_source, leading_word, parse, source_step
 from .representation import HTML, Representation
 
@@ -360,8 +360,9 @@ def render_block(
     ``where`` names the template and ``line`` is the template line the block's text
     starts on, so an error points at the template rather than at the text. With
     ``strict`` (Django's DEBUG, or the Jinja2 environment's ``fileprocessor_strict``)
-    bad instruction text raises, so a developer sees it; a missing source, an outage or
-    an unexpected error (logged with its traceback) never breaks a page, strict or not.
+    bad instruction text and a refused reference (an unknown root, ``..``, a host not
+    allowed) raise, so a developer sees them; a missing source, an outage or an
+    unexpected error (logged with its traceback) never breaks a page, strict or not.
     An empty source is None without a warning: an optional file field is no fault.
     """
     try:
@@ -373,6 +374,12 @@ def render_block(
         if strict:
             raise located from None
         log.warning("fileprocessor block: %s", located)
+    except SourceError as error:
+        # A reference the settings refuse is the template's mistake, like bad text; a
+        # file that is not there (yet) is the data's, and never breaks a page.
+        if strict and not isinstance(error, SourceNotFoundError):
+            raise SourceError(f"{where}, line {line}: {error}") from None
+        log.warning("fileprocessor block in %s, line %d: %s", where, line, error)
     except FileProcError as error:
         log.warning("fileprocessor block in %s, line %d: %s", where, line, error)
     except Exception:  # the last boundary: no library's exception ever breaks a page

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from webob import Request
 
-from fileproc_wsgi.errors import InstructionError
+from fileproc_wsgi.errors import InstructionError, SourceError
 from fileproc_wsgi.instructions import canonical_source, parse, source_step
 from fileproc_wsgi.middleware import FileProcessor
 from fileproc_wsgi.tags import Block, build, render_block
@@ -85,6 +85,22 @@ def test_soft_failures(site, caplog):
     assert render_block(site.registrar, "photo.jpg | fit 10by", {}, strict=False) is None
     with pytest.raises(InstructionError, match="line 1, column 17"):
         render_block(site.registrar, "photo.jpg | fit 10by", {}, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("archive:photo.jpg | fit 10x", "unknown root 'archive'", id="unknown-root"),
+        pytest.param("../photo.jpg | fit 10x", "'..' is not allowed", id="parent"),
+        pytest.param("https://example.com/a.jpg | fit 10x", "https sources are not enabled", id="host"),
+    ],
+)
+def test_a_refused_reference_raises_when_strict_and_fails_softly_otherwise(site, caplog, text, message):
+    # The template's mistake, like bad text: a developer sees it; a visitor never does.
+    with pytest.raises(SourceError, match=rf"^page.html, line 3: .*{re.escape(message)}"):
+        render_block(site.registrar, text, {}, strict=True, where="page.html", line=3)
+    assert render_block(site.registrar, text, {}, strict=False) is None
+    assert message in caplog.text
 
 
 def test_an_unexpected_error_renders_the_empty_branch_and_is_logged(site, monkeypatch, caplog):
