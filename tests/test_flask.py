@@ -161,6 +161,14 @@ def test_strict_follows_app_debug_when_the_template_renders(make_app):
     assert _render(app, BAD) == "[no picture]"
 
 
+def test_a_projects_tests_catch_a_bad_block(make_app):
+    app = make_app(TESTING=True)  # what a project's test fixture passes to create_app
+    page = "{% fileprocessor %}photo.jpg | fit 10by{% empty %}[no picture]{% endfileprocessor %}"
+    app.get("/")(lambda: render_template_string(page))
+    with pytest.raises(InstructionError, match="10by"):
+        app.test_client().get("/")
+
+
 @pytest.mark.parametrize("debug", [False, True], ids=["debug-off", "debug-on"])
 @pytest.mark.parametrize("source", [None, "", "missing.jpg"], ids=["None", "empty-string", "missing-file"])
 def test_no_picture_renders_the_empty_branch_in_debug_and_not(make_app, debug, source):

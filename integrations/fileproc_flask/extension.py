@@ -80,8 +80,9 @@ class FileProcessor:
             environment.add_extension(FileProcessorExtension)
         environment.fileprocessor_registrar = registrar
         # A callable, read at each render: app.debug set after create_app (app.run(debug=True),
-        # flask run --debug) still decides, as Flask's own debug behaviour does.
-        environment.fileprocessor_strict = lambda: app.debug
+        # flask run --debug) still decides, as Flask's own debug behaviour does. TESTING too,
+        # or a project's tests would pass on a page whose block is broken.
+        environment.fileprocessor_strict = lambda: app.debug or app.testing
 
         from .commands import fileproc_command
 
