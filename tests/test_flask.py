@@ -234,7 +234,16 @@ def test_a_url_passed_as_source_is_a_clear_error_with_debug_on(make_app):
             id="postgresql",
         ),
         pytest.param(
-            {"FILEPROC_STORAGE": "thumbs"}, "storage", "file://{root}/thumbs", id="relative-storage"
+            {"FILEPROC_STORAGE": "thumbs"}, "storage", "file://{instance}/thumbs", id="relative-storage"
+        ),
+        pytest.param(
+            {"FILEPROC_STORAGE": "file://thumbs"},
+            "storage",
+            "file://{instance}/thumbs",
+            id="relative-storage-url",
+        ),
+        pytest.param(
+            {"FILEPROC_STORAGE": "file:///srv/thumbs"}, "storage", "file:///srv/thumbs", id="absolute-storage"
         ),
         pytest.param(
             {"FILEPROC_STORAGE": "s3://bucket/thumbs"}, "storage", "s3://bucket/thumbs", id="s3-storage"
@@ -276,6 +285,21 @@ def test_settings_come_from_app_config(make_app, tmp_path, config, field, expect
         assert value == placed(expected)
 
 
+def test_relative_store_and_results_are_written_beside_each_other_in_the_instance_folder(make_app, tmp_path):
+    app = make_app(FILEPROC_STORAGE="thumbs", FILEPROC_DATABASE_URL="sqlite:///thumbs.db")
+    [(url, *_)] = _IMG.findall(
+        _render(app, '{% fileprocessor alt="x" %}photo.jpg | fit 50x50{% endfileprocessor %}')
+    )
+    assert decode(app.test_client().get(url, follow_redirects=True).data).size == (50, 33)
+    instance = tmp_path / "app" / "instance"
+    assert sorted(path.name for path in instance.iterdir() if not path.name.startswith("thumbs.db-")) == [
+        "thumbs",
+        "thumbs.db",
+    ]
+    assert len(list((instance / "thumbs").rglob("*.jpg"))) == 1
+    assert not (tmp_path / "app" / "thumbs").exists(), "nothing written into the package"
+
+
 def test_settings_do_not_depend_on_the_working_directory(make_app, tmp_path, monkeypatch):
     app = make_app(init=False, FILEPROC_STORAGE="thumbs", FILEPROC_DATABASE_URL="sqlite:///jobs.db")
     configs = []
@@ -298,6 +322,11 @@ def test_settings_do_not_depend_on_the_working_directory(make_app, tmp_path, mon
         ),
         pytest.param(
             {"FILEPROC_PREFIX": "no spaces"}, "app.config['FILEPROC_PREFIX']: prefix:", id="bad-value"
+        ),
+        pytest.param(
+            {"FILEPROC_STORAGE": "ftp://host/thumbs"},
+            "app.config['FILEPROC_STORAGE']: storage: expected",
+            id="storage-scheme",
         ),
         pytest.param(
             {"FILEPROC_SECRET": "short"}, "app.config['FILEPROC_SECRET']: secret:", id="short-secret"

@@ -6,13 +6,15 @@ Each key is ``FILEPROC_`` and a Config field in capitals. A value may be the Pyt
 ``.env`` file leaves): strings are read by the core's own parser, so both spellings
 mean the same.
 
-Nothing depends on the working directory. Relative directories (source roots,
-``storage``) are taken from ``app.root_path``, as Flask takes ``static_folder``; a
-relative SQLite file from ``app.instance_path``, as Flask-SQLAlchemy does, so that
-``sqlite:///site.db`` names the same file for both. With no key at all the store and the
-results live in ``<instance folder>/fileproc/``; the source roots are ``static`` (the
-static folder) and ``default``: the app's ``UPLOAD_FOLDER`` if it sets one, else the
-static folder too.
+Nothing depends on the working directory. What fileproc writes is the app's state, so a
+relative ``storage`` and a relative SQLite file are taken from ``app.instance_path``, as
+Flask-SQLAlchemy takes ``sqlite:///site.db`` (the same file for both), and land beside
+the defaults. What it reads ships with the code, so relative source roots (and a relative
+``UPLOAD_FOLDER`` used as one) are taken from ``app.root_path``, as Flask takes
+``static_folder`` and ``template_folder``. With no key at all the store and the results
+live in ``<instance folder>/fileproc/``; the source roots are ``static`` (the static
+folder) and ``default``: the app's ``UPLOAD_FOLDER`` if it sets one, else the static
+folder too.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 # The parser of FILEPROC_* variables, so that a string means here what it means there.
-from fileproc_wsgi.config import ENV_PREFIX, Config, parse_setting, storage_root
+from fileproc_wsgi.config import ENV_PREFIX, Config, parse_setting, storage_root, storage_url
 from fileproc_wsgi.errors import ConfigError
 
 _FIELDS = {field.name: field for field in dataclasses.fields(Config)}
@@ -45,9 +47,8 @@ def config_from_app(app) -> Config:
             )
         where = f"app.config[{key!r}]"
         values[name] = parse_setting(where, _FIELDS[name], value) if isinstance(value, str) else value
-    values = _with_app_paths(app, values)
     try:
-        return Config.from_mapping(values)
+        return Config.from_mapping(_with_app_paths(app, values))
     except ConfigError as error:
         field = str(error).split(":", 1)[0]
         where = f"app.config[{ENV_PREFIX + field.upper()!r}]" if field in _FIELDS else "app.config"
@@ -62,11 +63,8 @@ def _with_app_paths(app, values: dict[str, Any]) -> dict[str, Any]:
     values["database_url"] = _sqlite_under(app.instance_path, database_url)
 
     storage = values.get("storage") or os.path.join(home, "results")
-    if isinstance(storage, (str, os.PathLike)) and not str(storage).startswith("s3://"):
-        path = os.fspath(storage)
-        path = path[len("file://") :] if path.startswith("file://") else path
-        if path:
-            values["storage"] = os.path.join(app.root_path, path)
+    if isinstance(storage, (str, os.PathLike)):
+        values["storage"] = storage_url(os.fspath(storage), app.instance_path)
 
     roots = values.get("source_roots")
     if roots is None:
