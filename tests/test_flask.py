@@ -33,7 +33,7 @@ PAGE = '{% fileprocessor alt="a photo" %}photo.jpg | fit 120x120{% endfileproces
 
 def create_app():
     app = Flask(__name__, root_path=HERE, instance_path=os.path.join(HERE, "instance"))
-    app.config["UPLOAD_FOLDER"] = "uploads"
+    app.config["UPLOAD_FOLDER"] = os.path.join(HERE, "uploads")
     fileproc.init_app(app)
     app.get("/")(lambda: render_template_string(PAGE))
     return app
@@ -298,6 +298,41 @@ def test_relative_store_and_results_are_written_beside_each_other_in_the_instanc
     ]
     assert len(list((instance / "thumbs").rglob("*.jpg"))) == 1
     assert not (tmp_path / "app" / "thumbs").exists(), "nothing written into the package"
+
+
+@pytest.mark.parametrize(
+    ("config", "working_directory", "warned"),
+    [
+        pytest.param({"UPLOAD_FOLDER": "uploads"}, "elsewhere", True, id="relative-run-elsewhere"),
+        pytest.param({"UPLOAD_FOLDER": "uploads"}, "app", False, id="relative-run-from-root"),
+        pytest.param({"UPLOAD_FOLDER": "{root}/uploads"}, "elsewhere", False, id="absolute"),
+        pytest.param(
+            {"UPLOAD_FOLDER": "uploads", "FILEPROC_SOURCE_ROOTS": {"media": "/srv/media"}},
+            "elsewhere",
+            False,
+            id="not-a-root",
+        ),
+    ],
+)
+def test_a_relative_upload_folder_read_elsewhere_than_the_app_saves_is_a_warning(
+    make_app, tmp_path, monkeypatch, caplog, config, working_directory, warned
+):
+    root = tmp_path / "app"
+    config = {
+        key: value.format(root=root) if isinstance(value, str) else value for key, value in config.items()
+    }
+    app = make_app(init=False, **config)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / working_directory)
+    fileproc = FileProcessor(app)
+    fileproc.close(app)
+    messages = [record.getMessage() for record in caplog.records if record.name == "fileproc_flask"]
+    if warned:
+        [message] = messages
+        assert f"reads pictures from {root / 'uploads'}" in message
+        assert str(tmp_path / "elsewhere" / "uploads") in message
+    else:
+        assert messages == []
 
 
 def test_settings_do_not_depend_on_the_working_directory(make_app, tmp_path, monkeypatch):

@@ -8,7 +8,8 @@ With an app factory::
 
     def create_app():
         app = Flask(__name__)
-        app.config["UPLOAD_FOLDER"] = "uploads"      # optional: root "uploads"
+        # optional: the "default" root; absolute, as the app's own file.save() uses it too
+        app.config["UPLOAD_FOLDER"] = os.path.join(app.instance_path, "uploads")
         fileproc.init_app(app)
         return app
 

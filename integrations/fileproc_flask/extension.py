@@ -9,6 +9,8 @@ and found again through ``current_app`` or an explicit ``app``.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import weakref
 
 from flask import Flask, current_app
@@ -21,6 +23,8 @@ from fileproc_wsgi.registrar import registrar_for
 from .settings import config_from_app
 
 EXTENSION_KEY = "fileproc"
+
+log = logging.getLogger("fileproc_flask")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +67,7 @@ class FileProcessor:
                 "call init_app once per app, with one FileProcessor"
             )
         config = config_from_app(app)
+        _warn_of_a_relative_upload_folder(app, config)
         registrar = registrar_for(config)
         middleware = None
         if not config.registrar_url:
@@ -122,3 +127,30 @@ class FileProcessor:
                 "call FileProcessor().init_app(app) in the app factory"
             )
         return state
+
+
+def _warn_of_a_relative_upload_folder(app: Flask, config: Config) -> None:
+    """Say so when fileproc and the app's own ``file.save`` would use two folders.
+
+    Flask's upload pattern, ``os.path.join(app.config["UPLOAD_FOLDER"], name)``, resolves
+    a relative folder against the working directory, and fileproc against
+    ``app.root_path``: when they differ every picture prints its empty branch, silently.
+    """
+    uploads = app.config.get("UPLOAD_FOLDER")
+    if not isinstance(uploads, (str, os.PathLike)) or not os.fspath(uploads) or os.path.isabs(uploads):
+        return
+    read = os.path.abspath(os.path.join(app.root_path, uploads))
+    if read not in config.source_roots.values():
+        return  # FILEPROC_SOURCE_ROOTS chose other roots: fileproc does not read it
+    saved = os.path.abspath(uploads)
+    if os.path.realpath(read) == os.path.realpath(saved):
+        return
+    log.warning(
+        "fileproc_flask: UPLOAD_FOLDER %r is relative: fileproc reads pictures from %s "
+        "(under app.root_path), but os.path.join(app.config['UPLOAD_FOLDER'], name) names a "
+        "file in %s (under the working directory); make UPLOAD_FOLDER absolute, such as "
+        "os.path.join(app.instance_path, 'uploads')",
+        os.fspath(uploads),
+        read,
+        saved,
+    )
