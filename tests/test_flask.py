@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from flask import Flask, render_template_string
@@ -121,6 +122,31 @@ def test_a_page_prints_sized_images_whose_urls_redirect_to_the_file(site, tmp_pa
     assert result.status_code == 200
     assert decode(result.data).size == (120, 80)
     assert len(list(results.rglob("*.jpg"))) == 1
+
+
+def _fenced(markdown: str, language: str, after: str) -> str:
+    """The first ```language block after the text ``after``."""
+    return re.search(rf"```{language}\n(.*?)```", markdown[markdown.index(after) :], re.S).group(1)
+
+
+def test_the_templates_in_docs_flask_md_print_what_the_page_says(make_app, tmp_path):
+    docs = (Path(__file__).parent.parent / "docs" / "flask.md").read_text()
+    template = _fenced(docs, "jinja", "## In templates")
+    printed = _fenced(docs, "html", "## In templates")
+    write(tmp_path / "uploads", "ada.jpg", halves(600, 400))
+    app = make_app(UPLOAD_FOLDER=str(tmp_path / "uploads"))
+    write(tmp_path / "app" / "static" / "img", "hero.jpg", halves(1600, 900))
+
+    def lines(html: str) -> list[str]:
+        # The checksums follow the pictures' bytes, which the docs cannot know.
+        return [
+            re.sub(r"[0-9a-f]{32}", "<checksum>", line.strip()) for line in html.splitlines() if line.strip()
+        ]
+
+    assert lines(_render(app, template, user={"username": "ada", "picture": "ada.jpg"})) == lines(printed)
+    without = _render(app, template, user={"username": "bob", "picture": None})
+    assert lines(without)[0] == '<span class="initials">b</span>'
+    assert '<span class="initials">b</span>' in docs
 
 
 def test_two_apps_in_one_process_keep_their_own_store(make_app, tmp_path):
