@@ -70,6 +70,8 @@ def test_flask_example_shows_pictures_and_initials_where_there_is_none(tmp_path)
 
         images = re.findall(r'<img src="([^"]+)" width="(\d+)" height="(\d+)"', text)
         assert len(images) == 7
+        # The one <img> the template writes itself (as scan) loads as the block's do.
+        assert all('loading="lazy" decoding="async"' in tag for tag in re.findall(r"<img [^>]*>", text))
         for url, width, height in images:
             redirect = client.get(url)
             assert redirect.status_code == 301
