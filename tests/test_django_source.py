@@ -192,6 +192,22 @@ def test_a_reference_the_settings_cannot_serve_is_an_error_with_debug(
                 assert message in caplog.text
 
 
+def test_what_a_string_source_is_checked_against_follows_the_settings(tmp_path):
+    # The check of a string source is remembered per configuration: a root added or taken
+    # away by a settings change is seen by the next render, not by a restart.
+    with site(
+        tmp_path / "with", settings_for("filesystem"), debug=True, source_roots={"old": "django:default"}
+    ):
+        photo("a.jpg")
+        assert render(block("reference"), {"reference": "old:photos/a.jpg"}).startswith("<img ")
+    with (
+        site(tmp_path / "without", settings_for("filesystem"), debug=True),
+        pytest.raises(InstructionError) as raised,
+    ):
+        render(block("reference"), {"reference": "old:photos/a.jpg"})
+    assert "no source root 'old'" in str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("expression", "message"),
     [

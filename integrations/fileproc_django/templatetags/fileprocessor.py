@@ -221,14 +221,36 @@ def _checked(value: str, expression: str):
 _ROOT_PREFIX = re.compile(r"^([a-z][a-z0-9_-]*):(?!//)")
 
 
+# Per config (a settings change makes a new one): what is wrong with each string source
+# seen, so that a warm block pays a dict lookup rather than parsing its reference again.
+_reference_problems: tuple = (None, {})
+_REMEMBERED = 4096
+
+
 def _reference_problem(reference: str) -> str | None:
     """Why ``reference`` can never name a file under these settings, or None.
 
     A mistake in the template or the settings, unlike a file not (yet) there, so it is
     an error with debug; the core would only log it as a source it cannot find."""
+    global _reference_problems
+    config = get_config()
+    for_config, problems = _reference_problems
+    if for_config is not config:
+        problems = {}
+        _reference_problems = (config, problems)
+    try:
+        return problems[reference]
+    except KeyError:
+        pass
+    if len(problems) >= _REMEMBERED:
+        problems.clear()  # simpler than an LRU; a page names few distinct sources
+    problem = problems[reference] = _find_reference_problem(config, reference)
+    return problem
+
+
+def _find_reference_problem(config, reference: str) -> str | None:
     match = _ROOT_PREFIX.match(reference)
     root, path = (match.group(1), reference[match.end() :]) if match else ("default", reference)
-    config = get_config()
     value = config.source_roots.get(root)
     if value is None:
         known = ", ".join(sorted(config.source_roots)) or "none"
