@@ -16,10 +16,12 @@ An engine is a module with:
   only that format needs);
 - ``probe(handle, found, reference, instructions, config) -> (width, height, has_alpha)``:
   the upright size of what ``decode`` will give (the page, the frame), from headers only,
-  refusing what the header already shows to be over a limit;
+  refusing what the header already shows to be over a limit; an engine that reads
+  animations adds a fourth item, the :attr:`SourceInfo.frames` a result that animates holds;
 - ``decode(handle, found, reference, instructions, config) -> (image, icc_profile, size)``:
   an upright image in L, LA, RGB or RGBA, decoded no larger than the operations need, and
-  ``size``, the upright size ``probe`` gives, worked out by the same code.
+  ``size``, the upright size ``probe`` gives, worked out by the same code; an animated
+  source adds a fourth item, its :class:`Animation` (the first frame is ``image``).
 
 They raise :class:`UnsupportedSourceError`, :class:`ProcessingError` or
 :class:`LimitError`, all naming the source. Whatever else a library raises (a decoder
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, NamedTuple
 
 from PIL import Image
@@ -115,6 +118,27 @@ class SourceInfo:
     width: int
     height: int
     has_alpha: bool
+    # The frames a result in a format that animates would hold: 1 for a still (and for
+    # one page of an animation), the count an animated WebP or APNG header states, None
+    # for an animated GIF (its header does not say, and counting walks the whole file).
+    frames: int | None = 1
+
+
+@dataclasses.dataclass
+class Animation:
+    """The frames after the first of an animated source, for a result that animates.
+
+    ``frames()`` yields ``(image, milliseconds on screen)`` for the second frame on, each
+    composited as a browser shows it (disposal and blending resolved), upright, in one of
+    L, LA, RGB or RGBA and of the first frame's size. Each is decoded only when asked for,
+    within ``max_source_frames`` and ``max_animation_pixels``, from the source's open
+    file: walk it before that closes. ``duration`` is the first frame's time on screen,
+    ``plays`` how many times the whole plays (0: for ever).
+    """
+
+    duration: int
+    plays: int
+    frames: Callable[[], Iterator[tuple[Image.Image, int]]]
 
 
 @dataclasses.dataclass
@@ -123,12 +147,14 @@ class Decoded:
 
     ``size`` is the upright size of the source (the page, the frame) as :func:`probe`
     reports it, which the predicted result size was computed from; ``image`` may be
-    smaller when the engine decoded at a reduced scale.
+    smaller when the engine decoded at a reduced scale. ``animation`` is the rest of an
+    animated source (None for a still, or when a page is picked).
     """
 
     image: Image.Image
     icc_profile: bytes | None
     size: tuple[int, int]
+    animation: Animation | None = None
 
 
 def sniff(head: bytes) -> str | None:
@@ -163,7 +189,7 @@ def probe(handle: BinaryIO, reference: str, instructions=None, config=None) -> S
     """Read only the header: format, upright size (of the page or frame asked for) and
     transparency. With ``config``, refuse what the header shows to be over its limits."""
     found, engine = _engine(handle, reference, instructions)
-    width, height, alpha = _with_fallback(
+    width, height, alpha, *frames = _with_fallback(
         found,
         engine,
         "read",
@@ -175,13 +201,13 @@ def probe(handle: BinaryIO, reference: str, instructions=None, config=None) -> S
         raise ProcessingError(
             f"source {reference!r} is {formats.a(found)} whose header gives no picture size"
         )
-    return SourceInfo(found, width, height, alpha)
+    return SourceInfo(found, width, height, alpha, *frames)
 
 
 def decode(handle: BinaryIO, reference: str, instructions, config) -> Decoded:
     """Decode the image the instructions ask for, within the configured limits."""
     found, engine = _engine(handle, reference, instructions)
-    image, icc_profile, size = _with_fallback(
+    image, icc_profile, size, *animation = _with_fallback(
         found,
         engine,
         "decoded",
@@ -189,7 +215,7 @@ def decode(handle: BinaryIO, reference: str, instructions, config) -> Decoded:
         handle,
         lambda e: e.decode(handle, found, reference, instructions, config),
     )
-    return Decoded(image, icc_profile, size)
+    return Decoded(image, icc_profile, size, *animation)
 
 
 def available() -> dict[str, bool]:
