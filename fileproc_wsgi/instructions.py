@@ -17,7 +17,8 @@ import decimal
 import functools
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 from .errors import InstructionError, ProcessingError
@@ -37,6 +38,7 @@ from .operations import (
     Operation,
     Pad,
     Page,
+    PluginOperation,
     Quality,
     Resize,
     Rotate,
@@ -340,6 +342,7 @@ class _Args(NamedTuple):
     positional: list[_Token]
     keys: dict[str, _Token]
     flags: dict[str, _Token]
+    head: _Token  # the step's word, where an error about the whole step points
 
 
 def _split(step: str, head: _Token, tokens: list[_Token], spec: _Spec) -> _Args:
@@ -381,7 +384,7 @@ def _split(step: str, head: _Token, tokens: list[_Token], spec: _Spec) -> _Args:
         )
     if len(positional) < spec.least:
         raise _fail(f"too few arguments: expected {spec.usage}", head, step, at_value=False)
-    return _Args(positional, keys, flags)
+    return _Args(positional, keys, flags, head)
 
 
 def _build_fit(step: str, args: _Args) -> Operation:
@@ -535,6 +538,117 @@ def _build_quality(step: str, args: _Args) -> Operation:
     return Quality(_integer(args.positional[0], step, "quality", 1, 100))
 
 
+class Arguments:
+    """A plugin step's arguments, split as built-in steps' are, for its ``parse``.
+
+    ``positional`` holds the values in order, ``keys`` the ``key=value`` values by
+    lowercase key, ``flags`` the flags given. The readers below take a position (an index
+    into ``positional``) or a key and read the value as built-in steps do; a bad value
+    raises an :class:`InstructionError` naming the step, line and column, as
+    :meth:`fail` does for a plugin's own checks.
+    """
+
+    def __init__(self, step: str, args: _Args):
+        self._step = step
+        self._head = args.head
+        self._tokens = args
+        self.positional: tuple[str, ...] = tuple(token.text for token in args.positional)
+        self.keys: Mapping[str, str] = MappingProxyType({key: token.text for key, token in args.keys.items()})
+        self.flags: frozenset[str] = frozenset(args.flags)
+
+    def _token(self, at: int | str) -> _Token:
+        return self._tokens.positional[at] if isinstance(at, int) else self._tokens.keys[at]
+
+    def fail(self, problem: str, at: int | str | None = None) -> InstructionError:
+        """The error to raise for ``problem`` in the value at ``at`` (the step's word
+        when None)."""
+        if at is None:
+            return _fail(problem, self._head, self._step, at_value=False)
+        return _fail(problem, self._token(at), self._step)
+
+    def text(self, at: int | str, default: str | None = None) -> str | None:
+        """The value as written (quotes removed); ``default`` when the key is absent."""
+        return self._token(at).text if isinstance(at, int) or at in self.keys else default
+
+    def number(self, at: int | str, what: str, low: float, high: float, *, default: float | None = None):
+        """A number from ``low`` to ``high``; ``default`` when the key is absent."""
+        if isinstance(at, str) and at not in self.keys:
+            return default
+        return _ranged(self._token(at), self._step, what, low, high) + 0.0
+
+    def integer(self, at: int | str, what: str, low: int, high: int, *, default: int | None = None):
+        """A whole number from ``low`` to ``high``; ``default`` when the key is absent."""
+        if isinstance(at, str) and at not in self.keys:
+            return default
+        return _integer(self._token(at), self._step, what, low, high)
+
+    def choice(self, at: int | str, what: str, choices: Mapping[str, str], *, default: str | None = None):
+        """The canonical name of one of ``choices`` (spelling, case-insensitive: canonical
+        name); ``default`` when the key is absent."""
+        if isinstance(at, str) and at not in self.keys:
+            return default
+        token = self._token(at)
+        found = choices.get(token.text.lower())
+        if found is None:
+            names = ", ".join(dict.fromkeys(choices.values()))
+            raise _fail(f"expected {what} to be one of {names}, got {token.text!r}", token, self._step)
+        return found
+
+    def color(self, at: int | str, *, default: str | None = None) -> str | None:
+        """A colour as ``#rrggbb``; ``default`` when the key is absent."""
+        if isinstance(at, str) and at not in self.keys:
+            return default
+        return _color(self._token(at), self._step)
+
+    def size(self, at: int | str, *, both: bool = False) -> tuple[int | None, int | None]:
+        """A size like ``400x300`` (also ``400x`` or ``x300`` unless ``both``)."""
+        return _size(self._token(at), self._step, both=both)
+
+
+def _plugin_entry(word: str) -> tuple[_Spec, _Builder] | None:
+    """The spec and builder of a plugin's step ``word``, or None: the first unknown word
+    of a process reads the installed plugins (:mod:`fileproc_wsgi.plugins`)."""
+    from . import plugins
+
+    plugin = plugins.find_operation(word)
+    if plugin is None:
+        return None
+    kind: type[PluginOperation] = plugin.target  # type: ignore[assignment]
+    spec = _Spec(kind.usage, kind.least, kind.most, keys=kind.keys, flags=kind.flags)
+
+    def build(step: str, args: _Args) -> Operation:
+        made = kind.parse(Arguments(step, args))
+        if not isinstance(made, kind):
+            raise TypeError(f"{kind.__name__}.parse gave {type(made).__name__}, not a {kind.__name__}")
+        return made
+
+    return spec, build
+
+
+def _entry(word: str) -> tuple[_Spec, _Builder] | None:
+    return _STEPS.get(word) or _plugin_entry(word)
+
+
+def is_operation(word: str) -> bool:
+    """Whether ``word`` (any case) is a step: a built-in one, or an installed plugin's."""
+    word = word.lower()
+    return word in OPERATION_WORDS or (word != "source" and _plugin_entry(word) is not None)
+
+
+def _unknown(written: str) -> str:
+    """What an unknown step's error says: the built-in words and the installed plugins'."""
+    from . import plugins
+
+    problem = f"unknown operation {written!r}; expected one of: {_KNOWN}"
+    installed = sorted(plugins.operations())
+    if installed:
+        problem += f"; or of the installed plugins: {', '.join(installed)}"
+    failed = plugins.find_problem(written.lower())
+    if failed is not None:
+        problem += f"; {failed}"
+    return problem
+
+
 _Builder = Callable[[str, _Args], Operation]
 _SOURCE_SPEC = _Spec("source <ref>", 1, 1)
 _STEPS: dict[str, tuple[_Spec, _Builder]] = {
@@ -566,7 +680,9 @@ _STEPS: dict[str, tuple[_Spec, _Builder]] = {
 }
 
 OPERATION_WORDS = frozenset(_STEPS)
-"""Every step word except ``source``."""
+"""Every built-in step word except ``source`` (plugins add more: :func:`is_operation`)."""
+BUILTIN_WORDS = OPERATION_WORDS | {"source"}
+"""The words no plugin may take."""
 
 _KNOWN = ", ".join(sorted(OPERATION_WORDS))
 
@@ -611,7 +727,20 @@ def _step_text(operation: Operation) -> str:
         return text + (f" quality={operation.quality}" if operation.quality is not None else "")
     if isinstance(operation, Quality):
         return f"quality {operation.value}"
+    if isinstance(operation, PluginOperation):
+        return _plugin_step_text(operation)
     return operation.word
+
+
+def _plugin_step_text(operation: PluginOperation) -> str:
+    parts = [operation.word]
+    for argument in operation.canonical_arguments():
+        if isinstance(argument, tuple):
+            key, value = argument
+            parts.append(f"{key}={_quote(str(value))}")
+        else:
+            parts.append(_quote(str(argument)))
+    return " ".join(parts)
 
 
 def _times(side: int | None, density: float) -> int | None:
@@ -742,8 +871,27 @@ class Instructions:
         return Instructions(self.source, tuple(steps)).canonical
 
     def checksum(self, source_version: str) -> str:
-        """The checksum of these instructions for that version of their source."""
-        return checksum(self.canonical, source_version)
+        """The checksum of these instructions for that version of their source.
+
+        A text using a plugin's step adds the plugin's distribution and version (and the
+        step's own :meth:`~.PluginOperation.salt`) to the salt: upgrading a plugin gives
+        new URLs, and every other text keeps its checksum.
+        """
+        return checksum(self.canonical, source_version, plugins=self.plugins)
+
+    @functools.cached_property
+    def plugins(self) -> str:
+        """What the plugins these steps come from add to the checksum's salt ('' for none)."""
+        if not any(isinstance(step, PluginOperation) for step in self.steps):
+            return ""
+        from . import plugins
+
+        lines = {
+            f"{step.word} {plugins.identity_of(step)} {step.salt()}".rstrip()
+            for step in self.steps
+            if isinstance(step, PluginOperation)
+        }
+        return "\n".join(sorted(lines))
 
 
 def _source_token(text: str, tokens: list[_Token]) -> _Token:
@@ -781,17 +929,21 @@ def _source_token(text: str, tokens: list[_Token]) -> _Token:
 
 def _read_as_steps(tokens: list[_Token]) -> bool:
     """Whether ``tokens`` are one or more whole, valid steps (each starting with its word)."""
-    if not _is_word(tokens[0], OPERATION_WORDS):
+    if not _is_step(tokens[0]):
         return False
-    starts = [index for index, token in enumerate(tokens) if _is_word(token, OPERATION_WORDS)]
+    starts = [index for index, token in enumerate(tokens) if _is_step(token)]
     for start, stop in zip(starts, [*starts[1:], len(tokens)], strict=True):
         word = tokens[start].text.lower()
-        spec, build = _STEPS[word]
+        spec, build = _entry(word)
         try:
             build(word, _split(word, tokens[start], tokens[start + 1 : stop], spec))
         except InstructionError:
             return False
     return True
+
+
+def _is_step(token: _Token) -> bool:
+    return token.key is None and not token.quoted and is_operation(token.text)
 
 
 def parse(text: str) -> Instructions:
@@ -810,7 +962,9 @@ def parse(text: str) -> Instructions:
     first, *rest = steps
     head = first[0]
     word = head.text.lower() if head.key is None and not head.quoted else None
-    if word in OPERATION_WORDS:
+    # A plugin's word is looked for only when more words follow: a lone word is a source
+    # name, and reading the plugins costs a process its first parse.
+    if word in OPERATION_WORDS or (word is not None and len(first) > 1 and is_operation(word)):
         for later in rest:
             if later[0].text.lower() == "source" and later[0].key is None:
                 raise _fail("source must be the first step", later[0], "source")
@@ -836,11 +990,9 @@ def parse(text: str) -> Instructions:
         word = written.lower()
         if word == "source":
             raise _fail("source given twice: give one source, as the first step", head, "source")
-        entry = _STEPS.get(word)
+        entry = _STEPS.get(word) or _plugin_entry(word)
         if entry is None:
-            raise _fail(
-                f"unknown operation {written!r}; expected one of: {_KNOWN}", head, written, at_value=False
-            )
+            raise _fail(_unknown(written), head, written, at_value=False)
         spec, build = entry
         operations.append(build(word, _split(word, head, tokens[1:], spec)))
     return Instructions(source, tuple(operations))
@@ -882,17 +1034,23 @@ def leading_word(text: str) -> tuple[str, int, int] | None:
     return text.split("\n")[head.line - 1][head.column - 1 : head.end], head.line, head.column
 
 
-def checksum(canonical: str, source_version: str, *, processing_version: str = PROCESSING_VERSION) -> str:
+def checksum(
+    canonical: str, source_version: str, *, processing_version: str = PROCESSING_VERSION, plugins: str = ""
+) -> str:
     """The first 32 hex digits of a SHA-256 over the salt, the source version and the text.
 
     The source version is length-prefixed, so no pair of (version, text) can run into
-    another pair's bytes.
+    another pair's bytes. ``plugins`` (:attr:`Instructions.plugins`), when not empty,
+    is part of the salt, also length-prefixed.
     """
     version = source_version.encode("utf-8", "surrogatepass")
     import hashlib  # here, not at the top: OpenSSL costs a worker ~4 MiB it rarely needs
 
     digest = hashlib.sha256()
     digest.update(f"fileproc-wsgi processing v{processing_version}\n".encode("utf-8", "surrogatepass"))
+    if plugins:
+        salt = plugins.encode("utf-8", "surrogatepass")
+        digest.update(b"plugins %d:" % len(salt) + salt + b"\n")
     digest.update(b"%d:" % len(version) + version + b"\n")
     digest.update(canonical.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()[:CHECKSUM_LENGTH]

@@ -77,6 +77,77 @@ class Operation:
         return image
 
 
+MODES = ("L", "LA", "RGB", "RGBA")
+"""The modes an operation is given and must give back."""
+
+
+class PluginOperation(Operation):
+    """The base of an operation a plugin adds (see ``docs/plugins.md``).
+
+    A subclass names its ``word`` (not a built-in step's), says how it is written
+    (``usage``, at ``least`` and at ``most`` so many positional arguments, its ``keys``
+    and its ``flags``) and implements:
+
+    - ``parse(arguments)``, a classmethod: the operation the arguments describe, read
+      through :class:`fileproc_wsgi.instructions.Arguments`, whose readers refuse a bad
+      value with an :class:`~fileproc_wsgi.errors.InstructionError` naming the step,
+      line and column, as for built-in steps;
+    - ``canonical_arguments()``: its arguments in one fixed form, so that texts meaning
+      the same give the same checksum: positional values and flags as strings,
+      ``key=value`` pairs as ``(key, value)`` tuples, in a fixed order, defaults left out
+      (the core adds the word and the quotes); parsing the result gives back an equal
+      operation;
+    - ``size(width, height)`` and ``apply(image)``, as every operation; ``apply`` is given
+      an image in one of :data:`MODES` and must give one back (checked);
+    - optionally ``salt()``: text for the checksum about what the arguments do not say
+      (the bytes of a file the step reads), so that a change there gives new URLs.
+
+    The plugin's distribution name and version enter the checksum of every text using
+    the step, so upgrading the plugin gives new URLs.
+    """
+
+    usage: ClassVar[str] = ""
+    least: ClassVar[int] = 0
+    most: ClassVar[int] = 0
+    keys: ClassVar[tuple[str, ...]] = ()
+    flags: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("apply")
+        if own is not None and not getattr(own, "_checked", False):
+            cls.apply = _checked_apply(own)
+
+    @classmethod
+    def parse(cls, arguments) -> PluginOperation:
+        raise NotImplementedError(f"{cls.__name__}.parse")
+
+    def canonical_arguments(self) -> tuple[str | tuple[str, str], ...]:
+        return ()
+
+    def salt(self) -> str:
+        return ""
+
+
+def _checked_apply(apply):
+    """``apply`` refusing, by the step's word, a result that is no image in :data:`MODES`:
+    the encoder and the next step count on it."""
+
+    def checked(self: PluginOperation, image: Image.Image) -> Image.Image:
+        result = apply(self, image)
+        if not isinstance(result, Image.Image) or result.mode not in MODES:
+            got = result.mode if isinstance(result, Image.Image) else type(result).__name__
+            raise ProcessingError(
+                f"the plugin step {self.word!r} gave {got!r}, not an image in mode {', '.join(MODES)}"
+            )
+        return result
+
+    checked._checked = True  # type: ignore[attr-defined]
+    checked.__doc__ = apply.__doc__
+    checked.__name__ = apply.__name__
+    return checked
+
+
 def _scaled(width: int, height: int, scale: float) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
