@@ -80,6 +80,9 @@ class Config:
     max_output_pixels: int = 25_000_000
     max_output_side: int = 8192
     max_source_frames: int = 1000
+    # An animation kept animated decodes every frame and holds every result frame until
+    # it is written: the pixels of all its frames, source and result each, are held to this.
+    max_animation_pixels: int = 250_000_000
     max_processing_seconds: float = 30.0
     max_concurrent_jobs: int = 8
     max_register_bytes: int = 1024 * 1024
@@ -172,6 +175,7 @@ class Config:
             "max_output_pixels",
             "max_output_side",
             "max_source_frames",
+            "max_animation_pixels",
             "max_concurrent_jobs",
             "max_register_bytes",
             "max_redirects",
@@ -199,6 +203,25 @@ class Config:
             raise LimitError(
                 f"page {page} is beyond max_source_frames={self.max_source_frames}: "
                 "no page or frame further into a source is read"
+            )
+
+    def check_animation(
+        self, subject: str, frames: int, width: int, height: int, *, at_least: bool = False
+    ) -> None:
+        """Raise :class:`LimitError` for an animation kept animated of ``frames`` frames
+        of ``width`` x ``height`` (``at_least``: counted so far, the file may hold more)
+        over ``max_source_frames`` or ``max_animation_pixels``. ``subject`` names it in the
+        message: "source 'a.gif'", "the animated result of 'a.gif'"."""
+        counted = f"{frames} frames or more" if at_least else f"{frames} frames"
+        if frames > self.max_source_frames:
+            raise LimitError(
+                f"{subject} has {counted}, more than max_source_frames={self.max_source_frames} "
+                "(a result that animates decodes every frame)"
+            )
+        if frames * width * height > self.max_animation_pixels:
+            raise LimitError(
+                f"{subject} has {counted} of {width}x{height} = {frames * width * height} pixels, "
+                f"more than max_animation_pixels={self.max_animation_pixels}"
             )
 
     def check_result_size(self, width: int, height: int, *, step: str | None = None) -> None:
