@@ -33,20 +33,29 @@ fact about the source, refused for good, never an error page or a retry.
 Pillow (:mod:`.raster`) comes first; PDF pages (:mod:`.pdf`), video frames (:mod:`.video`)
 and what only ImageMagick reads (:mod:`.magick`, also the fallback for TIFFs Pillow cannot
 decode) follow.
+
+Installed packages add engines through the ``fileproc_wsgi.engines`` entry point group
+(:mod:`fileproc_wsgi.plugins`, ``docs/plugins.md``): an engine plugin has the contract
+above plus ``sniff(head) -> format | None``, asked only about a file no built-in engine
+decodes, and runs inside the same boundary. Its ``available()`` keys and a plugin that
+could not be loaded are reported by :func:`missing` as ``plugin:<name>...``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, NamedTuple
 
 from PIL import Image
 
-from .. import formats
+from .. import formats, plugins
 from ..errors import ProcessingError, UnsupportedSourceError
 from .boundary import failure
+
+log = logging.getLogger(__name__)
 
 ENGINE_NAMES = ("raster", "pdf", "video", "magick")
 # Which engine module decodes each name formats.sniff gives (each module's FORMATS, known
@@ -166,6 +175,10 @@ def engine_for(head: bytes, reference: str):
     """``(format, engine)`` for a file, by its first bytes; refuses everything else, and
     a format whose library this installation lacks, naming what to install."""
     found = sniff(head)
+    if found is None or found not in ENGINE_OF:
+        claimed = _plugin_engine(head, reference)
+        if claimed is not None:
+            return claimed
     if found is None:
         raise UnsupportedSourceError(
             f"source {reference!r} is not in a recognised image, PDF or video format"
@@ -223,6 +236,8 @@ def available() -> dict[str, bool]:
     found: dict[str, bool] = {}
     for name in ENGINE_NAMES:
         found.update(_load(name).available())
+    for plugin in plugins.engines():
+        found.update(_plugin_available(plugin))
     return found
 
 
@@ -233,10 +248,14 @@ def missing() -> list[Missing]:
     lacking = [key for key, present in available().items() if not present]
     if "imagemagick" in lacking and "imagemagick:HEIF" in lacking:
         lacking.remove("imagemagick:HEIF")  # said by the missing ImageMagick itself
-    return [_missing(key) for key in lacking]
+    broken = [Missing(f"plugin:{problem.name}", None, str(problem)) for problem in plugins.problems()]
+    return [_missing(key) for key in lacking] + broken
 
 
 def _missing(key: str) -> Missing:
+    if key.startswith("plugin:"):
+        _, name, library = key.split(":", 2)
+        return Missing(key, None, f"the engine plugin {name!r} reports {library!r} is not available")
     extra, why = _NEEDED_BY.get(key, (None, f"{key} is not available"))
     if key == "imagemagick" and _load("magick").wand_installed():
         return Missing(key, None, _NO_MAGICKWAND)
@@ -251,6 +270,33 @@ def advice(key: str) -> str:
 
 def _load(name: str):
     return importlib.import_module(f"{__name__}.{name}")
+
+
+def _plugin_engine(head: bytes, reference: str):
+    """``(format, engine)`` from the engine plugins, for a file no built-in engine
+    decodes; None when none claims it. A plugin lacking a library refuses by name."""
+    claimed = plugins.sniff(head)
+    if claimed is None:
+        return None
+    found, plugin = claimed
+    lacking = [key for key, present in _plugin_available(plugin).items() if not present]
+    if lacking:
+        raise UnsupportedSourceError(
+            f"source {reference!r} is {formats.a(found)}, and this server lacks the library to read it: "
+            + _missing(lacking[0]).why
+        )
+    return found, plugin.target
+
+
+def _plugin_available(plugin) -> dict[str, bool]:
+    """An engine plugin's ``available()``, its keys prefixed ``plugin:<name>:``; a plugin
+    whose ``available()`` raises reports itself unavailable rather than breaking a check."""
+    try:
+        libraries = dict(plugin.target.available())
+    except Exception:
+        log.warning("fileproc_wsgi: engine plugin %r raised in available()", plugin.name, exc_info=True)
+        libraries = {"available()": False}
+    return {f"plugin:{plugin.name}:{key}": bool(present) for key, present in libraries.items()}
 
 
 def _lacking(name: str, engine, found: str) -> str | None:
