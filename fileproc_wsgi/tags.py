@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from html import escape
 
 from .errors import FileProcError, InstructionError, SourceError, SourceNotFoundError
-from .instructions import OPERATION_WORDS, has_empty_source, leading_word, parse, source_step
+from .instructions import has_empty_source, is_operation, leading_word, parse, source_step
 from .representation import HTML, Representation
 
 log = logging.getLogger("fileproc_wsgi.tags")
@@ -284,7 +284,7 @@ def _with_densities(image, attributes, registered, by_format, formats, scaled) -
 def _with_source(reference: str, body: str) -> str:
     """The text to register for ``source=reference`` and a body of operations."""
     found = leading_word(body)
-    if found is not None and found[0].lower() not in OPERATION_WORDS:
+    if found is not None and not is_operation(found[0]):
         word, line, column = found
         raise InstructionError(
             f"source= is given, so the body holds only operations; line {line} starts with {word!r}",
