@@ -570,11 +570,21 @@ class Arguments:
         """The value as written (quotes removed); ``default`` when the key is absent."""
         return self._token(at).text if isinstance(at, int) or at in self.keys else default
 
-    def number(self, at: int | str, what: str, low: float, high: float, *, default: float | None = None):
-        """A number from ``low`` to ``high``; ``default`` when the key is absent."""
+    def number(
+        self,
+        at: int | str,
+        what: str,
+        low: float,
+        high: float,
+        *,
+        default: float | None = None,
+        above_low: bool = False,
+    ):
+        """A number from ``low`` (greater than it with ``above_low``) to ``high``;
+        ``default`` when the key is absent."""
         if isinstance(at, str) and at not in self.keys:
             return default
-        return _ranged(self._token(at), self._step, what, low, high) + 0.0
+        return _ranged(self._token(at), self._step, what, low, high, open_low=above_low) + 0.0
 
     def integer(self, at: int | str, what: str, low: int, high: int, *, default: int | None = None):
         """A whole number from ``low`` to ``high``; ``default`` when the key is absent."""
