@@ -40,6 +40,9 @@ TEST = [
     "boto3>=1.34",
     "django-storages[s3]>=1.14",  # Django sources on S3 through django-storages' S3Storage
     "moto[server]>=5",  # a real S3-compatible HTTP server for the tests (moto_server)
+    # The plugin tests pip-install examples/fileproc-watermark offline (no build
+    # isolation), and setuptools before 70.1 builds a wheel only with this.
+    "wheel>=0.43",
     # Every engine is tested for real: a missing one fails the suite rather than skipping.
     *PDF,
     *VIDEO,
