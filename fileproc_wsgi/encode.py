@@ -3,6 +3,11 @@
 Only the colour profile survives from the source's metadata (EXIF, XMP and comments are
 dropped by never passing them to the encoder). A profile is kept only while it still
 describes the pixels: an RGB profile on a greyscale result would be wrong, so it goes.
+
+GIF and WebP results can animate (:data:`ANIMATED_FORMATS`): :func:`encode_animation`
+writes whole frames, each with its time on screen, and the play count. AVIF is not
+among them although Pillow writes AVIF sequences: its writer cannot set a play count
+(every sequence loops for ever) and takes about 10 times as long as WebP per frame.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ CONTENT_TYPES = {
     "gif": "image/gif",
 }
 FORMAT_OF_EXTENSION = {extension: name for name, extension in EXTENSIONS.items()}
+ANIMATED_FORMATS = frozenset({"gif", "webp"})
+"""Output formats that keep an animated source animated; the others take its first frame."""
 DEFAULT_QUALITY = {"jpeg": 85, "webp": 80, "avif": 60}
 # Source formats every current browser shows, kept as the output when none is asked for.
 _BROWSER_FORMATS = {"JPEG": "jpeg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "AVIF": "avif"}
@@ -70,9 +77,48 @@ def encode(
     return buffer.getvalue()
 
 
-def _palette(image: Image.Image) -> Image.Image:
-    """An adaptive 256-colour palette, with one entry for full transparency."""
-    if not has_alpha(image):
+def encode_animation(
+    frames: list[Image.Image],
+    durations: list[int],
+    plays: int,
+    name: str,
+    options: Format | None,
+    icc_profile: bytes | None,
+) -> bytes:
+    """``frames`` (whole frames of one size) as an animated ``name`` (one of
+    :data:`ANIMATED_FORMATS`), frame ``k`` shown for ``durations[k]`` milliseconds, the
+    whole played ``plays`` times (0: for ever)."""
+    params: dict = {"save_all": True, "duration": durations}
+    if name == "gif":
+        # Each frame replaces the last whole: with transparency a frame is cleared to
+        # transparent before the next (disposal 2), else left for the next to cover
+        # (disposal 1), which lets Pillow store only the part of a frame that changed.
+        transparent = any(has_alpha(frame) for frame in frames)
+        frames = [_palette(frame, transparent) for frame in frames]
+        for frame in frames:
+            # Pillow's GIF writer takes the first frame's info as defaults (a source's
+            # loop count, background index): only what is said here may reach the file.
+            frame.info = {"transparency": 255} if transparent else {}
+        params["disposal"] = 2 if transparent else 1
+        if plays != 1:  # a GIF states its repeats after the first play; none plays once
+            params["loop"] = 0 if plays == 0 else plays - 1
+    elif name == "webp":
+        quality = options.quality if options and options.quality else DEFAULT_QUALITY["webp"]
+        params.update(quality=quality, method=4, lossless=bool(options and options.lossless), loop=plays)
+        if _profile_fits(icc_profile, frames[0].mode):
+            params["icc_profile"] = icc_profile
+    else:
+        raise ValueError(f"{name} results do not animate")
+    first, *rest = frames
+    buffer = io.BytesIO()
+    first.save(buffer, format=name.upper(), append_images=rest, **params)
+    return buffer.getvalue()
+
+
+def _palette(image: Image.Image, transparent: bool | None = None) -> Image.Image:
+    """An adaptive 256-colour palette, with one entry for full transparency (when the
+    image has alpha, or ``transparent`` says so for all frames of an animation)."""
+    if not (has_alpha(image) if transparent is None else transparent):
         return image.convert("RGB").quantize(256, dither=Image.Dither.FLOYDSTEINBERG)
     rgba = image.convert("RGBA")
     quantised = rgba.convert("RGB").quantize(255, dither=Image.Dither.FLOYDSTEINBERG)

@@ -20,13 +20,14 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from PIL import Image
 
 from . import engines, pool
 from .config import Config
-from .encode import CONTENT_TYPES, EXTENSIONS, encode
+from .encode import ANIMATED_FORMATS, CONTENT_TYPES, EXTENSIONS, encode, encode_animation
 from .engines.boundary import failure
 from .errors import (
     PERMANENT_FAILURES,
@@ -37,7 +38,7 @@ from .errors import (
     UnavailableError,
 )
 from .instructions import Instructions, parse
-from .operations import RESAMPLING, WHITE, Background
+from .operations import RESAMPLING, SMART, WHITE, Background, Fill, Operation
 from .sources import LocalSource, Sources, StorageSource
 from .storage import result_key
 
@@ -275,37 +276,102 @@ def produce(
     runs, and is the size the step must give: a step working on an image decoded at a
     reduced scale lands on exactly the promised size.
 
+    An animated source (the engine's :class:`~.engines.Animation`) made into a format
+    that animates (:data:`.encode.ANIMATED_FORMATS`) runs the steps on every frame as it
+    is decoded, holding only the result frames; ``gravity=smart`` chooses its crop on the
+    first frame and keeps it for all, so the result does not jitter.
+
     ``deadline`` (a :func:`time.monotonic` time; by default ``max_processing_seconds``
-    from now) is checked between stages.
+    from now) is checked between stages, and between frames.
     """
     if deadline is None:
         deadline = time.monotonic() + config.max_processing_seconds
     config.check_page(instructions.page)
     with source.open(config.max_source_bytes) as handle:
         decoded = engines.decode(handle, source.reference, instructions, config)
-    _check_time(deadline, "decoding", config)
-    plan = instructions.plan(*decoded.size)
-    config.check_plan(plan)
-    image = decoded.image
-    # Until the first resampling step, the image may be a reduced decode of the source;
-    # only steps that do not care about scale come before it (see reduction_target).
-    exact = image.size == decoded.size
-    for index, operation in enumerate(instructions.operations):
-        with failure(f"step {operation.word!r} failed on source {source.reference!r}"):
-            image = operation.apply(image)
-            exact = exact or isinstance(operation, RESAMPLING)
-            planned = plan[index + 1][1:] if plan else None
-            if exact and planned and image.size != planned:
-                image = image.resize(planned, Image.Resampling.LANCZOS)
-        _check_time(deadline, f"step {operation.word!r}", config)
-    config.check_result_size(image.width, image.height)
+        _check_time(deadline, "decoding", config)
+        plan = instructions.plan(*decoded.size)
+        config.check_plan(plan)
+        steps = _Steps(instructions.operations, decoded.size, plan, source.reference, config, deadline)
+        animation = decoded.animation if output_format in ANIMATED_FORMATS else None
+        image = steps.run(decoded.image, pin=animation is not None)
+        config.check_result_size(image.width, image.height)
+        if animation is not None:
+            frames, durations = _animate(image, animation, steps)
     background = next(
         (step.color for step in reversed(instructions.steps) if isinstance(step, Background)), WHITE
     )
     with failure(f"the result of {source.reference!r} could not be written as {output_format.upper()}"):
-        data = encode(image, output_format, instructions.output, decoded.icc_profile, background)
+        if animation is not None and len(frames) > 1:
+            data = encode_animation(
+                frames, durations, animation.plays, output_format, instructions.output, decoded.icc_profile
+            )
+        else:
+            data = encode(image, output_format, instructions.output, decoded.icc_profile, background)
     _check_time(deadline, "encoding", config)
     return Result(data, image.width, image.height)
+
+
+@dataclasses.dataclass
+class _Steps:
+    """The operations of one job, run on its decoded image (and on every later frame of
+    an animation) at the sizes of the plan, each inside its error boundary."""
+
+    operations: Sequence[Operation]
+    size: tuple[int, int]  # the source's upright size, which the plan starts from
+    plan: list[tuple[str, int, int]] | None
+    reference: str
+    config: Config
+    deadline: float
+
+    def run(self, image: Image.Image, *, pin: bool = False) -> Image.Image:
+        """``image`` (the source, or a reduced decode of it) through the operations.
+        ``pin`` fixes a smart crop where it falls on this image for every image run
+        after it: the later frames of an animation are cropped alike."""
+        pinned = []
+        # Until the first resampling step, the image may be a reduced decode of the source;
+        # only steps that do not care about scale come before it (see reduction_target).
+        exact = image.size == self.size
+        for index, operation in enumerate(self.operations):
+            with failure(f"step {operation.word!r} failed on source {self.reference!r}"):
+                if pin:
+                    operation = _pinned(operation, image)
+                    pinned.append(operation)
+                image = operation.apply(image)
+                exact = exact or isinstance(operation, RESAMPLING)
+                planned = self.plan[index + 1][1:] if self.plan else None
+                if exact and planned and image.size != planned:
+                    image = image.resize(planned, Image.Resampling.LANCZOS)
+            _check_time(self.deadline, f"step {operation.word!r}", self.config)
+        if pin:
+            self.operations = tuple(pinned)
+        return image
+
+
+def _pinned(operation: Operation, image: Image.Image) -> Operation:
+    """``operation``, a smart crop turned into the focus it chooses on ``image``."""
+    if not isinstance(operation, Fill) or operation.focus is not None or operation.gravity != SMART:
+        return operation
+    left, top, right, bottom = operation.crop_box(*image.size, image=image)
+    focus = ((left + right) / 2 / image.width, (top + bottom) / 2 / image.height)
+    return dataclasses.replace(operation, gravity="center", focus=focus)
+
+
+def _animate(
+    first: Image.Image, animation: engines.Animation, steps: _Steps
+) -> tuple[list[Image.Image], list[int]]:
+    """Every frame of an animation through the steps as the engine decodes it, ``first``
+    already made: only the results are held, and their pixels too are held to
+    max_animation_pixels."""
+    frames, durations = [first], [animation.duration]
+    subject = f"the animated result of {steps.reference!r}"
+    with failure(f"source {steps.reference!r} is an animation whose frames could not be decoded"):
+        for image, duration in animation.frames():
+            steps.config.check_animation(subject, len(frames) + 1, *first.size, at_least=True)
+            frames.append(steps.run(image))
+            durations.append(duration)
+            _check_time(steps.deadline, f"frame {len(frames)}", steps.config)
+    return frames, durations
 
 
 def _check_time(deadline: float, stage: str, config: Config) -> None:

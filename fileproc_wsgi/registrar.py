@@ -9,6 +9,10 @@ or one request to a remote storage, shared by every text naming the source) at m
 per ``source_check_interval``, which is how a replaced source gets a new checksum; within
 the same interval the store's generation is read, and every remembered registration
 forgotten when ``purge`` or ``gc --delete`` has removed something since.
+
+The checksum of a result that animates (:func:`result_checksum`) carries one more salt
+than the rest: such results used to be first frames, so their URLs change while every
+other URL stays what it was.
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ from typing import BinaryIO
 from . import engines
 from .cache import Generation, SharedCache
 from .config import Config
-from .encode import CONTENT_TYPES, EXTENSIONS, choose_format
+from .encode import ANIMATED_FORMATS, CONTENT_TYPES, EXTENSIONS, choose_format
 from .errors import UnavailableError
-from .instructions import parse
+from .instructions import PROCESSING_VERSION, Instructions, checksum, parse
 from .operations import Background
 from .representation import Representation
 from .sources import LocalSource, Sources
@@ -61,11 +65,13 @@ class _Reads(contextlib.ExitStack):
 
 @dataclasses.dataclass(frozen=True)
 class _Cold:
-    """A registration worked out but not yet written: its text, entry and store row."""
+    """A registration worked out but not yet written: its text, entry and store row, and
+    the key it is shared under (the checksum before the probe said whether it animates)."""
 
     text: str
     entry: _Entry
     row: dict
+    key: str = ""
 
 
 class Registrar:
@@ -173,10 +179,10 @@ class Registrar:
             # Asked afresh: the header read below must be of the file this version names.
             version = self._version(source, time.monotonic(), fresh=True)
             reads.versions[source.reference] = version
-        checksum = instructions.checksum(version)
-        shared = self._shared(checksum)
+        key = instructions.checksum(version)
+        shared = self._shared(key)
         if shared is not None:  # written by another app server: no header read, no row
-            representation = self._representation(checksum, *shared)
+            representation = self._representation(*shared)
             return _Cold(text, _Entry(source, version, representation), {})
         handle = reads.handles.get(source.reference)
         if handle is None:
@@ -195,6 +201,14 @@ class Registrar:
         plan = instructions.plan(info.width, info.height)
         self.config.check_plan(plan)
         width, height = plan[-1][1:] if plan else (None, None)
+        animates = info.frames != 1 and output in ANIMATED_FORMATS
+        if animates and info.frames is not None and plan:
+            # What the header already states; a GIF's frames are counted when processing.
+            self.config.check_animation(f"source {source.reference!r}", info.frames, info.width, info.height)
+            self.config.check_animation(
+                f"the animated result of {source.reference!r}", info.frames, width, height
+            )
+        checksum = result_checksum(instructions, version, animates=animates)
         row = {
             "checksum": checksum,
             "instructions": instructions.canonical,
@@ -204,7 +218,7 @@ class Registrar:
             "height": height,
         }
         representation = self._representation(checksum, output, width, height)
-        return _Cold(text, _Entry(source, version, representation), row)
+        return _Cold(text, _Entry(source, version, representation), row, key)
 
     def _version(self, source, now: float, *, fresh: bool = False) -> str:
         """The source's version, asked at most once per check interval for all the
@@ -266,9 +280,11 @@ class Registrar:
             raise
         self._remember(cold, generation)
         if self.cache is not None and generation is not None:
-            for row in rows:
-                shared = (row["output_format"], row["width"], row["height"])
-                self.cache.set(_cache_key(generation, row["checksum"]), shared)
+            for item in cold:
+                if item.row:
+                    row = item.row
+                    shared = (row["checksum"], row["output_format"], row["width"], row["height"])
+                    self.cache.set(_cache_key(generation, item.key), shared)
 
     def _forget(self) -> None:
         with self._lock:
@@ -292,8 +308,25 @@ _NO_BATCH: Mapping[Registrar, list[_Cold]] = MappingProxyType({})
 _BATCHES: ContextVar[Mapping[Registrar, list[_Cold]]] = ContextVar("fileproc_batches", default=_NO_BATCH)
 
 
-def _cache_key(generation: int, checksum: str) -> str:
-    return f"fileproc:{generation}:{checksum}"
+def _cache_key(generation: int, key: str) -> str:
+    # "r:" since the value became (checksum, format, width, height): a process of an
+    # earlier release, sharing the cache during a deploy, never reads one or writes one.
+    return f"fileproc:{generation}:r:{key}"
+
+
+# Part of the checksum of every result that animates: before issue 12 an animated source
+# gave its first frame, and a browser or CDN may hold a permanent redirect to that still.
+_ANIMATED_SALT = "animated"
+
+
+def result_checksum(instructions: Instructions, source_version: str, *, animates: bool) -> str:
+    """The checksum a registration is stored and served under: the instructions' own,
+    with one more salt for a result that animates (an animated source without ``page``,
+    made into a format of :data:`~.encode.ANIMATED_FORMATS`)."""
+    if not animates:
+        return instructions.checksum(source_version)
+    salted = f"{PROCESSING_VERSION} {_ANIMATED_SALT}"
+    return checksum(instructions.canonical, source_version, processing_version=salted)
 
 
 def registrar_for(config: Config, *, cache=None):

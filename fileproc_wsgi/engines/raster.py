@@ -4,7 +4,15 @@ Large JPEGs are decoded at a reduced size (DCT scaling through ``Image.draft``) 
 operations will shrink them anyway, which is most of the speed and memory win of a
 thumbnailer. Pixel limits are checked on the header, before any pixel is decoded.
 
-``page N`` of a GIF, WebP, APNG, TIFF or MPO file is its Nth frame. Reaching it walks
+An animated GIF, WebP or APNG without a ``page`` step is decoded as its first frame plus
+an :class:`~fileproc_wsgi.engines.Animation` that walks the rest only when asked (a
+result in a format that cannot animate never decodes them). Pillow composites each frame
+as a browser shows it (disposal and blending resolved); this module turns it upright,
+crops it to the logical screen and normalises its mode like the first, one frame at a
+time, so a job holds one source frame, never all of them. Whether a GIF is animated at
+all is found by skipping over its first frame's data, never by counting its frames.
+
+``page N`` of a GIF, WebP, APNG, TIFF or MPO file is its Nth frame (a still). Reaching it walks
 the frames before it (decoding them, for animations), so N is bounded by
 ``max_source_frames``, and a frame count is only ever asked of Pillow where the header
 states it: GIF and TIFF count theirs by walking every frame, which takes tens of seconds
@@ -22,19 +30,34 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import logging
+from collections.abc import Iterator
 
 from PIL import ExifTags, Image, ImageOps, features
 
 from .. import formats
-from ..errors import LimitError, ProcessingError
+from ..errors import FileProcError, LimitError, ProcessingError
 from ..operations import reduction_target
+from . import Animation
 from .boundary import reason
+
+log = logging.getLogger(__name__)
 
 FORMATS = {"JPEG", "PNG", "GIF", "WEBP", "AVIF", "TIFF", "BMP", "ICO"}
 _TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 # Animations: every frame has the canvas's size, and reaching one decodes those before it,
 # so a header read never moves to another frame of these.
 _CANVAS_FORMATS = {"GIF", "WEBP", "PNG"}
+# Pillow's own table (ImageOps.exif_transpose), applied to every frame of an animation.
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 # available() keys and Pillow's names for them; a format's own is looked at on its first
@@ -142,10 +165,35 @@ def _upright(image: Image.Image, orientation: int) -> tuple[int, int]:
     return height, width
 
 
-def probe(handle, found: str, reference: str, instructions=None, config=None) -> tuple[int, int, bool]:
+def _frames(image: Image.Image, found: str) -> int | None:
+    """1 for a still, the frame count an animated WebP or APNG states, None for an
+    animated GIF. Asked before the first frame is loaded."""
+    if found not in _CANVAS_FORMATS:
+        return 1
+    declared = vars(image).get("n_frames")
+    if declared is not None:
+        return declared if declared > 1 else 1
+    if found != "GIF":
+        return 1
+    try:
+        # Skips over the first frame's data to the start of a second: no pixel is decoded
+        # and the file is never read past that.
+        return None if image.is_animated else 1
+    except MemoryError:
+        raise
+    except Exception:  # a broken second frame: the first is a still worth showing
+        with contextlib.suppress(Exception):
+            image.seek(0)
+        return 1
+
+
+def probe(
+    handle, found: str, reference: str, instructions=None, config=None
+) -> tuple[int, int, bool, int | None]:
     image = _open(handle, found, reference, config.max_source_pixels if config else 2**62)
     with image:
         page = instructions.page if instructions is not None else None
+        frames = _frames(image, found) if page is None else 1
         if page and page > 1:
             if config is not None:
                 _check_declared_frames(image, page, reference, config)
@@ -158,7 +206,7 @@ def probe(handle, found: str, reference: str, instructions=None, config=None) ->
                     _check_page_pixels(image, page, reference, config)
         width, height = _upright(image, _orientation(image))
         alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-        return width, height, alpha
+        return width, height, alpha, frames
 
 
 def decode(handle, found: str, reference: str, instructions, config):
@@ -166,6 +214,8 @@ def decode(handle, found: str, reference: str, instructions, config):
     canvas = image.size
     if instructions.page and instructions.page > 1:
         _seek_page(image, instructions.page, reference, config)
+    frames = _frames(image, found) if instructions.page is None else 1
+    source = image
 
     orientation = _orientation(image)
     upright = _upright(image, orientation)
@@ -194,7 +244,75 @@ def decode(handle, found: str, reference: str, instructions, config):
             f"({reason(error, handle)})"
         ) from None
     icc_profile = image.info.get("icc_profile")
-    return (*_normalise(image, icc_profile), upright)
+    image, icc_profile = _normalise(image, icc_profile)
+    if frames == 1:
+        return image, icc_profile, upright
+    animation = Animation(
+        duration=_duration(source),
+        plays=_plays(source, found),
+        frames=functools.partial(_later_frames, source, reference, config, canvas, orientation, frames),
+    )
+    return image, icc_profile, upright, animation
+
+
+def _duration(image: Image.Image) -> int:
+    """The current frame's time on screen in milliseconds, as the file gives it (browsers
+    show a GIF frame of 0 or 10 ms for 100 ms; the result keeps the file's value)."""
+    try:
+        return max(0, round(float(image.info.get("duration") or 0)))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _plays(image: Image.Image, found: str) -> int:
+    """How many times an animation plays, 0 for ever. A GIF's NETSCAPE loop count is the
+    repeats after the first play (browsers play ``loop 2`` three times) and a GIF without
+    one plays once; WebP and APNG state the plays themselves."""
+    loop = image.info.get("loop")
+    if not isinstance(loop, int) or loop < 0:
+        return 1
+    if found == "GIF":
+        return 0 if loop == 0 else loop + 1
+    return loop
+
+
+def _later_frames(
+    source: Image.Image,
+    reference: str,
+    config,
+    canvas: tuple[int, int],
+    orientation: int,
+    declared: int | None,
+) -> Iterator[tuple[Image.Image, int]]:
+    """The frames after the first of ``source`` (the :class:`Animation` contract)."""
+    subject = f"source {reference!r}"
+    if declared is not None:
+        config.check_animation(subject, declared, *canvas)
+    turn = _TRANSPOSE.get(orientation)
+    index = 1
+    while True:
+        try:
+            source.seek(index)
+            if declared is None:  # a GIF is counted as it is walked
+                config.check_animation(subject, index + 1, *canvas, at_least=True)
+            source.load()
+        except EOFError:
+            return
+        except (MemoryError, FileProcError):
+            raise
+        except Exception as error:
+            # A browser shows the frames before a broken one (a GIF cut short in transit
+            # is common), and so does the result.
+            log.info("fileproc_wsgi: %s: frame %d is unreadable (%s)", reference, index + 1, error)
+            return
+        frame = source if source.size == canvas else source.crop((0, 0, *canvas))
+        if turn is not None:
+            frame = frame.transpose(turn)
+        frame, _ = _normalise(frame, None)
+        if frame is source:
+            frame = frame.copy()  # the next seek reuses the source's pixels
+        yield frame, _duration(source)
+        index += 1
 
 
 def _normalise(image: Image.Image, icc_profile: bytes | None) -> tuple[Image.Image, bytes | None]:
