@@ -63,6 +63,12 @@ def sniff(head: bytes) -> str | None:
         return "EPS"
     if head.startswith(b"#EXTM3U"):
         return "HLS playlist"
+    if head.startswith(b"PK\x03\x04"):
+        return _zip(head)
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        return "OLE2"  # Word, Excel and PowerPoint 97-2003; which one its directory says
+    if head.startswith(b"{\\rtf"):
+        return "RTF"
     if head[4:8] == b"ftyp":
         return _iso_media(head)
     if head[4:8] in (b"moov", b"mdat", b"wide", b"free"):
@@ -91,6 +97,28 @@ def _iso_media(head: bytes) -> str:
     if brands & _HEIF_BRANDS:
         return "HEIF"
     return "MOV" if head[8:12] == b"qt  " else "MP4"
+
+
+# An OpenDocument file's first entry is "mimetype", stored uncompressed (ODF 1.2, part 3,
+# 3.3), so its kind shows in the head; an OOXML package's shows only in its
+# [Content_Types].xml, compressed anywhere in the archive: that one stays "ZIP" here and
+# the office engine reads the archive's directory.
+_ODF_KINDS = {
+    b"application/vnd.oasis.opendocument.text": "ODT",
+    b"application/vnd.oasis.opendocument.spreadsheet": "ODS",
+    b"application/vnd.oasis.opendocument.presentation": "ODP",
+}
+
+
+def _zip(head: bytes) -> str:
+    """ODT, ODS or ODP from an OpenDocument's leading ``mimetype`` entry, else ZIP."""
+    if len(head) < 30:
+        return "ZIP"
+    method, size, name_length, extra_length = struct.unpack("<H8xI4xHH", head[8:30])
+    start = 30 + name_length + extra_length
+    if method == 0 and head[30 : 30 + name_length] == b"mimetype":
+        return _ODF_KINDS.get(head[start : start + size], "ZIP")
+    return "ZIP"
 
 
 def _transport_stream(head: bytes) -> bool:
