@@ -91,6 +91,10 @@ class Config:
     isolate_jobs: bool = True
     max_job_memory: int = 2 * 1024 * 1024 * 1024
     worker_max_jobs: int = 1000
+    # Office documents (fileproc_wsgi.engines.office): the PDFs LibreOffice made, kept per
+    # source content on each processing host so that page 2 does not convert again (oldest
+    # evicted past 1 GiB). Under ./.fileproc/ like the other defaults.
+    document_cache: str = ""
 
     def __post_init__(self) -> None:
         prefix = "/" + self.prefix.strip("/")
@@ -102,6 +106,7 @@ class Config:
         database_url = self.database_url or f"sqlite:///{os.path.join(base, 'fileproc.db')}"
         self._set("database_url", absolute_database_url(database_url, os.getcwd()))
         self._set("storage", storage_url(self.storage or os.path.join(base, "results"), os.getcwd()))
+        self._set("document_cache", os.path.abspath(self.document_cache or os.path.join(base, "documents")))
         public_url = self.public_url or f"{prefix}/files/"
         self._set("public_url", public_url if public_url.endswith("/") else public_url + "/")
 
