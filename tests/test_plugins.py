@@ -1,0 +1,387 @@
+"""Plugins, installed for real and found by their entry points (docs/plugins.md).
+
+The example plugin (``examples/fileproc-watermark``) is pip-installed into a directory
+of its own, and small plugins this file writes (one that fails to import, one that
+takes a built-in step's word, an engine for PPM files) are installed there as pip
+lays out a distribution. Each test runs a fresh interpreter with that directory on
+``PYTHONPATH``, so discovery is the real one (importlib.metadata) in the web process
+and in the worker processes the jobs run in, and no other test sees these plugins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from PIL import Image
+
+from fileproc_wsgi.instructions import parse
+from support import decode
+
+EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "fileproc-watermark"
+RED, BLUE = (220, 20, 60), (0, 0, 255)
+
+
+def _pip_install(source: pathlib.Path, target: pathlib.Path) -> None:
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+    command += ["--no-index", "--target", str(target), str(source)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _example(tmp: pathlib.Path, version: str) -> pathlib.Path:
+    """The example plugin at ``version``, installed into a directory of its own."""
+    source = tmp / f"source-{version}"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
+    project = source / "pyproject.toml"
+    text = project.read_text()
+    assert 'version = "0.1.0"' in text
+    project.write_text(text.replace('version = "0.1.0"', f'version = "{version}"'))
+    target = tmp / f"watermark-{version}"
+    _pip_install(source, target)
+    return target
+
+
+def _distribution(target: pathlib.Path, name: str, entry_points: str, module: str, code: str) -> pathlib.Path:
+    """A distribution laid out as pip installs one: its module and its dist-info."""
+    info = target / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+    (target / f"{module}.py").write_text(textwrap.dedent(code))
+    return target
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory) -> dict[str, pathlib.Path]:
+    tmp = tmp_path_factory.mktemp("plugins")
+    return {
+        "watermark": _example(tmp, "0.1.0"),
+        "watermark-0.2.0": _example(tmp, "0.2.0"),
+        "broken": _distribution(
+            tmp / "broken",
+            "fileproc-broken",
+            "[fileproc_wsgi.operations]\nbroken = fileproc_broken:Broken\n",
+            "fileproc_broken",
+            "raise RuntimeError('no licence key found')\n",
+        ),
+        "shadow": _distribution(
+            tmp / "shadow",
+            "fileproc-shadow",
+            "[fileproc_wsgi.operations]\nfit = fileproc_shadow:Fit\n",
+            "fileproc_shadow",
+            """
+            from fileproc_wsgi.operations import PluginOperation
+
+            class Fit(PluginOperation):
+                word = "fit"
+                usage = "fit ANYTHING"
+                least = most = 1
+
+                @classmethod
+                def parse(cls, arguments):
+                    return cls()
+            """,
+        ),
+        "netpbm": _distribution(
+            tmp / "netpbm",
+            "fileproc-netpbm",
+            "[fileproc_wsgi.engines]\nnetpbm = fileproc_netpbm\n",
+            "fileproc_netpbm",
+            """
+            from PIL import Image
+
+            FORMATS = ("PPM",)
+
+            def sniff(head):
+                return "PPM" if head[:2] == b"P6" and head[2:3].isspace() else None
+
+            def available():
+                return {"pillow": True}
+
+            def probe(handle, found, reference, instructions, config):
+                with Image.open(handle, formats=["PPM"]) as image:
+                    return image.width, image.height, False
+
+            def decode(handle, found, reference, instructions, config):
+                with Image.open(handle, formats=["PPM"]) as image:
+                    return image.convert("RGB"), None, image.size
+            """,
+        ),
+    }
+
+
+def _run(code: str, paths: list[pathlib.Path], *args: str, env: dict | None = None) -> dict:
+    """What ``code`` prints as JSON on its last line, run in a fresh interpreter that has
+    ``paths`` (installed plugins) on its PYTHONPATH."""
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment.update(env or {})
+    if paths:
+        environment["PYTHONPATH"] = os.pathsep.join(map(str, paths))
+    result = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=environment,
+        cwd=paths[0] if paths else None,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ResourceWarning" not in result.stderr, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# A page with one block, rendered by Django or Jinja2, then its image requested through
+# the middleware like a browser: jobs run in worker processes (isolate_jobs, the default).
+SITE = """
+import json, pathlib, re, sys
+
+from webob import Request
+
+root, kind, text = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+values = {
+    "database_url": f"sqlite:///{root / 'fp.db'}",
+    "storage": str(root / "results"),
+    "source_roots": {"default": str(root / "media")},
+}
+checks = []
+
+
+def site(environ, start_response):
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"not here"]
+
+
+if kind == "django":
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        SECRET_KEY="tests-only",
+        INSTALLED_APPS=["fileproc_django"],
+        TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates"}],
+        FILEPROCESSOR=values,
+    )
+    django.setup()
+    from django.template import engines
+
+    import fileproc_django
+    from fileproc_django import checks as fileproc_checks, conf
+
+    registrar = conf.get_registrar()
+    registrar.store.create_tables()
+    source = "{% load fileprocessor %}{% fileprocessor %}" + text + "{% endfileprocessor %}"
+    page = engines["django"].from_string(source).render()
+    app = fileproc_django.wrap(site)
+    checks = [[message.id, message.msg] for message in fileproc_checks.check_engines()]
+else:
+    from jinja2 import Environment
+
+    from fileproc_jinja2 import FileProcessorExtension
+    from fileproc_wsgi import Config, FileProcessor, Registrar
+
+    registrar = Registrar(Config(**values))
+    registrar.store.create_tables()
+    environment = Environment(extensions=[FileProcessorExtension])
+    environment.fileprocessor_registrar = registrar
+    page = environment.from_string("{% fileprocessor %}" + text + "{% endfileprocessor %}").render()
+    app = FileProcessor(site, registrar.config, registrar=registrar)
+
+from fileproc_wsgi import pool
+
+found = re.search(r'<img src="([^"]+)" width="(\\d+)" height="(\\d+)"', page)
+outcome = {"page": page, "checks": checks}
+if found:
+    url, width, height = found.groups()
+    redirect = Request.blank(url).get_response(app)
+    outcome.update(promised=[int(width), int(height)], status=redirect.status_int, body=redirect.text)
+    if redirect.status_int == 301:
+        result = Request.blank(redirect.location).get_response(app)
+        outcome["status"] = result.status_int
+        (root / "result").write_bytes(result.body)
+outcome["workers"] = sum(pool.shared_pool().size())
+registrar.close()
+print(json.dumps(outcome))
+"""
+
+
+def _media(tmp_path: pathlib.Path) -> pathlib.Path:
+    media = tmp_path / "media"
+    media.mkdir()
+    Image.new("RGB", (400, 300), BLUE).save(media / "photo.png")
+    Image.new("RGB", (200, 100), (0, 160, 0)).save(media / "photo.ppm")
+    return tmp_path
+
+
+def _site(tmp_path, paths, kind: str, text: str, env: dict | None = None) -> tuple[dict, Image.Image | None]:
+    outcome = _run(SITE, paths, str(tmp_path), kind, text, env=env)
+    result = tmp_path / "result"
+    return outcome, (decode(result.read_bytes()) if result.exists() else None)
+
+
+def _close(actual, expected, tolerance: int = 12) -> bool:
+    return all(abs(a - e) <= tolerance for a, e in zip(actual[:3], expected, strict=True))
+
+
+def _mix(top, bottom, opacity: float):
+    return tuple(round(t * opacity + b * (1 - opacity)) for t, b in zip(top, bottom, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "opacity"),
+    [
+        pytest.param(
+            "django",
+            "photo.png | fit 200x | watermark logo.png position=south-east scale=0.25",
+            1.0,
+            id="django",
+        ),
+        pytest.param(
+            "jinja2",
+            "photo.png | fit 200x | watermark logo.png position=southeast scale=.25 opacity=0.5",
+            0.5,
+            id="jinja2",
+        ),
+    ],
+)
+def test_a_template_using_the_plugin_gets_the_logo_in_its_corner(installed, tmp_path, kind, text, opacity):
+    outcome, image = _site(_media(tmp_path), [installed["watermark"]], kind, text)
+    assert outcome["status"] == 200, outcome
+    assert outcome["workers"] >= 1, "the job ran in a worker process"
+    assert image.size == tuple(outcome["promised"]) == (200, 150)
+    pixels = image.convert("RGB")
+    # The 48x24 logo at a quarter of the width is 50x25, 3 pixels (2% of 150) from the
+    # bottom and right edges: from (147, 122) to (197, 147). Its white dot is on its left.
+    assert _close(pixels.getpixel((182, 134)), _mix(RED, BLUE, opacity))
+    assert _close(pixels.getpixel((152, 134)), _mix((255, 255, 255), BLUE, opacity))
+    for outside in ((10, 10), (140, 134), (182, 118), (199, 149), (182, 149)):
+        assert _close(pixels.getpixel(outside), BLUE), outside
+
+
+def test_the_django_check_and_a_refusal_name_a_plugin_that_failed_to_load(installed, tmp_path):
+    paths = [installed["broken"], installed["watermark"]]
+    outcome, image = _site(_media(tmp_path), paths, "django", "photo.png | fit 100x")
+    assert outcome["status"] == 200 and image.size == (100, 75), "the built-ins work"
+    [(check_id, message)] = outcome["checks"]
+    assert check_id == "fileproc_django.W019"
+    assert "the step plugin 'broken' (fileproc-broken 1.0) could not be loaded" in message
+    assert "RuntimeError: no licence key found" in message
+
+    found = _run(
+        """
+        import json
+        from fileproc_wsgi.instructions import parse
+        from fileproc_wsgi.errors import InstructionError
+
+        watermark = parse("a.jpg | fit 100x | watermark logo.png").canonical
+        try:
+            parse("a.jpg | fit 100x | broken 3")
+        except InstructionError as error:
+            print(json.dumps({"watermark": watermark, "error": str(error)}))
+        """,
+        paths,
+    )
+    assert found["watermark"] == "source a.jpg\nfit 100x\nwatermark logo.png"
+    assert found["error"].startswith("line 1, column 20, step 'broken': unknown operation 'broken';")
+    assert "or of the installed plugins: watermark;" in found["error"]
+    assert found["error"].endswith(
+        "the step plugin 'broken' (fileproc-broken 1.0) could not be loaded: "
+        "RuntimeError: no licence key found"
+    )
+
+
+def test_an_unknown_step_lists_the_built_ins_and_the_installed_plugins(installed):
+    found = _run(
+        """
+        import json
+        from fileproc_wsgi.instructions import parse
+
+        try:
+            parse("a.jpg\\nfit 100x\\nwatermak logo.png")
+        except ValueError as error:
+            print(json.dumps(str(error)))
+        """,
+        [installed["watermark"]],
+    )
+    assert found == (
+        "line 3, column 1, step 'watermak': unknown operation 'watermak'; expected one of: background, "
+        "blur, crop, fill, fit, flip, format, frame, grayscale, pad, page, quality, resize, rotate, "
+        "sharpen, upscale; or of the installed plugins: watermark"
+    )
+
+
+def test_a_plugin_taking_a_built_in_word_is_refused_by_name(installed):
+    found = _run(
+        """
+        import json
+        from fileproc_wsgi import engines, plugins
+        from fileproc_wsgi.instructions import parse
+
+        fit = parse("a.jpg | fit 100x")
+        print(json.dumps({
+            "type": type(fit.steps[0]).__module__,
+            "canonical": fit.canonical,
+            "problems": [str(problem) for problem in plugins.problems()],
+            "missing": [list(missing) for missing in engines.missing()],
+        }))
+        """,
+        [installed["shadow"]],
+    )
+    assert found["type"] == "fileproc_wsgi.operations"
+    assert found["canonical"] == "source a.jpg\nfit 100x"
+    reason = (
+        "the step plugin 'fit' (fileproc-shadow 1.0) could not be loaded: "
+        "its word 'fit' is a built-in step's, which a plugin cannot replace"
+    )
+    assert found["problems"] == [reason]
+    assert ["plugin:fit", None, reason] in found["missing"]
+
+
+CHECKSUMS = """
+import json, os, pathlib, sys
+from fileproc_wsgi.instructions import parse
+
+texts = sys.argv[1:]
+sums = [parse(text).checksum("v1") for text in texts]
+logo = os.environ.get("FILEPROC_WATERMARK_DIR")
+if logo:
+    (pathlib.Path(logo) / "logo.png").write_bytes(pathlib.Path(logo, "other.png").read_bytes())
+    sums.append(parse(texts[0]).checksum("v1"))
+print(json.dumps(sums))
+"""
+
+
+def test_the_checksum_follows_the_plugin_version_and_the_logo_bytes_only_where_used(installed, tmp_path):
+    used = "a.jpg | fit 100x | watermark logo.png"
+    same = "a.jpg\nFIT 100X\nWaterMark logo.png position=South-East opacity=1.0 scale=0.2000001"
+    unused = "a.jpg | fit 100x"
+    first = _run(CHECKSUMS, [installed["watermark"]], used, same, unused)
+    second = _run(CHECKSUMS, [installed["watermark-0.2.0"]], used, same, unused)
+    assert first[0] == first[1], "equivalent texts, one URL"
+    assert second[0] != first[0], "a new plugin version gives new URLs"
+    assert first[2] == second[2] == parse(unused).checksum("v1"), "texts without the plugin keep theirs"
+
+    logos = tmp_path / "logos"
+    logos.mkdir()
+    Image.new("RGBA", (10, 10), (0, 0, 0, 255)).save(logos / "logo.png")
+    Image.new("RGBA", (12, 10), (0, 0, 0, 255)).save(logos / "other.png")
+    site = _run(CHECKSUMS, [installed["watermark"]], used, env={"FILEPROC_WATERMARK_DIR": str(logos)})
+    assert len({first[0], *site}) == 3, "a site's logo, and then its new bytes, give new URLs"
+
+
+def test_an_engine_plugin_reads_a_format_no_built_in_engine_does(installed, tmp_path):
+    outcome, image = _site(_media(tmp_path), [installed["netpbm"]], "jinja2", "photo.ppm | fit 100x")
+    assert outcome["status"] == 200, outcome
+    assert outcome["promised"] == [100, 50]
+    assert image.size == (100, 50)
+    assert _close(image.convert("RGB").getpixel((50, 25)), (0, 160, 0), 2)
+
+    (tmp_path / "result").unlink()
+    outcome, image = _site(tmp_path, [], "jinja2", "photo.ppm | fit 100x")
+    assert image is None and "img" not in outcome["page"], "refused without the plugin"
