@@ -30,9 +30,9 @@ meets far more broken files than its authors did) is caught at one boundary here
 stage, or a :class:`LimitError` when memory ran out: a source that breaks a decoder is a
 fact about the source, refused for good, never an error page or a retry.
 
-Pillow (:mod:`.raster`) comes first; PDF pages (:mod:`.pdf`), video frames (:mod:`.video`)
-and what only ImageMagick reads (:mod:`.magick`, also the fallback for TIFFs Pillow cannot
-decode) follow.
+Pillow (:mod:`.raster`) comes first; PDF pages (:mod:`.pdf`), SVG drawings (:mod:`.svg`),
+video frames (:mod:`.video`) and what only ImageMagick reads (:mod:`.magick`, also the
+fallback for TIFFs Pillow cannot decode) follow.
 
 Installed packages add engines through the ``fileproc_wsgi.engines`` entry point group
 (:mod:`fileproc_wsgi.plugins`, ``docs/plugins.md``): an engine plugin has the contract
@@ -57,12 +57,13 @@ from .boundary import failure
 
 log = logging.getLogger(__name__)
 
-ENGINE_NAMES = ("raster", "pdf", "video", "magick")
+ENGINE_NAMES = ("raster", "pdf", "video", "magick", "svg")
 # Which engine module decodes each name formats.sniff gives (each module's FORMATS, known
 # here without importing it; a test compares the two).
 ENGINE_OF = {
     **dict.fromkeys(("JPEG", "PNG", "GIF", "WEBP", "AVIF", "TIFF", "BMP", "ICO"), "raster"),
     "PDF": "pdf",
+    "SVG": "svg",
     **dict.fromkeys(("MP4", "MOV", "MKV", "AVI", "TS"), "video"),
     **dict.fromkeys(("PSD", "HEIF"), "magick"),
 }
@@ -87,6 +88,7 @@ _EXTRA_HINT = "pip install 'fileproc-wsgi[{}]'"
 # library inside a system package (or inside Pillow's build): its sentence names it.
 _NEEDED_BY = {
     "pdf": ("pdf", "PDF sources need pypdfium2"),
+    "svg": ("svg", "SVG sources need pillow-lunasvg"),
     "video": ("video", "video sources (MP4, MOV, Matroska, AVI, MPEG-TS) need PyAV"),
     "imagemagick": ("wand", "PSD and HEIF sources, and TIFFs and AVIFs Pillow cannot read, need Wand"),
     "imagemagick:HEIF": (
@@ -116,7 +118,7 @@ _NO_MAGICKWAND = (
 # What a source of each format needs beyond its engine's own library. HEIF's coder is
 # ImageMagick's to refuse (magick.py), as for the TIFFs and AVIFs that fall back to it.
 _FORMAT_NEEDS = {"JPEG": "jpeg", "WEBP": "webp"}
-_LIBRARY_OF = {"raster": None, "pdf": "pdf", "video": "video", "magick": "imagemagick"}
+_LIBRARY_OF = {"raster": None, "pdf": "pdf", "video": "video", "magick": "imagemagick", "svg": "svg"}
 
 
 @dataclasses.dataclass(frozen=True)
