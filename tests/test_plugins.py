@@ -385,3 +385,43 @@ def test_an_engine_plugin_reads_a_format_no_built_in_engine_does(installed, tmp_
     (tmp_path / "result").unlink()
     outcome, image = _site(tmp_path, [], "jinja2", "photo.ppm | fit 100x")
     assert image is None and "img" not in outcome["page"], "refused without the plugin"
+
+
+def _block(markdown: str, language: str) -> str:
+    return markdown.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_minimal_plugin_of_the_docs_works_as_written(tmp_path):
+    docs = (EXAMPLE.parent.parent / "docs" / "plugins.md").read_text()
+    minimal = docs.split("## A minimal step", 1)[1]
+    project = tmp_path / "fileproc-invert"
+    (project / "src" / "fileproc_invert").mkdir(parents=True)
+    (project / "src" / "fileproc_invert" / "__init__.py").write_text(_block(minimal, "python"))
+    (project / "pyproject.toml").write_text(_block(minimal, "toml"))
+    target = tmp_path / "site"
+    _pip_install(project, target)
+    found = _run(
+        """
+        import json
+        from PIL import Image
+        from fileproc_wsgi.instructions import parse
+
+        text = parse("a.jpg | fit 400x | INVERT above=0128")
+        step = text.steps[-1]
+        modes = {}
+        colours = {"L": 200, "LA": (200, 90), "RGB": (200, 10, 0), "RGBA": (200, 10, 0, 90)}
+        for mode, colour in colours.items():
+            image = step.apply(Image.new(mode, (4, 3), colour))
+            modes[mode] = [image.mode, list(image.size), image.getpixel((1, 1))]
+        print(json.dumps({"canonical": text.canonical, "modes": modes, "plugins": text.plugins}))
+        """,
+        [target],
+    )
+    assert found["canonical"] == "source a.jpg\nfit 400x\ninvert above=128"
+    assert found["plugins"] == "invert fileproc-invert 1.0.0"
+    assert found["modes"] == {
+        "L": ["L", [4, 3], 55],
+        "LA": ["LA", [4, 3], [55, 90]],
+        "RGB": ["RGB", [4, 3], [55, 10, 0]],
+        "RGBA": ["RGBA", [4, 3], [55, 10, 0, 90]],
+    }
