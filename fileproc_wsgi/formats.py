@@ -11,13 +11,19 @@ rules follow the formats' own specifications rather than the common case:
   compatible, is an image brand (AVIF, or the HEIF family: ``mif1``..``mif3``, ``msf1``,
   ``heic``, ``avci``, ``j2ki`` ...), so a HEIF written by a camera that lists an unusual
   major brand is never handed to the video engine.
+- SVG is XML whose first element is ``<svg>``, after an optional byte order mark, XML
+  declaration, comments and DOCTYPE; another XML document that declares itself is
+  ``XML``, refused by name; gzip whose first bytes unpack to an SVG is ``SVGZ``, refused
+  by name too (one more decompressor, and its bomb, for a format sites rarely upload).
 - MPEG transport streams are recognised by their sync bytes at packet boundaries
   (188-byte packets, or 192 for the M2TS variant cameras write).
 """
 
 from __future__ import annotations
 
+import re
 import struct
+import zlib
 
 # Enough for every rule below: the PDF header may start as late as byte 1023, and an MPEG
 # transport stream shows its third sync byte at 384.
@@ -32,6 +38,10 @@ _HEIF_BRANDS = frozenset(
 )  # fmt: skip
 # Letters whose spoken name starts with a vowel: "an MP4", "an SVG", "an HLS playlist".
 _VOWEL_SOUND = ("A", "E", "F", "H", "I", "L", "M", "N", "O", "R", "S", "X")
+# What may come before an XML document's root element: the declaration and other
+# processing instructions, comments, and a DOCTYPE with or without an internal subset.
+_PROLOG = re.compile(rb"\s*(?:<\?.*?\?>|<!--.*?-->|<!DOCTYPE(?:[^\[>]|\[.*?\])*>)", re.DOTALL)
+_ROOT = re.compile(rb"<([A-Za-z_][\w.:-]*)")
 _SPOKEN_AS_WORDS = {"HEIF", "MOV", "WEBP", "RAW"}  # "a HEIF", "a MOV", "a WebP"
 _DISPLAY = {"WEBP": "WebP", "TS": "MPEG-TS"}
 
@@ -81,10 +91,40 @@ def sniff(head: bytes) -> str | None:
         return "TS"
     if b"%PDF-" in head:
         return "PDF"
-    stripped = head.lstrip()
-    if stripped.startswith((b"<?xml", b"<svg", b"<!DOCTYPE svg")):
+    if head.startswith(b"\x1f\x8b"):
+        return _gzip(head)
+    return _markup(head)
+
+
+def _markup(head: bytes) -> str | None:
+    """SVG when the first element is ``<svg>`` (``<prefix:svg>`` too), after a byte order
+    mark, the XML declaration, comments and a DOCTYPE; XML for a document that declares
+    itself XML and has another root; None otherwise (HTML, text)."""
+    text = head.removeprefix(b"\xef\xbb\xbf")
+    position = 0
+    while (match := _PROLOG.match(text, position)) is not None:
+        position = match.end()
+    rest = text[position:].lstrip()
+    declared = text.lstrip().startswith(b"<?xml")
+    root = _ROOT.match(rest)
+    if root is not None:
+        if root.group(1).rpartition(b":")[2] == b"svg":
+            return "SVG"
+        return "XML" if declared else None
+    if rest.startswith((b"<?", b"<!--", b"<!DOCTYPE")) and (declared or rest.startswith(b"<!DOCTYPE svg")):
+        # A prolog longer than the head (a long comment, a DOCTYPE with many entities):
+        # the SVG engine finds the root element, and refuses one that is not <svg>.
         return "SVG"
     return None
+
+
+def _gzip(head: bytes) -> str | None:
+    """SVGZ for a gzip stream whose first bytes are an SVG; None for any other gzip."""
+    try:
+        inner = zlib.decompressobj(wbits=31).decompress(head, HEAD_BYTES)
+    except zlib.error:
+        return None
+    return "SVGZ" if _markup(inner) == "SVG" else None
 
 
 def _iso_media(head: bytes) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import struct
 
 import pytest
@@ -17,6 +18,32 @@ def _ftyp(major: bytes, *compatible: bytes) -> bytes:
 def _packets(size: int, prefix: int) -> bytes:
     packet = b"\0" * prefix + b"\x47" + b"\xff" * (size - prefix - 1)
     return packet * 4
+
+
+_SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>'
+_DECLARATION = b'<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n'
+_ILLUSTRATOR = (
+    _DECLARATION
+    + b"<!-- Generator: Adobe Illustrator 24.0.0, SVG Export Plug-In . SVG Version: 6.00 -->\n"
+    + b'<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">\n'
+)
+# SVG is known by its root element, wherever the prolog puts it; other XML by name.
+_MARKUP = [
+    ("svg-bare", _SVG, "SVG"),
+    ("svg-after-byte-order-mark", b"\xef\xbb\xbf" + _SVG, "SVG"),
+    ("svg-after-whitespace", b" \r\n\t" + _SVG, "SVG"),
+    ("svg-after-declaration-comment-doctype", _ILLUSTRATOR + _SVG, "SVG"),
+    ("svg-after-internal-subset", _DECLARATION + b'<!DOCTYPE svg [<!ENTITY x "y">]>' + _SVG, "SVG"),
+    ("svg-with-a-prefix", b'<svg:svg xmlns:svg="http://www.w3.org/2000/svg"/>', "SVG"),
+    ("svg-prolog-longer-than-the-head", _DECLARATION + b"<!--" + b"x" * HEAD_BYTES, "SVG"),
+    ("xml-another-root", _DECLARATION + b'<image><read filename="/etc/passwd"/></image>', "XML"),
+    ("xml-xhtml", _DECLARATION + b'<html xmlns="http://www.w3.org/1999/xhtml"/>', "XML"),
+    ("html-is-not-xml", b"<!DOCTYPE html><html><body></body></html>", None),
+    ("an-element-starting-with-svg", b"<svgfont/>", None),
+    ("svgz", gzip.compress(_ILLUSTRATOR + _SVG), "SVGZ"),
+    ("gzip-of-text", gzip.compress(b"hello"), None),
+    ("gzip-broken", b"\x1f\x8b\x08\x00garbage", None),
+]
 
 
 @pytest.mark.parametrize(
@@ -45,6 +72,7 @@ def _packets(size: int, prefix: int) -> bytes:
         pytest.param(b"\xc5\xd0\xd3\xc6", "EPS", id="eps"),
         pytest.param(b"#EXTM3U\n", "HLS playlist", id="hls"),
         pytest.param(b"", None, id="empty"),
+        *(pytest.param(head, found, id=name) for name, head, found in _MARKUP),
     ],
 )
 def test_sniff(head, found):
@@ -57,6 +85,8 @@ def test_sniff(head, found):
         ("EPS", "file", "an EPS file"),
         ("MP4", "video", "an MP4 video"),
         ("SVG", "file", "an SVG file"),
+        ("SVGZ", "file", "an SVGZ file"),
+        ("XML", "file", "an XML file"),
         ("HLS playlist", "", "an HLS playlist"),
         ("HEIF", "file", "a HEIF file"),
         ("WEBP", "image", "a WebP image"),
