@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from fileproc_wsgi import engines
-from fileproc_wsgi.engines import magick, pdf, raster, video
+from fileproc_wsgi.engines import magick, office, pdf, raster, video
 
 FILES = Path(__file__).parent / "files"
 
@@ -93,7 +93,7 @@ def media(tmp_path) -> Path:
 
 
 def test_the_format_table_matches_each_engine():
-    modules = {"raster": raster, "pdf": pdf, "video": video, "magick": magick}
+    modules = {"raster": raster, "pdf": pdf, "video": video, "magick": magick, "office": office}
     assert set(modules) == set(engines.ENGINE_NAMES)
     for name, module in modules.items():
         assert {found for found, engine in engines.ENGINE_OF.items() if engine == name} == set(module.FORMATS)

@@ -57,7 +57,7 @@ from .boundary import failure
 
 log = logging.getLogger(__name__)
 
-ENGINE_NAMES = ("raster", "pdf", "video", "magick", "svg")
+ENGINE_NAMES = ("raster", "pdf", "video", "magick", "svg", "office")
 # Which engine module decodes each name formats.sniff gives (each module's FORMATS, known
 # here without importing it; a test compares the two).
 ENGINE_OF = {
@@ -66,6 +66,7 @@ ENGINE_OF = {
     "SVG": "svg",
     **dict.fromkeys(("MP4", "MOV", "MKV", "AVI", "TS"), "video"),
     **dict.fromkeys(("PSD", "HEIF"), "magick"),
+    **dict.fromkeys(("ZIP", "ODT", "ODS", "ODP", "OLE2", "RTF"), "office"),
 }
 # Sources a first engine failed on that ImageMagick may still read: TIFF layouts Pillow
 # does not decode, and AVIFs its libavif build refuses (alpha in some layouts, 10-bit HDR).
@@ -109,6 +110,12 @@ _NEEDED_BY = {
         "AVIF results need Pillow 11.3 or later built with libavif (its wheels from PyPI have it)",
     ),
     "littlecms": (None, "CMYK sources need Pillow built with littlecms (Pillow's wheels from PyPI have it)"),
+    "libreoffice": (
+        None,
+        "Office documents need LibreOffice (Debian/Ubuntu: apt-get install --no-install-recommends "
+        "libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui; "
+        "macOS: brew install --cask libreoffice)",
+    ),
 }
 _NO_MAGICKWAND = (
     "Wand is installed but cannot load ImageMagick's MagickWand library: install it "
@@ -118,7 +125,14 @@ _NO_MAGICKWAND = (
 # What a source of each format needs beyond its engine's own library. HEIF's coder is
 # ImageMagick's to refuse (magick.py), as for the TIFFs and AVIFs that fall back to it.
 _FORMAT_NEEDS = {"JPEG": "jpeg", "WEBP": "webp"}
-_LIBRARY_OF = {"raster": None, "pdf": "pdf", "video": "video", "magick": "imagemagick", "svg": "svg"}
+_LIBRARY_OF = {
+    "raster": None,
+    "pdf": "pdf",
+    "video": "video",
+    "magick": "imagemagick",
+    "svg": "svg",
+    "office": "libreoffice",
+}
 
 
 @dataclasses.dataclass(frozen=True)
