@@ -46,6 +46,10 @@ TEST = [
     # The plugin tests pip-install examples/fileproc-watermark offline (no build
     # isolation), and setuptools before 70.1 builds a wheel only with this.
     "wheel>=0.43",
+    # Office documents made by the tests (the office engine itself needs only LibreOffice).
+    "python-docx>=1.1",
+    "openpyxl>=3.1",
+    "python-pptx>=1.0",
     # Every engine is tested for real: a missing one fails the suite rather than skipping.
     *PDF,
     *VIDEO,
