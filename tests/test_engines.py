@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from fileproc_wsgi import engines
-from fileproc_wsgi.engines import magick, office, pdf, raster, video
+from fileproc_wsgi.engines import magick, office, pdf, raster, svg, video
 
 FILES = Path(__file__).parent / "files"
 
@@ -89,11 +89,12 @@ def media(tmp_path) -> Path:
     Image.new("RGB", (80, 60), "blue").save(tmp_path / "doc.pdf")
     _mp4(tmp_path / "clip.mp4")
     shutil.copy(FILES / "zero-size.heic", tmp_path / "photo.heic")
+    (tmp_path / "drawing.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>')
     return tmp_path
 
 
 def test_the_format_table_matches_each_engine():
-    modules = {"raster": raster, "pdf": pdf, "video": video, "magick": magick, "office": office}
+    modules = {"raster": raster, "pdf": pdf, "video": video, "magick": magick, "office": office, "svg": svg}
     assert set(modules) == set(engines.ENGINE_NAMES)
     for name, module in modules.items():
         assert {found for found, engine in engines.ENGINE_OF.items() if engine == name} == set(module.FORMATS)
@@ -127,6 +128,14 @@ def test_a_jpeg_site_loads_no_other_engine_and_warns_of_nothing(media):
             "wand",
             "pip install 'fileproc-wsgi[wand]'",
             id="imagemagick",
+        ),
+        pytest.param(
+            "drawing.svg | fit 40x",
+            ["pillow_lunasvg"],
+            "svg",
+            "svg",
+            "pip install 'fileproc-wsgi[svg]'",
+            id="svg",
         ),
     ],
 )
