@@ -615,6 +615,7 @@ class Arguments:
         return _size(self._token(at), self._step, both=both)
 
 
+@functools.lru_cache(maxsize=256)  # plugins are read once per process; so is each word's spec
 def _plugin_entry(word: str) -> tuple[_Spec, _Builder] | None:
     """The spec and builder of a plugin's step ``word``, or None: the first unknown word
     of a process reads the installed plugins (:mod:`fileproc_wsgi.plugins`)."""
