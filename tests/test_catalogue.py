@@ -704,10 +704,18 @@ DECODERS = [
     pytest.param(
         "svg.png",
         _data(b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>'),
+        "request",
+        301,
+        "",
+        id="svg-named-png",  # drawn by the SVG engine: the bytes decide, not the name
+    ),
+    pytest.param(
+        "xml.png",
+        _data(b'<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml"/>'),
         "register",
         422,
-        "'svg.png' is an SVG file",
-        id="svg-named-png",
+        "'xml.png' is an XML file",
+        id="xml-named-png",
     ),
     pytest.param(
         "page.gif",
