@@ -337,6 +337,8 @@ def _config(**settings):
 
 _POSTSCRIPT = b"%!PS-Adobe-3.0\n/Courier findfont 12 scalefont setfont 10 10 moveto (x) show showpage\n"
 _SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'
+# An SVG is drawn by the SVG engine, never ImageMagick; one with an entity is refused there.
+_SVG_ENTITY = b'<!DOCTYPE svg [<!ENTITY x SYSTEM "file:///etc/passwd">]>' + _SVG.replace(b"/>", b"/>&x;", 1)
 _MVG = b"viewbox 0 0 10 10\nfill red\nrectangle 0 0 10 10\n"
 _MSL = b'<?xml version="1.0"?>\n<image><read filename="/etc/passwd"/><write filename="out.png"/></image>\n'
 
@@ -346,11 +348,16 @@ _MSL = b'<?xml version="1.0"?>\n<image><read filename="/etc/passwd"/><write file
     [
         pytest.param("art.psd", _POSTSCRIPT, "'art.psd' is a PostScript file", id="postscript-named-psd"),
         pytest.param("art.jpg", _POSTSCRIPT, "'art.jpg' is a PostScript file", id="postscript-named-jpg"),
-        pytest.param("vector.psd", _SVG, "'vector.psd' is an SVG file", id="svg-named-psd"),
+        pytest.param(
+            "vector.psd",
+            _SVG_ENTITY,
+            "'vector.psd' is an SVG file that declares XML entities",
+            id="svg-named-psd",
+        ),
         pytest.param(
             "drawing.png", _MVG, "not in a recognised image, PDF or video format", id="mvg-named-png"
         ),
-        pytest.param("script.jpg", _MSL, "'script.jpg' is an SVG file", id="msl-named-jpg"),
+        pytest.param("script.jpg", _MSL, "'script.jpg' is an XML file", id="msl-named-jpg"),
         pytest.param(
             "notes.heic", b"hello\n", "not in a recognised image, PDF or video format", id="text-named-heic"
         ),
