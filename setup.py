@@ -25,6 +25,9 @@ WAND = ["Wand>=0.6.13"]
 # LunaSVG (C++, in-process, MIT): renders SVG with no file, network or script access of
 # its own, and 20-40x faster here than resvg-py (bench/svg.py).
 SVG = ["pillow-lunasvg>=0.1.1"]
+# libheif and its HEVC decoder, bundled in the wheels (faster than ImageMagick's HEIC coder:
+# bench/heif.py).
+HEIF = ["pillow-heif>=1.1"]
 DJANGO = ["Django>=4.2"]
 JINJA2 = ["Jinja2>=3.1"]
 # The test suite runs both adapters, the Flask example and a real browser (Playwright
@@ -55,6 +58,7 @@ TEST = [
     *VIDEO,
     *WAND,
     *SVG,
+    *HEIF,
 ]
 
 setup(
@@ -82,6 +86,7 @@ setup(
         "video": VIDEO,
         "wand": WAND,
         "svg": SVG,
+        "heif": HEIF,
         "django": DJANGO,
         "jinja2": JINJA2,
         "flask": ["Flask>=3.0", *JINJA2],

@@ -8,7 +8,6 @@ ModuleNotFoundError exactly as on a server where it was never installed.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,7 +18,9 @@ import pytest
 from PIL import Image
 
 from fileproc_wsgi import engines
-from fileproc_wsgi.engines import magick, office, pdf, raster, svg, video
+from fileproc_wsgi.engines import heif, magick, office, pdf, raster, svg, video
+from test_heif import encoded
+from test_magick import psd
 
 FILES = Path(__file__).parent / "files"
 
@@ -88,13 +89,22 @@ def media(tmp_path) -> Path:
     Image.new("RGB", (80, 60), "red").save(tmp_path / "a.jpg")
     Image.new("RGB", (80, 60), "blue").save(tmp_path / "doc.pdf")
     _mp4(tmp_path / "clip.mp4")
-    shutil.copy(FILES / "zero-size.heic", tmp_path / "photo.heic")
+    (tmp_path / "photo.heic").write_bytes(encoded(Image.new("RGB", (80, 60), "green")))
+    (tmp_path / "art.psd").write_bytes(psd(Image.new("RGB", (80, 60), "green")))
     (tmp_path / "drawing.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>')
     return tmp_path
 
 
 def test_the_format_table_matches_each_engine():
-    modules = {"raster": raster, "pdf": pdf, "video": video, "magick": magick, "office": office, "svg": svg}
+    modules = {
+        "raster": raster,
+        "pdf": pdf,
+        "video": video,
+        "magick": magick,
+        "office": office,
+        "svg": svg,
+        "heif": heif,
+    }
     assert set(modules) == set(engines.ENGINE_NAMES)
     for name, module in modules.items():
         assert {found for found, engine in engines.ENGINE_OF.items() if engine == name} == set(module.FORMATS)
@@ -122,12 +132,20 @@ def test_a_jpeg_site_loads_no_other_engine_and_warns_of_nothing(media):
             "clip.mp4 | fit 40x", ["av"], "video", "video", "pip install 'fileproc-wsgi[video]'", id="video"
         ),
         pytest.param(
-            "photo.heic | fit 40x",
+            "art.psd | fit 40x",
             ["wand"],
             "imagemagick",
             "wand",
             "pip install 'fileproc-wsgi[wand]'",
             id="imagemagick",
+        ),
+        pytest.param(
+            "photo.heic | fit 40x",
+            ["pillow_heif"],
+            "heif",
+            "heif",
+            "pip install 'fileproc-wsgi[heif]'",
+            id="heif",
         ),
         pytest.param(
             "drawing.svg | fit 40x",
@@ -161,7 +179,7 @@ def test_with_its_library_present_the_same_source_registers(media):
 
 
 def test_wand_without_imagemagicks_library_names_the_system_package(media):
-    outcome, _ = _run(media, "photo.heic | fit 40x", "no-magickwand")
+    outcome, _ = _run(media, "art.psd | fit 40x", "no-magickwand")
     assert [found[:2] for found in outcome["missing"]] == [["imagemagick", None]]
     why = outcome["missing"][0][2]
     assert "Wand is installed but cannot load ImageMagick's MagickWand library" in why

@@ -41,8 +41,10 @@ def test_an_avif_pillow_cannot_identify_is_made_by_imagemagick_or_refused_by_nam
 
 
 def test_a_heif_whose_header_gives_no_size_is_refused_at_registration(site):
+    # ImageMagick's coder (libheif 1.15) read a 0x0 size from it; pillow-heif's libheif
+    # refuses the header itself. Either way the page never points at a result.
     _copy(site, "zero-size.heic")
-    with pytest.raises(ProcessingError, match="is a HEIF file whose header gives no picture size"):
+    with pytest.raises(ProcessingError, match="'zero-size.heic' is not a readable HEIF image"):
         site.registrar.register("zero-size.heic | fit 100x100")
 
 

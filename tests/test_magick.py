@@ -1,4 +1,4 @@
-"""The ImageMagick engine: PSD, HEIF and the TIFFs Pillow cannot read, through the real
+"""The ImageMagick engine: PSD and the TIFFs and AVIFs Pillow cannot read, through the real
 pipeline, and every way a file might reach a coder other than the one pinned for it.
 
 Fixtures are written by ImageMagick itself (through Wand) from Pillow images, so the test
@@ -22,6 +22,7 @@ from fileproc_wsgi.engines import magick
 from fileproc_wsgi.errors import FileProcError, LimitError, ProcessingError
 from fileproc_wsgi.instructions import parse
 from support import BLUE, GREEN, RED, close_to, colour_at, halves, srgb_profile
+from test_heif import heic
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -62,12 +63,6 @@ def psb(image: Image.Image) -> bytes:
     return data
 
 
-def heic(image: Image.Image) -> bytes:
-    with _wand(image) as picture:
-        picture.format = "heic"
-        return picture.make_blob()
-
-
 def float_tiff(*pages: Image.Image, orientation: str | None = None) -> bytes:
     """32-bit floating-point samples: a TIFF Pillow cannot open, so the dispatch falls
     back to ImageMagick."""
@@ -100,65 +95,6 @@ def cmyk16_tiff(image: Image.Image) -> bytes:
     return data
 
 
-def _boxes(data: bytes, start: int, end: int):
-    while start < end:
-        size, kind = struct.unpack(">I4s", data[start : start + 8])
-        yield kind, start, size
-        start += size
-
-
-def _box(data: bytes, *path: bytes) -> tuple[int, int]:
-    start, end = 0, len(data)
-    for kind in path:
-        start, size = next((at, size) for name, at, size in _boxes(data, start, end) if name == kind)
-        end = start + size
-        if kind != path[-1]:
-            start += 12 if kind == b"meta" else 8  # meta is a full box: version and flags
-    return start, end - start
-
-
-def turned_heic(data: bytes, quarter_turns: int) -> bytes:
-    """``data`` with an ``irot`` property on its primary item: a HEIF to be shown turned
-    anticlockwise, as a phone writes a picture taken upright. ImageMagick writes one
-    grid item, its tiles and version-0 property associations; this handles that."""
-    irot = struct.pack(">I4sB", 9, b"irot", quarter_turns)
-    ipco, ipco_size = _box(data, b"meta", b"iprp", b"ipco")
-    index = sum(1 for _ in _boxes(data, ipco + 8, ipco + ipco_size)) + 1
-    pitm, _ = _box(data, b"meta", b"pitm")
-    primary = struct.unpack(">H", data[pitm + 12 : pitm + 14])[0]
-    ipma_at, ipma_size = _box(data, b"meta", b"iprp", b"ipma")
-    ipma = bytearray(data[ipma_at : ipma_at + ipma_size])
-    at = 16
-    for _ in range(struct.unpack(">I", ipma[12:16])[0]):
-        item, count = struct.unpack(">HB", ipma[at : at + 3])
-        if item == primary:
-            ipma[at + 2] = count + 1
-            ipma.insert(at + 3 + count, 0x80 | index)  # essential: readers must apply it
-            break
-        at += 3 + count
-    ipma[0:4] = struct.pack(">I", len(ipma))
-    grown = len(irot) + 1
-    out = bytearray(data[: ipco + ipco_size] + irot + data[ipco + ipco_size : ipma_at] + ipma)
-    out += data[ipma_at + ipma_size :]
-    for path, extra in (((b"meta",), grown), ((b"meta", b"iprp"), grown), ((b"meta", b"iprp", b"ipco"), 9)):
-        at, size = _box(data, *path)
-        out[at : at + 4] = struct.pack(">I", size + extra)
-    # Item data in the file (construction method 0) now starts ``grown`` bytes later: move
-    # each such item's base offset (ImageMagick writes extents relative to one).
-    iloc, _ = _box(bytes(out), b"meta", b"iloc")
-    version = out[iloc + 8]
-    assert version in (0, 1) and out[iloc + 12 : iloc + 14] == b"\x44\x40"  # 4-byte fields, base offsets
-    at, entries = iloc + 16, struct.unpack(">H", out[iloc + 14 : iloc + 16])[0]
-    for _ in range(entries):
-        method = struct.unpack(">H", out[at + 2 : at + 4])[0] & 15 if version else 0
-        at += 6 if version else 4  # item, construction method (version 1 only), data reference
-        if method == 0:
-            out[at : at + 4] = struct.pack(">I", struct.unpack(">I", out[at : at + 4])[0] + grown)
-        extents = struct.unpack(">H", out[at + 4 : at + 6])[0]
-        at += 6 + 8 * extents
-    return bytes(out)
-
-
 def psd_header(width: int, height: int) -> bytes:
     """A PSD that declares a size and holds no pixels: a decompression bomb's header."""
     header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, height, width, 8, 3)
@@ -168,11 +104,11 @@ def psd_header(width: int, height: int) -> bytes:
 # --------------------------------------------------------------------------- decoding
 
 
-def test_imagemagick_and_its_heic_coder_are_present():
-    assert magick.available() == {"imagemagick": True, "imagemagick:HEIF": True}
+def test_imagemagick_and_its_coders_are_present():
+    assert magick.available() == {"imagemagick": True}
     assert engines.available()["imagemagick"]
     assert magick.has_coder("PSD") and magick.has_coder("TIFF")
-    assert magick.has_coder("HEIF"), "this ImageMagick has no HEIC coder (libheif)"
+    assert magick.has_coder("AVIF"), "this ImageMagick has no AVIF coder (libheif)"
 
 
 def _transparent_right(width: int = 600, height: int = 400) -> Image.Image:
@@ -231,19 +167,6 @@ def _transparent_right(width: int = 600, height: int = 400) -> Image.Image:
             (0, 0, 0, 0),
             "image/png",
             id="psd-transparency",
-        ),
-        pytest.param(
-            "photo.heic", lambda: heic(halves()), "fit 200x", (200, 133), RED, BLUE, "image/jpeg", id="heic"
-        ),
-        pytest.param(
-            "phone.heic",
-            lambda: turned_heic(heic(halves()), 1),
-            "fit 200x",
-            (200, 300),
-            BLUE,  # turned anticlockwise: the right half is on top
-            RED,
-            "image/jpeg",
-            id="heic-rotated-by-irot",
         ),
         pytest.param(
             "scan.tif",
@@ -315,7 +238,6 @@ def test_colour_profile_is_kept(site):
 def test_engine_gives_modes_the_operations_know():
     cases = {
         "PSD": psd(halves(60, 40).convert("L")),
-        "HEIF": heic(halves(60, 40)),
         "TIFF": float_tiff(_transparent_right(60, 40)),
     }
     instructions = parse("x | fit 10x")
@@ -323,7 +245,7 @@ def test_engine_gives_modes_the_operations_know():
     for found, data in cases.items():
         image, _, _ = magick.decode(io.BytesIO(data), found, "x", instructions, _config())
         modes[found] = image.mode
-    assert modes == {"PSD": "L", "HEIF": "RGB", "TIFF": "RGBA"}
+    assert modes == {"PSD": "L", "TIFF": "RGBA"}
 
 
 def _config(**settings):
@@ -418,9 +340,9 @@ _FOREIGN = {
     ("found", "content"),
     [
         pytest.param(found, content, id=f"{content}-as-{found}")
-        for found in ("PSD", "HEIF", "TIFF")
+        for found in ("PSD", "TIFF")
         for content in sorted(_FOREIGN)
-        if content != {"PSD": "psd", "HEIF": "heic", "TIFF": "tiff"}[found]
+        if content != {"PSD": "psd", "TIFF": "tiff"}[found]
     ],
 )
 def test_only_the_pinned_coder_reads(found, content):
@@ -475,13 +397,6 @@ def test_small_limit_applies_to_imagemagick_sources(make_site):
             "page 2: 'art.psd' is a PSD file, which has one page, its composite image; layers are not pages",
             id="psd-page-2",
         ),
-        pytest.param(
-            "photo.heic",
-            lambda: heic(halves(40, 20)),
-            "page 2",
-            "page 2: 'photo.heic' is a HEIF file, which has one page, its primary image",
-            id="heif-page-2",
-        ),
     ],
 )
 def test_pages_that_do_not_exist_are_refused_at_registration(site, name, data, steps, message):
@@ -494,18 +409,6 @@ def test_frame_is_refused(site):
     (site.media / "art.psd").write_bytes(psd(halves(40, 20)))
     with pytest.raises(ProcessingError, match="frame applies to video sources; 'art.psd' is a PSD image"):
         site.registrar.register("art.psd | frame 2")  # the format alone decides
-
-
-@pytest.mark.in_process
-def test_heif_without_the_coder_is_refused_clearly(site, monkeypatch):
-    (site.media / "photo.heic").write_bytes(heic(halves(40, 20)))
-    url = site.registrar.register("photo.heic").url
-    monkeypatch.setattr(magick, "has_coder", lambda found: found != "HEIF")
-    response = site.get(url)
-    assert response.status_int == 422
-    assert "'photo.heic' is a HEIF file, and this server's ImageMagick has no HEIC coder" in response.text
-    (site.media / "art.psd").write_bytes(psd(halves(40, 20)))
-    assert site.request("art.psd").status_int == 200  # PSD is not held up by HEIC
 
 
 # --------------------------------------------------------------------------- process-wide
@@ -528,7 +431,6 @@ def test_resource_limits_follow_the_configuration(make_site):
 def test_threads_probe_and_decode_side_by_side():
     sources = {
         "PSD": psd(halves(300, 200)),
-        "HEIF": heic(halves(300, 200)),
         "TIFF": float_tiff(halves(300, 200)),
     }
     instructions = parse("x | fit 30x")

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from support import Site, first_request, halves
-from test_magick import float_tiff, heic, psd
+from test_heif import heic
+from test_magick import float_tiff, psd
 from test_pdf import DOCUMENT, pdf_bytes
 from test_pipeline import _sources
 from test_video import write_clip

@@ -31,8 +31,8 @@ stage, or a :class:`LimitError` when memory ran out: a source that breaks a deco
 fact about the source, refused for good, never an error page or a retry.
 
 Pillow (:mod:`.raster`) comes first; PDF pages (:mod:`.pdf`), SVG drawings (:mod:`.svg`),
-video frames (:mod:`.video`) and what only ImageMagick reads (:mod:`.magick`, also the
-fallback for TIFFs Pillow cannot decode) follow.
+video frames (:mod:`.video`), phone photos (:mod:`.heif`) and what only ImageMagick reads
+(:mod:`.magick`, also the fallback for TIFFs Pillow cannot decode) follow.
 
 Installed packages add engines through the ``fileproc_wsgi.engines`` entry point group
 (:mod:`fileproc_wsgi.plugins`, ``docs/plugins.md``): an engine plugin has the contract
@@ -57,7 +57,7 @@ from .boundary import failure
 
 log = logging.getLogger(__name__)
 
-ENGINE_NAMES = ("raster", "pdf", "video", "magick", "svg", "office")
+ENGINE_NAMES = ("raster", "pdf", "video", "magick", "svg", "office", "heif")
 # Which engine module decodes each name formats.sniff gives (each module's FORMATS, known
 # here without importing it; a test compares the two).
 ENGINE_OF = {
@@ -65,7 +65,8 @@ ENGINE_OF = {
     "PDF": "pdf",
     "SVG": "svg",
     **dict.fromkeys(("MP4", "MOV", "MKV", "AVI", "TS"), "video"),
-    **dict.fromkeys(("PSD", "HEIF"), "magick"),
+    "PSD": "magick",
+    "HEIF": "heif",
     **dict.fromkeys(("ZIP", "ODT", "ODS", "ODP", "OLE2", "RTF"), "office"),
 }
 # Sources a first engine failed on that ImageMagick may still read: TIFF layouts Pillow
@@ -91,12 +92,8 @@ _NEEDED_BY = {
     "pdf": ("pdf", "PDF sources need pypdfium2"),
     "svg": ("svg", "SVG sources need pillow-lunasvg"),
     "video": ("video", "video sources (MP4, MOV, Matroska, AVI, MPEG-TS) need PyAV"),
-    "imagemagick": ("wand", "PSD and HEIF sources, and TIFFs and AVIFs Pillow cannot read, need Wand"),
-    "imagemagick:HEIF": (
-        None,
-        "HEIF sources need ImageMagick's HEIC coder, built with libheif "
-        "(Debian/Ubuntu: apt-get install libheif1 libmagickcore-6.q16-6; macOS: brew install imagemagick)",
-    ),
+    "imagemagick": ("wand", "PSD sources, and TIFFs and AVIFs Pillow cannot read, need Wand"),
+    "heif": ("heif", "HEIF sources (HEIC phone photos) need pillow-heif"),
     "jpeg": (
         None,
         "JPEG sources and results need Pillow built with libjpeg (Pillow's wheels from PyPI have it)",
@@ -122,8 +119,7 @@ _NO_MAGICKWAND = (
     "(Debian/Ubuntu: apt-get install libmagickwand-6.q16-6; macOS: brew install imagemagick), "
     "or point MAGICK_HOME at it"
 )
-# What a source of each format needs beyond its engine's own library. HEIF's coder is
-# ImageMagick's to refuse (magick.py), as for the TIFFs and AVIFs that fall back to it.
+# What a source of each format needs beyond its engine's own library.
 _FORMAT_NEEDS = {"JPEG": "jpeg", "WEBP": "webp"}
 _LIBRARY_OF = {
     "raster": None,
@@ -132,6 +128,7 @@ _LIBRARY_OF = {
     "magick": "imagemagick",
     "svg": "svg",
     "office": "libreoffice",
+    "heif": "heif",
 }
 
 
@@ -262,8 +259,6 @@ def missing() -> list[Missing]:
     empty when all are present. Imports every engine: for a check run once (``manage.py
     check``), not for a request."""
     lacking = [key for key, present in available().items() if not present]
-    if "imagemagick" in lacking and "imagemagick:HEIF" in lacking:
-        lacking.remove("imagemagick:HEIF")  # said by the missing ImageMagick itself
     broken = [Missing(f"plugin:{problem.name}", None, str(problem)) for problem in plugins.problems()]
     return [_missing(key) for key in lacking] + broken
 

@@ -1,20 +1,20 @@
 """The ImageMagick engine, through Wand: Photoshop (PSD, and PSB, its large-document form)
-and HEIF sources, and the TIFFs and AVIFs Pillow cannot read (32-bit float, 16-bit CMYK,
-CIELab, 12-bit TIFF ...; AVIF layouts Pillow's libavif refuses: the dispatch falls back
-here when Pillow fails on one). An AVIF or HEIF with an alpha plane is refused when this
-ImageMagick would read it without its transparency.
+sources, and the TIFFs and AVIFs Pillow cannot read (32-bit float, 16-bit CMYK, CIELab,
+12-bit TIFF ...; AVIF layouts Pillow's libavif refuses: the dispatch falls back here when
+Pillow fails on one). An AVIF with an alpha plane is refused when this ImageMagick would
+read it without its transparency. HEIF photos have their own engine (:mod:`.heif`), which
+measured faster and read more files than ImageMagick's HEIC coder.
 
 Only these. Every further ImageMagick coder is attack surface (the coders have a long CVE
 history) for formats a web site rarely receives, and Pillow already reads the ones it does;
 raw camera files and SVG would mean external delegates or a scripting language.
 
 **Coders are pinned.** A source is read from memory with the coder named for the format
-:func:`~fileproc_wsgi.engines.sniff` found (``PSD``, ``HEIC``, ``TIFF``), so ImageMagick never
+:func:`~fileproc_wsgi.engines.sniff` found (``PSD``, ``TIFF``, ``AVIF``), so ImageMagick never
 guesses a format from the content or a file name: a PostScript, SVG, MVG, MSL or
 ``text:``-file handed to the PSD coder is just a broken PSD. ImageMagick's process-wide
 security policy is left alone: tightening it would also switch coders off for the host
-application's own use of ImageMagick. HEIC needs a library built with libheif; without
-that coder HEIF sources are refused with that reason (:func:`has_coder`).
+application's own use of ImageMagick.
 
 **Limits.** The header is pinged (no pixels) and checked against ``max_source_pixels``
 before decoding. ImageMagick's own limits are a second line, for what the header does not
@@ -39,10 +39,10 @@ hold per decode. Pings allocate no pixels and do not take it, so registering a s
 never waits for a decode; Pillow's engine is not held up either.
 
 **Pages and orientation.** PSD sources give their composite (flattened) image; layers are
-not pages, so ``page 2`` and beyond are refused. HEIF gives its primary image, already
-turned by the container's ``irot``/``imir`` (libheif applies them, as HEIF readers must);
-an EXIF orientation inside repeats them (phones write both) and is ignored, else the picture
-would turn twice. TIFF and PSD honour their orientation tag. ``page N`` of a TIFF is its
+not pages, so ``page 2`` and beyond are refused. AVIF gives its primary image, already
+turned by the container's ``irot``/``imir`` (libheif applies them, as readers must); an
+EXIF orientation inside repeats them and is ignored, else the picture would turn twice.
+TIFF and PSD honour their orientation tag. ``page N`` of a TIFF is its
 Nth directory.
 """
 
@@ -76,10 +76,10 @@ except (ImportError, OSError):  # Wand, but no MagickWand library for it to load
 else:
     _wand_found = True
 
-FORMATS = frozenset({"PSD", "HEIF"})
-_CODERS = {"PSD": "PSD", "HEIF": "HEIC", "TIFF": "TIFF", "AVIF": "AVIF"}
+FORMATS = frozenset({"PSD"})
+_CODERS = {"PSD": "PSD", "TIFF": "TIFF", "AVIF": "AVIF"}
 # Read through libheif, which applies the container's irot/imir itself.
-_TURNED_BY_CONTAINER = {"HEIF", "AVIF"}
+_TURNED_BY_CONTAINER = {"AVIF"}
 # An alpha plane is an auxiliary image named so in the "meta" box, near the file's start.
 _ALPHA_PLANE = b"auxiliary:alpha"
 _META_BYTES = 64 * 1024
@@ -97,7 +97,7 @@ _limits_for: int | None = None
 
 
 def available() -> dict[str, bool]:
-    return {"imagemagick": library is not None, "imagemagick:HEIF": has_coder("HEIF")}
+    return {"imagemagick": library is not None}
 
 
 def wand_installed() -> bool:
@@ -107,7 +107,7 @@ def wand_installed() -> bool:
 
 @functools.cache
 def has_coder(found: str) -> bool:
-    """Whether this ImageMagick has the coder for a sniffed format (HEIC needs libheif)."""
+    """Whether this ImageMagick has the coder for a sniffed format (AVIF needs libheif)."""
     return library is not None and bool(wand_version.formats(_CODERS[found]))
 
 
@@ -125,7 +125,7 @@ def probe(handle, found: str, reference: str, instructions=None, config=None) ->
 
 
 def _upright(image, found: str) -> tuple[int, int]:
-    """The size once oriented, for header and decode alike (HEIF arrives turned)."""
+    """The size once oriented, for header and decode alike (AVIF arrives turned)."""
     turned = found not in _TURNED_BY_CONTAINER and image.orientation in _TRANSPOSED
     return (image.height, image.width) if turned else (image.width, image.height)
 
@@ -189,7 +189,6 @@ def _reading(data: bytes, found: str, reference: str, scene: int, *, ping: bool)
         raise UnsupportedSourceError(
             f"source {reference!r} is {formats.a(found, 'file')}, "
             f"and this server's ImageMagick has no {coder} coder"
-            + (f": {advice('imagemagick:HEIF')}" if found == "HEIF" else "")
         )
     image = WandImage()
     try:
@@ -287,7 +286,7 @@ def _export(image, found: str, reference: str):
             mode, channels = ("LA", "IA") if has_alpha else ("L", "I")
         else:
             if space != "srgb":
-                # HEIF arrives as YCbCr; Lab, linear RGB and the rest become sRGB here.
+                # AVIF arrives as YCbCr; Lab, linear RGB and the rest become sRGB here.
                 image.transform_colorspace("srgb")
             mode = channels = "RGBA" if has_alpha else "RGB"
         return mode, _pixels(image, channels), None, image.size, icc_profile

@@ -27,7 +27,7 @@ ENGINE_CHECKS = {
     "pdf": "fileproc_django.W010",
     "video": "fileproc_django.W011",
     "imagemagick": "fileproc_django.W012",
-    "imagemagick:HEIF": "fileproc_django.W013",
+    "heif": "fileproc_django.W013",
     "jpeg": "fileproc_django.W014",
     "webp": "fileproc_django.W015",
     "avif": "fileproc_django.W016",
