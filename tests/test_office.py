@@ -1,0 +1,461 @@
+"""Office documents through the real middleware and a real LibreOffice: each kind to its
+first page at the size promised when registering, pages from the kept PDF, content over
+names, and the conversion held in its box (no macro, no network, a time limit).
+
+The documents are made here: with python-docx, openpyxl and python-pptx, or zipped by
+hand where the test needs exact XML (OpenDocument, a hostile package). LibreOffice must
+be installed (``bin/dev`` does it); without it these tests fail, they never skip.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import docx
+import openpyxl
+import pptx
+import pytest
+from docx.opc.constants import RELATIONSHIP_TYPE
+from docx.oxml.ns import qn
+from docx.shared import Mm
+from PIL import Image
+
+from fileproc_wsgi.engines import office, soffice
+from fileproc_wsgi.errors import LimitError, UnsupportedSourceError
+from support import Site
+
+_MIMETYPE = "application/vnd.oasis.opendocument.text"
+_ODF = (
+    'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+    'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+    'xmlns:style="urn:oasis:names:tc:opendocument:xmlns:style:1.0" '
+    'xmlns:fo="urn:oasis:names:tc:opendocument:xmlns:xsl-fo-compatible:1.0" '
+    'xmlns:draw="urn:oasis:names:tc:opendocument:xmlns:drawing:1.0" '
+    'xmlns:svg="urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0" '
+    'xmlns:xlink="http://www.w3.org/1999/xlink" '
+    'xmlns:script="urn:oasis:names:tc:opendocument:xmlns:script:1.0" office:version="1.2"'
+)
+
+
+def test_libreoffice_is_installed():
+    assert soffice.find() is not None, "install LibreOffice (bin/dev does): the office tests need it"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """One document cache for the tests that do not count conversions: the profile
+    template is made once."""
+    return tmp_path_factory.mktemp("documents")
+
+
+@pytest.fixture
+def site(tmp_path, cache):
+    made = Site(tmp_path, document_cache=str(cache))
+    yield made
+    made.close()
+
+
+# ---- documents ----------------------------------------------------------------------------
+
+
+def make_docx(path: Path, pages: int = 1, width_mm: float | None = None, height_mm: float | None = None):
+    document = docx.Document()
+    if width_mm:
+        section = document.sections[0]
+        section.page_width, section.page_height = Mm(width_mm), Mm(height_mm)
+    for number in range(1, pages + 1):
+        document.add_heading(f"Page {number} of the document", 0)
+        document.add_paragraph("Some text in black on white. " * 20)
+        if number < pages:
+            document.add_page_break()
+    document.save(path)
+
+
+def make_xlsx(path: Path):
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    for row in range(1, 30):
+        sheet.cell(row=row, column=1, value=f"Row {row}")
+        sheet.cell(row=row, column=2, value=row * 1.5)
+    sheet.page_setup.paperSize = sheet.PAPERSIZE_A5
+    sheet.page_setup.orientation = "landscape"
+    workbook.save(path)
+
+
+def make_pptx(path: Path):
+    deck = pptx.Presentation()
+    slide = deck.slides.add_slide(deck.slide_layouts[0])
+    slide.shapes.title.text = "A slide title"
+    slide.placeholders[1].text = "With a subtitle"
+    deck.save(path)
+
+
+def make_odt(path: Path, body: str = "<text:p>An OpenDocument text</text:p>", scripts: str = "", extra=()):
+    """An ODT zipped by hand: mimetype first and stored, content, styles, manifest; its
+    page is A5 landscape (21 x 14.8 cm)."""
+    styles = (
+        f'<?xml version="1.0" encoding="UTF-8"?><office:document-styles {_ODF}>'
+        '<office:automatic-styles><style:page-layout style:name="pm1">'
+        '<style:page-layout-properties fo:page-width="21cm" fo:page-height="14.8cm" '
+        'style:print-orientation="landscape"/></style:page-layout></office:automatic-styles>'
+        '<office:master-styles><style:master-page style:name="Standard" style:page-layout-name="pm1"/>'
+        "</office:master-styles></office:document-styles>"
+    )
+    content = (
+        f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {_ODF}>{scripts}'
+        f"<office:body><office:text>{body}</office:text></office:body></office:document-content>"
+    )
+    entries = ["content.xml", "styles.xml", *(name for name, _ in extra)]
+    manifest = (
+        '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
+        'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
+        f'<manifest:file-entry manifest:full-path="/" manifest:media-type="{_MIMETYPE}"/>'
+        + "".join(
+            f'<manifest:file-entry manifest:full-path="{n}" manifest:media-type="text/xml"/>' for n in entries
+        )
+        + "</manifest:manifest>"
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(zipfile.ZipInfo("mimetype"), _MIMETYPE)  # stored, first
+        archive.writestr("content.xml", content)
+        archive.writestr("styles.xml", styles)
+        for name, data in extra:
+            archive.writestr(name, data)
+        archive.writestr("META-INF/manifest.xml", manifest)
+
+
+def make_rtf(path: Path):
+    # A5 portrait: 148 x 210 mm = 8391 x 11906 twips.
+    path.write_text(r"{\rtf1\ansi\paperw8391\paperh11906{\fonttbl\f0 DejaVu Sans;}\f0\fs48 Rich text\par}")
+
+
+def dark_share(image: Image.Image) -> float:
+    """The share of pixels that are dark: text was drawn (grey where a thumbnail shrank it)."""
+    grey = image.convert("L")
+    histogram = grey.histogram()
+    return sum(histogram[:160]) / (grey.width * grey.height)
+
+
+# ---- each kind to its first page -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "size"),
+    [
+        pytest.param("letter.docx", make_docx, (612, 792), id="docx-letter"),
+        pytest.param("a5.xlsx", make_xlsx, (595, 420), id="xlsx-a5-landscape"),
+        pytest.param("deck.pptx", make_pptx, (720, 540), id="pptx-4-3"),
+        pytest.param("a5.odt", make_odt, (595, 420), id="odt-a5-landscape"),
+        pytest.param("a5.rtf", make_rtf, (420, 595), id="rtf-a5"),
+    ],
+)
+def test_each_kind_renders_its_first_page_at_the_promised_size(site, name, make, size):
+    make(site.media / name)
+    representation, image = site.make(name)
+    assert (representation.width, representation.height) == size
+    assert image.size == size
+    assert dark_share(image) > 0.0002, "no text on the page"
+    assert dark_share(image) < 0.5, "not a page of text on white"
+
+
+def test_a_page_size_is_read_from_the_document_and_scaled_results_keep_it(site):
+    make_docx(site.media / "a4.docx", width_mm=210, height_mm=297)
+    representation, image = site.make("a4.docx | fit 300x")
+    assert (representation.width, representation.height) == image.size == (300, 425)
+
+
+def test_page_two_comes_from_the_kept_pdf_without_converting_again(tmp_path):
+    site = Site(tmp_path, document_cache=str(tmp_path / "documents"))
+    try:
+        make_docx(site.media / "two.docx", pages=2)
+        _, first = site.make("two.docx | fit 200x")
+        pdfs = list((tmp_path / "documents").glob("*.pdf"))
+        assert len(pdfs) == 1
+        inode = pdfs[0].stat().st_ino
+        started = time.monotonic()
+        _, second = site.make("two.docx | page 2 | fit 200x")
+        assert time.monotonic() - started < 1.0, "page 2 took as long as a conversion"
+        assert [p.stat().st_ino for p in (tmp_path / "documents").glob("*.pdf")] == [inode]
+        assert second.size == first.size == (200, 259)
+        assert first.tobytes() != second.tobytes()
+        assert dark_share(second) > 0.0002
+        response = site.request("two.docx | page 3")
+        assert response.status_int == 422
+        assert "page 3: 'two.docx' has only 2 page(s)" in response.text
+    finally:
+        site.close()
+
+
+def test_a_doc_from_libreoffice_is_recognised_by_its_ole2_streams(site, tmp_path):
+    make_docx(tmp_path / "made.docx")
+    out = tmp_path / "out"
+    _convert_directly(tmp_path / "made.docx", out, "doc")
+    shutil.copy(out / "made.doc", site.media / "old.doc")
+    with open(site.media / "old.doc", "rb") as file:
+        assert office.identify(file, "OLE2", "old.doc").kind.name == "DOC"
+    representation, image = site.make("old.doc | fit 306x")
+    assert (representation.width, representation.height) == image.size == (306, 396)
+    assert dark_share(image) > 0.0002
+
+
+# ---- content, not names ---------------------------------------------------------------
+
+
+def test_a_docx_named_jpg_and_a_jpeg_named_docx_go_by_their_content(site):
+    make_docx(site.media / "document.jpg")
+    Image.new("RGB", (64, 48), "red").save(site.media / "photo.docx", "JPEG")
+    _, page = site.make("document.jpg | fit 100x")
+    assert page.size == (100, 129) and dark_share(page) > 0.0002
+    _, photo = site.make("photo.docx")
+    assert photo.size == (64, 48)
+    assert photo.convert("RGB").getpixel((32, 24))[0] > 200
+
+
+def test_a_zip_that_is_no_office_document_is_refused_by_name(site):
+    with zipfile.ZipFile(site.media / "files.docx", "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(UnsupportedSourceError, match="'files.docx' is a ZIP archive, not an office document"):
+        site.registrar.register("files.docx")
+
+
+def test_a_zip_bomb_member_is_refused_quickly(site):
+    with zipfile.ZipFile(site.media / "bomb.docx", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(
+            "[Content_Types].xml",
+            '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+            '<Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-'
+            'officedocument.wordprocessingml.document.main+xml"/></Types>',
+        )
+        with archive.open("word/document.xml", "w", force_zip64=True) as member:
+            member.write(
+                b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+            )
+            block = b" " * (1 << 20)
+            for _ in range(80):
+                member.write(block)
+    assert os.path.getsize(site.media / "bomb.docx") < 1 << 20
+    started = time.monotonic()
+    with pytest.raises(LimitError, match="'word/document.xml' that inflates to more than 64 MiB"):
+        site.registrar.register("bomb.docx")
+    assert time.monotonic() - started < 5
+
+
+def test_xml_with_a_dtd_is_refused(site):
+    with zipfile.ZipFile(site.media / "entities.docx", "w") as archive:
+        archive.writestr(
+            "[Content_Types].xml",
+            '<?xml version="1.0"?><!DOCTYPE t [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]>'
+            '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">&b;</Types>',
+        )
+    with pytest.raises(Exception, match="unreadable \\[Content_Types\\].xml \\(it declares a DTD\\)"):
+        site.registrar.register("entities.docx")
+
+
+def test_without_libreoffice_documents_are_refused_naming_the_packages(site, monkeypatch):
+    make_docx(site.media / "a.docx")
+    monkeypatch.setattr(soffice, "find", lambda: None)
+    with pytest.raises(UnsupportedSourceError) as refused:
+        site.registrar.register("a.docx")
+    assert "Office documents need LibreOffice" in str(refused.value)
+    assert "apt-get install --no-install-recommends libreoffice-writer-nogui" in str(refused.value)
+
+
+# ---- the conversion in its box -----------------------------------------------------------
+
+
+def test_a_macro_enabled_word_document_is_rendered(site):
+    make_docx(site.media / "plain.docx")
+    with zipfile.ZipFile(site.media / "plain.docx") as source:
+        parts = {name: source.read(name) for name in source.namelist()}
+    parts["[Content_Types].xml"] = parts["[Content_Types].xml"].replace(
+        b"application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml",
+        b"application/vnd.ms-word.document.macroEnabled.main+xml",
+    )
+    parts["word/vbaProject.bin"] = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 504
+    with zipfile.ZipFile(site.media / "macros.docm", "w", zipfile.ZIP_DEFLATED) as target:
+        for name, data in parts.items():
+            target.writestr(name, data)
+    _, image = site.make("macros.docm | fit 200x")
+    assert image.size == (200, 259) and dark_share(image) > 0.0002
+
+
+def test_a_basic_macro_bound_to_opening_the_document_does_not_run(site, tmp_path):
+    marker = tmp_path / "macro-ran"
+    module = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<script:module xmlns:script="http://openoffice.org/2000/script" '
+        'script:name="Module1" script:language="StarBasic">Sub Main\n'
+        f"  Open &quot;{marker}&quot; For Output As #1\n  Print #1, &quot;ran&quot;\n  Close #1\nEnd Sub\n"
+        "</script:module>"
+    )
+    library = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<library:library xmlns:library="http://openoffice.org/2000/library" '
+        'library:name="Standard" library:readonly="false" library:passwordprotected="false">'
+        '<library:element library:name="Module1"/></library:library>'
+    )
+    libraries = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<library:libraries xmlns:library="http://openoffice.org/2000/library" '
+        'xmlns:xlink="http://www.w3.org/1999/xlink">'
+        '<library:library library:name="Standard" library:link="false"/>'
+        "</library:libraries>"
+    )
+    scripts = (
+        '<office:scripts><office:event-listeners><script:event-listener script:language="ooo:script" '
+        'script:event-name="dom:load" xlink:href="vnd.sun.star.script:Standard.Module1.Main?language=Basic'
+        '&amp;location=document"/></office:event-listeners></office:scripts>'
+    )
+    extra = [
+        ("Basic/script-lc.xml", libraries),
+        ("Basic/Standard/script-lb.xml", library),
+        ("Basic/Standard/Module1.xml", module),
+    ]
+    make_odt(site.media / "macro.odt", scripts=scripts, extra=extra)
+    _, image = site.make("macro.odt")
+    assert image.size == (595, 420) and dark_share(image) > 0.0002
+    assert not marker.exists()
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 that records every connection made to it."""
+
+    def __init__(self):
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.socket.settimeout(0.2)
+        self.port = self.socket.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                connection, _ = self.socket.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            connection.close()
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.socket.close()
+
+
+def test_linked_images_are_never_fetched(site):
+    listener = Listener()
+    try:
+        url = f"http://127.0.0.1:{listener.port}/picture.png"
+        document = docx.Document()
+        document.add_paragraph("A linked picture follows")
+        picture = io.BytesIO()
+        Image.new("RGB", (20, 20), "red").save(picture, "PNG")
+        document.add_picture(picture)
+        relation = document.part.relate_to(url, RELATIONSHIP_TYPE.IMAGE, is_external=True)
+        blip = document.element.body.findall(".//" + qn("a:blip"))[0]
+        del blip.attrib[qn("r:embed")]
+        blip.set(qn("r:link"), relation)
+        document.save(site.media / "linked.docx")
+        image_link = (
+            '<text:p>A linked picture<draw:frame svg:width="2cm" svg:height="2cm" text:anchor-type="as-char">'
+            f'<draw:image xlink:href="{url}" xlink:type="simple" xlink:show="embed" xlink:actuate="onLoad"/>'
+            "</draw:frame></text:p>"
+        )
+        make_odt(site.media / "linked.odt", body=image_link)
+        for name in ("linked.docx", "linked.odt"):
+            _, image = site.make(name)
+            assert dark_share(image) > 0.0002
+        time.sleep(0.3)
+        assert listener.connections == 0
+    finally:
+        listener.close()
+
+
+def test_a_slow_conversion_is_killed_at_the_time_limit_while_other_requests_are_served(tmp_path, monkeypatch):
+    # Each worker's temporary directory is under tmp_path, so a LibreOffice left behind
+    # would show this test's path in its command line.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    site = Site(tmp_path, document_cache=str(tmp_path / "documents"), max_processing_seconds=4.0)
+    try:
+        document = docx.Document()
+        for number in range(6000):  # about 6.5 s of LibreOffice here; its limit is 3 s
+            document.add_paragraph(f"Paragraph {number} " + "lorem ipsum dolor sit amet " * 8)
+        document.save(site.media / "long.docx")
+        Image.new("RGB", (300, 200), "blue").save(site.media / "photo.jpg")
+        photo = site.registrar.register("photo.jpg | fit 30x")
+        long = site.registrar.register("long.docx | fit 100x")
+        answers = {}
+
+        def ask_for_the_document():
+            answers["long"] = site.get(long.url)
+            answers["long at"] = time.monotonic()
+
+        thread = threading.Thread(target=ask_for_the_document)
+        started = time.monotonic()
+        thread.start()
+        time.sleep(0.5)
+        response = site.get(photo.url)
+        served = time.monotonic()
+        time.sleep(max(0.0, started + 1.5 - time.monotonic()))
+        converting = _processes_mentioning(str(tmp_path))  # the check below can see one
+        thread.join(timeout=30)
+        assert converting, "no LibreOffice seen converting the document"
+        assert response.status_int in (301, 302), response.text
+        assert served < answers["long at"], "the photo waited for the document"
+        assert answers["long"].status_int == 503
+        assert "LibreOffice did not finish converting 'long.docx'" in answers["long"].text
+        # 3 s of LibreOffice, after a worker start and the profile template (first use).
+        assert 2.5 < answers["long at"] - started < 8, "not stopped at its time limit"
+        assert _processes_mentioning(str(tmp_path)) == []
+        assert list((tmp_path / "documents").glob("*.pdf")) == []
+    finally:
+        site.close()
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                command = file.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if text in command and "soffice" in command:
+            found.append(command)
+    return found
+
+
+def _convert_directly(source: Path, out: Path, to: str) -> None:
+    """LibreOffice run plainly, as a user would, to make a fixture of an older format."""
+    profile = out.parent / "profile"
+    command = [
+        soffice.find(),
+        "--headless",
+        "--norestore",
+        f"-env:UserInstallation=file://{profile}",
+        "--convert-to",
+        to,
+        "--outdir",
+        str(out),
+        str(source),
+    ]
+    environment = {"PATH": os.environ["PATH"], "HOME": str(out.parent), "LC_ALL": "C.UTF-8"}
+    for _ in range(2):  # a new profile's first start asks for a restart (status 81)
+        done = subprocess.run(command, env=environment, capture_output=True, timeout=60, check=False)
+        if done.returncode == 0:
+            return
+    raise AssertionError(done.stderr.decode())
