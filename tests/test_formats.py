@@ -15,6 +15,12 @@ def _ftyp(major: bytes, *compatible: bytes) -> bytes:
     return struct.pack(">I", 8 + len(body)) + b"ftyp" + body + b"\0\0\0\x08mdat"
 
 
+def _stored_first(name: bytes, data: bytes) -> bytes:
+    """A ZIP local file header for a stored (uncompressed) first entry, and its data."""
+    header = struct.pack("<4s5H3I2H", b"PK\x03\x04", 10, 0, 0, 0, 0, 0, len(data), len(data), len(name), 0)
+    return header + name + data
+
+
 def _packets(size: int, prefix: int) -> bytes:
     packet = b"\0" * prefix + b"\x47" + b"\xff" * (size - prefix - 1)
     return packet * 4
@@ -71,6 +77,17 @@ _MARKUP = [
         pytest.param(b"\x00\x00\x01\x00\x00\x00" + b"\0" * 10, None, id="ico-with-no-images"),
         pytest.param(b"\xc5\xd0\xd3\xc6", "EPS", id="eps"),
         pytest.param(b"#EXTM3U\n", "HLS playlist", id="hls"),
+        pytest.param(_stored_first(b"mimetype", b"application/vnd.oasis.opendocument.text"), "ODT", id="odt"),
+        pytest.param(
+            _stored_first(b"mimetype", b"application/vnd.oasis.opendocument.spreadsheet"), "ODS", id="ods"
+        ),
+        pytest.param(
+            _stored_first(b"mimetype", b"application/vnd.oasis.opendocument.presentation"), "ODP", id="odp"
+        ),
+        pytest.param(_stored_first(b"mimetype", b"application/epub+zip"), "ZIP", id="epub-is-a-zip"),
+        pytest.param(_stored_first(b"[Content_Types].xml", b"<Types/>"), "ZIP", id="ooxml-is-a-zip-here"),
+        pytest.param(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 504, "OLE2", id="ole2"),
+        pytest.param(b"{\\rtf1\\ansi hello}", "RTF", id="rtf"),
         pytest.param(b"", None, id="empty"),
         *(pytest.param(head, found, id=name) for name, head, found in _MARKUP),
     ],
