@@ -28,6 +28,8 @@ SVG = ["pillow-lunasvg>=0.1.1"]
 # libheif and its HEVC decoder, bundled in the wheels (faster than ImageMagick's HEIC coder:
 # bench/heif.py).
 HEIF = ["pillow-heif>=1.1"]
+# LibRaw, bundled in the wheels: camera raw files (DNG, CR2, CR3, NEF, ARW ...).
+RAW = ["rawpy>=0.21"]
 DJANGO = ["Django>=4.2"]
 JINJA2 = ["Jinja2>=3.1"]
 # The test suite runs both adapters, the Flask example and a real browser (Playwright
@@ -59,6 +61,7 @@ TEST = [
     *WAND,
     *SVG,
     *HEIF,
+    *RAW,
 ]
 
 setup(
@@ -87,6 +90,7 @@ setup(
         "wand": WAND,
         "svg": SVG,
         "heif": HEIF,
+        "raw": RAW,
         "django": DJANGO,
         "jinja2": JINJA2,
         "flask": ["Flask>=3.0", *JINJA2],

@@ -5,6 +5,10 @@ and the coder or demuxer that engine pins, follow from what :func:`sniff` return
 rules follow the formats' own specifications rather than the common case:
 
 - TIFF includes BigTIFF (``II+``/``MM\\0+``), which Pillow reads.
+- Camera raw files: ORF, RW2 and RAF by their own magic, CR3 by its ``crx`` brand, and the
+  TIFF-based kinds from the first directory, read within the head and no further: CR2 by
+  the ``CR`` marker after the header, DNG by its DNGVersion tag, NEF, ARW and PEF by the
+  camera's maker. A TIFF whose directory lies beyond the head stays ``TIFF``.
 - A PDF may have up to 1024 bytes before ``%PDF-`` (PDF 1.7, annex H: readers accept it,
   and mail gateways and web frameworks have been known to put them there).
 - An ISO base media file (``ftyp`` box) is an image when any of its brands, major or
@@ -59,8 +63,14 @@ def sniff(head: bytes) -> str | None:
         return "GIF"
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
         return "WEBP"
+    if head.startswith((b"IIRO", b"IIRS", b"MMOR")):
+        return "ORF"  # Olympus: a TIFF with its own magic number
+    if head.startswith(b"IIU\x00"):
+        return "RW2"  # Panasonic
+    if head.startswith(b"FUJIFILMCCD-RAW"):
+        return "RAF"
     if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
-        return "TIFF"
+        return _tiff_kind(head)
     if head.startswith(b"BM"):
         return "BMP"
     if head.startswith(b"\x00\x00\x01\x00") and len(head) >= 6 and 0 < head[4] + 256 * head[5] <= 256:
@@ -127,8 +137,44 @@ def _gzip(head: bytes) -> str | None:
     return "SVGZ" if _markup(inner) == "SVG" else None
 
 
+# TIFF-based camera raw files told apart by the Make tag of their first directory.
+_RAW_MAKERS = ((b"NIKON", "NEF"), (b"SONY", "ARW"), (b"PENTAX", "PEF"))
+_DNG_VERSION, _MAKE, _ASCII = 0xC612, 0x010F, 2
+
+
+def _tiff_kind(head: bytes) -> str:
+    """TIFF, or the camera raw format a TIFF-structured file is, from the head alone."""
+    if head[8:11] == b"CR\x02":
+        return "CR2"
+    if head[2:4] not in (b"*\x00", b"\x00*"):
+        return "TIFF"  # BigTIFF: no camera writes raw files in it
+    order = "<" if head.startswith(b"II") else ">"
+    (offset,) = struct.unpack(order + "I", head[4:8])
+    if offset + 2 > len(head):
+        return "TIFF"
+    (count,) = struct.unpack(order + "H", head[offset : offset + 2])
+    make = b""
+    for index in range(min(count, (len(head) - offset - 2) // 12)):
+        at = offset + 2 + 12 * index
+        tag, kind, length, value = struct.unpack(order + "HHI4s", head[at : at + 12])
+        if tag == _DNG_VERSION:
+            return "DNG"
+        if tag == _MAKE and kind == _ASCII:
+            if length <= 4:
+                make = value[:length]
+            else:
+                (start,) = struct.unpack(order + "I", value)
+                make = head[start : start + min(length, 32)]
+    for maker, kind in _RAW_MAKERS:
+        if make.upper().startswith(maker):
+            return kind
+    return "TIFF"
+
+
 def _iso_media(head: bytes) -> str:
     """AVIF, HEIF, MOV or MP4, from the ``ftyp`` box's major and compatible brands."""
+    if head[8:12] == b"crx ":
+        return "CR3"  # Canon's raw files are ISO media too
     (size,) = struct.unpack(">I", head[:4])
     end = min(size, len(head)) if size >= 16 else 16
     brands = {head[8:12]} | {head[offset : offset + 4] for offset in range(16, end - 3, 4)}

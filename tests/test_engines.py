@@ -18,9 +18,10 @@ import pytest
 from PIL import Image
 
 from fileproc_wsgi import engines
-from fileproc_wsgi.engines import heif, magick, office, pdf, raster, svg, video
+from fileproc_wsgi.engines import heif, magick, office, pdf, raster, raw, svg, video
 from test_heif import encoded
 from test_magick import psd
+from test_raw import dng
 
 FILES = Path(__file__).parent / "files"
 
@@ -91,6 +92,7 @@ def media(tmp_path) -> Path:
     _mp4(tmp_path / "clip.mp4")
     (tmp_path / "photo.heic").write_bytes(encoded(Image.new("RGB", (80, 60), "green")))
     (tmp_path / "art.psd").write_bytes(psd(Image.new("RGB", (80, 60), "green")))
+    (tmp_path / "shot.dng").write_bytes(dng(Image.new("RGB", (80, 60), "green")))
     (tmp_path / "drawing.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>')
     return tmp_path
 
@@ -104,6 +106,7 @@ def test_the_format_table_matches_each_engine():
         "office": office,
         "svg": svg,
         "heif": heif,
+        "raw": raw,
     }
     assert set(modules) == set(engines.ENGINE_NAMES)
     for name, module in modules.items():
@@ -146,6 +149,9 @@ def test_a_jpeg_site_loads_no_other_engine_and_warns_of_nothing(media):
             "heif",
             "pip install 'fileproc-wsgi[heif]'",
             id="heif",
+        ),
+        pytest.param(
+            "shot.dng | fit 40x", ["rawpy"], "raw", "raw", "pip install 'fileproc-wsgi[raw]'", id="raw"
         ),
         pytest.param(
             "drawing.svg | fit 40x",

@@ -31,8 +31,9 @@ stage, or a :class:`LimitError` when memory ran out: a source that breaks a deco
 fact about the source, refused for good, never an error page or a retry.
 
 Pillow (:mod:`.raster`) comes first; PDF pages (:mod:`.pdf`), SVG drawings (:mod:`.svg`),
-video frames (:mod:`.video`), phone photos (:mod:`.heif`) and what only ImageMagick reads
-(:mod:`.magick`, also the fallback for TIFFs Pillow cannot decode) follow.
+video frames (:mod:`.video`), phone photos (:mod:`.heif`), camera raw files (:mod:`.raw`)
+and what only ImageMagick reads (:mod:`.magick`, also the fallback for TIFFs Pillow cannot
+decode) follow.
 
 Installed packages add engines through the ``fileproc_wsgi.engines`` entry point group
 (:mod:`fileproc_wsgi.plugins`, ``docs/plugins.md``): an engine plugin has the contract
@@ -57,7 +58,7 @@ from .boundary import failure
 
 log = logging.getLogger(__name__)
 
-ENGINE_NAMES = ("raster", "pdf", "video", "magick", "svg", "office", "heif")
+ENGINE_NAMES = ("raster", "pdf", "video", "magick", "svg", "office", "heif", "raw")
 # Which engine module decodes each name formats.sniff gives (each module's FORMATS, known
 # here without importing it; a test compares the two).
 ENGINE_OF = {
@@ -67,6 +68,7 @@ ENGINE_OF = {
     **dict.fromkeys(("MP4", "MOV", "MKV", "AVI", "TS"), "video"),
     "PSD": "magick",
     "HEIF": "heif",
+    **dict.fromkeys(("DNG", "CR2", "CR3", "NEF", "ARW", "RAF", "ORF", "RW2", "PEF"), "raw"),
     **dict.fromkeys(("ZIP", "ODT", "ODS", "ODP", "OLE2", "RTF"), "office"),
 }
 # Sources a first engine failed on that ImageMagick may still read: TIFF layouts Pillow
@@ -94,6 +96,7 @@ _NEEDED_BY = {
     "video": ("video", "video sources (MP4, MOV, Matroska, AVI, MPEG-TS) need PyAV"),
     "imagemagick": ("wand", "PSD sources, and TIFFs and AVIFs Pillow cannot read, need Wand"),
     "heif": ("heif", "HEIF sources (HEIC phone photos) need pillow-heif"),
+    "raw": ("raw", "camera raw sources (DNG, CR2, CR3, NEF, ARW, RAF, ORF, RW2, PEF) need rawpy"),
     "jpeg": (
         None,
         "JPEG sources and results need Pillow built with libjpeg (Pillow's wheels from PyPI have it)",
@@ -129,6 +132,7 @@ _LIBRARY_OF = {
     "svg": "svg",
     "office": "libreoffice",
     "heif": "heif",
+    "raw": "raw",
 }
 
 
