@@ -82,7 +82,9 @@ class Config:
     max_source_frames: int = 1000
     # An animation kept animated decodes every frame and holds every result frame until
     # it is written: the pixels of all its frames, source and result each, are held to this.
-    max_animation_pixels: int = 250_000_000
+    # At 10^8 the worst case, a result at full size, takes ~3.5 s and ~200 MiB as GIF,
+    # ~10.5 s and ~400 MiB as WebP (bench/animations.py --at-limit): inside the job limits.
+    max_animation_pixels: int = 100_000_000
     max_processing_seconds: float = 30.0
     max_concurrent_jobs: int = 8
     max_register_bytes: int = 1024 * 1024
