@@ -7,7 +7,8 @@ describes the pixels: an RGB profile on a greyscale result would be wrong, so it
 GIF and WebP results can animate (:data:`ANIMATED_FORMATS`): :func:`encode_animation`
 writes whole frames, each with its time on screen, and the play count. AVIF is not
 among them although Pillow writes AVIF sequences: its writer cannot set a play count
-(every sequence loops for ever) and takes about 10 times as long as WebP per frame.
+(every sequence loops for ever, so a GIF that plays once would not), and it takes about
+4 times as long as WebP (bench/animations.py).
 """
 
 from __future__ import annotations
@@ -77,6 +78,21 @@ def encode(
     return buffer.getvalue()
 
 
+def animation_frame(image: Image.Image, name: str) -> Image.Image:
+    """One frame of an animated ``name`` result, as :func:`encode_animation` takes it,
+    made as soon as the frame is: a GIF's frame is held in its palette, a quarter of the
+    memory of RGBA, while the others are made."""
+    if name != "gif":
+        return image
+    # Fast octree: 0.4 ms a 240x135 frame against 14 ms for median cut, its error as
+    # small (bench/animations.py); paid once per frame, it decides what a GIF costs.
+    frame = _palette(image, Image.Quantize.FASTOCTREE)
+    # Pillow's GIF writer takes the first frame's info as defaults (a source's loop
+    # count, its background index): only what is said here may reach the file.
+    frame.info = {"transparency": 255} if has_alpha(image) else {}
+    return frame
+
+
 def encode_animation(
     frames: list[Image.Image],
     durations: list[int],
@@ -85,21 +101,17 @@ def encode_animation(
     options: Format | None,
     icc_profile: bytes | None,
 ) -> bytes:
-    """``frames`` (whole frames of one size) as an animated ``name`` (one of
-    :data:`ANIMATED_FORMATS`), frame ``k`` shown for ``durations[k]`` milliseconds, the
-    whole played ``plays`` times (0: for ever)."""
+    """``frames`` (whole frames of one size, each from :func:`animation_frame`) as an
+    animated ``name`` (one of :data:`ANIMATED_FORMATS`), frame ``k`` shown for
+    ``durations[k]`` milliseconds, the whole played ``plays`` times (0: for ever)."""
     params: dict = {"save_all": True, "duration": durations}
     if name == "gif":
-        # Each frame replaces the last whole: with transparency a frame is cleared to
-        # transparent before the next (disposal 2), else left for the next to cover
-        # (disposal 1), which lets Pillow store only the part of a frame that changed.
-        transparent = any(has_alpha(frame) for frame in frames)
-        frames = [_palette(frame, transparent) for frame in frames]
-        for frame in frames:
-            # Pillow's GIF writer takes the first frame's info as defaults (a source's
-            # loop count, background index): only what is said here may reach the file.
-            frame.info = {"transparency": 255} if transparent else {}
-        params["disposal"] = 2 if transparent else 1
+        # Every frame is whole. One is left for the next to cover (disposal 1), which lets
+        # Pillow store only the part that changed, unless the next has transparent
+        # pixels, which must show what is behind the animation: then it is cleared first
+        # (disposal 2). The last frame is followed by the first when it loops.
+        clear = ["transparency" in frame.info for frame in frames]
+        params["disposal"] = [2 if clear[(index + 1) % len(frames)] else 1 for index in range(len(frames))]
         if plays != 1:  # a GIF states its repeats after the first play; none plays once
             params["loop"] = 0 if plays == 0 else plays - 1
     elif name == "webp":
@@ -115,13 +127,12 @@ def encode_animation(
     return buffer.getvalue()
 
 
-def _palette(image: Image.Image, transparent: bool | None = None) -> Image.Image:
-    """An adaptive 256-colour palette, with one entry for full transparency (when the
-    image has alpha, or ``transparent`` says so for all frames of an animation)."""
-    if not (has_alpha(image) if transparent is None else transparent):
-        return image.convert("RGB").quantize(256, dither=Image.Dither.FLOYDSTEINBERG)
+def _palette(image: Image.Image, method: Image.Quantize | None = None) -> Image.Image:
+    """An adaptive 256-colour palette, with one entry for full transparency."""
+    if not has_alpha(image):
+        return image.convert("RGB").quantize(256, method=method, dither=Image.Dither.FLOYDSTEINBERG)
     rgba = image.convert("RGBA")
-    quantised = rgba.convert("RGB").quantize(255, dither=Image.Dither.FLOYDSTEINBERG)
+    quantised = rgba.convert("RGB").quantize(255, method=method, dither=Image.Dither.FLOYDSTEINBERG)
     transparent = rgba.getchannel("A").point(lambda alpha: 255 if alpha < 128 else 0, "1")
     quantised.paste(255, mask=transparent)
     quantised.info["transparency"] = 255

@@ -27,7 +27,7 @@ from PIL import Image
 
 from . import engines, pool
 from .config import Config
-from .encode import ANIMATED_FORMATS, CONTENT_TYPES, EXTENSIONS, encode, encode_animation
+from .encode import ANIMATED_FORMATS, CONTENT_TYPES, EXTENSIONS, animation_frame, encode, encode_animation
 from .engines.boundary import failure
 from .errors import (
     PERMANENT_FAILURES,
@@ -297,7 +297,7 @@ def produce(
         image = steps.run(decoded.image, pin=animation is not None)
         config.check_result_size(image.width, image.height)
         if animation is not None:
-            frames, durations = _animate(image, animation, steps)
+            frames, durations = _animate(image, animation, steps, output_format)
     background = next(
         (step.color for step in reversed(instructions.steps) if isinstance(step, Background)), WHITE
     )
@@ -358,17 +358,17 @@ def _pinned(operation: Operation, image: Image.Image) -> Operation:
 
 
 def _animate(
-    first: Image.Image, animation: engines.Animation, steps: _Steps
+    first: Image.Image, animation: engines.Animation, steps: _Steps, output_format: str
 ) -> tuple[list[Image.Image], list[int]]:
     """Every frame of an animation through the steps as the engine decodes it, ``first``
-    already made: only the results are held, and their pixels too are held to
-    max_animation_pixels."""
-    frames, durations = [first], [animation.duration]
+    already made: only the result frames are held, as the encoder takes them, and their
+    pixels too are held to max_animation_pixels."""
+    frames, durations = [animation_frame(first, output_format)], [animation.duration]
     subject = f"the animated result of {steps.reference!r}"
     with failure(f"source {steps.reference!r} is an animation whose frames could not be decoded"):
         for image, duration in animation.frames():
             steps.config.check_animation(subject, len(frames) + 1, *first.size, at_least=True)
-            frames.append(steps.run(image))
+            frames.append(animation_frame(steps.run(image), output_format))
             durations.append(duration)
             _check_time(steps.deadline, f"frame {len(frames)}", steps.config)
     return frames, durations
