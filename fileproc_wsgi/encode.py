@@ -86,7 +86,8 @@ def animation_frame(image: Image.Image, name: str) -> Image.Image:
         return image
     # Fast octree: 0.4 ms a 240x135 frame against 14 ms for median cut, its error as
     # small (bench/animations.py); paid once per frame, it decides what a GIF costs.
-    frame = _palette(image, Image.Quantize.FASTOCTREE)
+    # Every frame keeps index 255 free, for transparency should a later frame need it.
+    frame = _palette(image, Image.Quantize.FASTOCTREE, keep_slot=True)
     # Pillow's GIF writer takes the first frame's info as defaults (a source's loop
     # count, its background index): only what is said here may reach the file.
     frame.info = {"transparency": 255} if has_alpha(image) else {}
@@ -106,12 +107,20 @@ def encode_animation(
     ``durations[k]`` milliseconds, the whole played ``plays`` times (0: for ever)."""
     params: dict = {"save_all": True, "duration": durations}
     if name == "gif":
-        # Every frame is whole. One is left for the next to cover (disposal 1), which lets
-        # Pillow store only the part that changed, unless the next has transparent
-        # pixels, which must show what is behind the animation: then it is cleared first
-        # (disposal 2). The last frame is followed by the first when it loops.
-        clear = ["transparency" in frame.info for frame in frames]
-        params["disposal"] = [2 if clear[(index + 1) % len(frames)] else 1 for index in range(len(frames))]
+        # Every frame is whole. Each is left for the next to cover (disposal 1), which
+        # lets Pillow store only the part that changed, unless a frame has transparent
+        # pixels, which must show what is behind the animation: then every frame is
+        # cleared before the next (disposal 2), to transparent. Every frame then names
+        # its transparent index, used or not (optimize=False keeps Pillow from dropping
+        # it), since readers that clear to the background colour, Pillow's among them,
+        # clear to transparency where a frame names one. One value for all frames:
+        # Pillow merges identical frames and fails writing what is left with a list.
+        clear = any("transparency" in frame.info for frame in frames)
+        for frame in frames:
+            frame.info = {"transparency": 255} if clear else {}
+        params["disposal"] = 2 if clear else 1
+        if clear:
+            params["optimize"] = False
         if plays != 1:  # a GIF states its repeats after the first play; none plays once
             params["loop"] = 0 if plays == 0 else plays - 1
     elif name == "webp":
@@ -127,10 +136,14 @@ def encode_animation(
     return buffer.getvalue()
 
 
-def _palette(image: Image.Image, method: Image.Quantize | None = None) -> Image.Image:
-    """An adaptive 256-colour palette, with one entry for full transparency."""
+def _palette(
+    image: Image.Image, method: Image.Quantize | None = None, *, keep_slot: bool = False
+) -> Image.Image:
+    """An adaptive 256-colour palette, with one entry for full transparency (left unused
+    in an opaque image with ``keep_slot``)."""
     if not has_alpha(image):
-        return image.convert("RGB").quantize(256, method=method, dither=Image.Dither.FLOYDSTEINBERG)
+        colours = 255 if keep_slot else 256
+        return image.convert("RGB").quantize(colours, method=method, dither=Image.Dither.FLOYDSTEINBERG)
     rgba = image.convert("RGBA")
     quantised = rgba.convert("RGB").quantize(255, method=method, dither=Image.Dither.FLOYDSTEINBERG)
     transparent = rgba.getchannel("A").point(lambda alpha: 255 if alpha < 128 else 0, "1")

@@ -129,6 +129,34 @@ def test_a_frame_cleared_to_transparency_stays_clear(site, output):
 
 
 @pytest.mark.parametrize("output", ["gif", "webp"])
+def test_a_transparent_frame_after_an_opaque_one_shows_what_is_behind(site, output):
+    # One transparent pixel gives the first frame a transparent index: a frame without
+    # one is cleared to the background colour by Pillow, to transparency by browsers.
+    opaque = Image.new("RGBA", (120, 40), COLOURS[1] + (255,))
+    opaque.putpixel((0, 0), (0, 0, 0, 0))
+    _save(site.media, "flash.gif", [opaque, *_sprite_frames()], duration=100, loop=0, disposal=2)
+    _, _, shown = _result(site, f"flash.gif | fit 60x | format {output}")
+
+    assert len(shown) == 3
+    assert colour_at(shown[0][1], 0.9, 0.5)[3] == 255
+    assert colour_at(shown[1][1], 0.9, 0.5)[3] == 0, "nothing of the opaque frame is left"
+    assert close_to(colour_at(shown[1][1], 0.1, 0.5), COLOURS[0] + (255,), 12)
+
+
+@pytest.mark.parametrize("output", ["gif", "webp"])
+def test_identical_frames_are_shown_for_as_long(site, output):
+    frames = _solid_frames(colours=[COLOURS[0], COLOURS[0], COLOURS[1]])
+    _save(site.media, "repeat.webp", frames, duration=[100, 200, 300], loop=0, lossless=True)
+    _, _, shown = _result(site, f"repeat.webp | fit 60x | format {output}")
+
+    # A GIF writer may merge the first two into one frame of 300 ms: the same to a viewer.
+    timeline = [(duration, colour_at(frame, 0.5, 0.5)[:3]) for duration, frame in shown]
+    assert sum(duration for duration, _ in timeline) == 600
+    assert close_to(timeline[-1][1], COLOURS[1], 12) and timeline[-1][0] == 300
+    assert all(close_to(colour, COLOURS[0], 12) for _, colour in timeline[:-1])
+
+
+@pytest.mark.parametrize("output", ["gif", "webp"])
 def test_a_frame_that_covers_part_of_the_last_is_shown_over_it(site, output):
     # Pillow stores only the changed part of the second frame (disposal 1): the result's
     # frames are whole, as a browser composites them.
