@@ -399,3 +399,14 @@ def test_the_animations_of_pillows_own_test_images(make_site):
                 assert outcome.reason.strip().count("\n") == 0
     assert not problems, "\n".join(problems)
     assert made > refused, (made, refused)
+
+
+def test_the_animation_budget_is_a_setting_like_the_other_limits():
+    from fileproc_wsgi.config import Config
+    from fileproc_wsgi.errors import ConfigError
+
+    assert Config().max_animation_pixels == 100_000_000
+    assert Config.from_env({"FILEPROC_MAX_ANIMATION_PIXELS": "5000"}).max_animation_pixels == 5000
+    assert Config.from_mapping({"MAX_ANIMATION_PIXELS": 7}).max_animation_pixels == 7
+    with pytest.raises(ConfigError, match="max_animation_pixels: expected a positive whole number, got 0"):
+        Config(max_animation_pixels=0)
