@@ -1,10 +1,12 @@
 """The demo: sample images and a page of thumbnails made from them.
 
 ``fileproc demo`` writes a few sources (a photo-like landscape, a phone picture stored
-sideways with an EXIF orientation, a transparent logo, an animated GIF, a TIFF scan, a
-three-page PDF and a short video),
-then serves a page whose every thumbnail is registered while the page renders and made
-by the middleware when the browser asks for it.
+sideways with an EXIF orientation, a transparent logo, an animated GIF, an SVG drawing,
+a TIFF scan, a three-page PDF, a Word document and a short video), then serves a page
+whose every thumbnail is registered while the page renders and made by the middleware
+when the browser asks for it. The watermark entry shows the example plugin
+(``examples/fileproc-watermark``; ``bin/dev demo`` installs it for the demo) and fails
+softly, naming the step, where it is not installed.
 """
 
 from __future__ import annotations
@@ -43,12 +45,19 @@ EXAMPLES = (
         "Sharpen and mirror, progressive JPEG",
         "landscape.jpg | fit 300x | sharpen 2 | flip horizontal | format jpeg quality=80 progressive",
     ),
-    ("First frame of an animated GIF", "animated.gif | fit 200x200"),
+    ("An animated GIF stays animated, as WebP", "animated.gif | fit 200x200 | format webp"),
+    ("One frame of the animation", "animated.gif | page 2 | fit 200x200 | format png"),
+    ("SVG drawn at the size asked", "badge.svg | fit 300x"),
     ("Second page of a TIFF", "scan.tiff | page 2 | fit 300x300"),
     ("First page of a PDF", "report.pdf | fit 300x300"),
     ("Landscape page 2 of the PDF, WebP", "report.pdf | page 2 | fit 300x300 | format webp"),
     ("Video frame at 2 s", "clip.mp4 | frame 2 | fit 300x"),
     ("Video frame at 75%, filled square", "clip.mp4 | frame 75% | fill 200x200"),
+    ("First page of a Word document (LibreOffice)", "letter.docx | fit 300x300"),
+    (
+        "A step from a plugin: watermark",
+        "landscape.jpg | fit 400x300 | watermark logo.png position=south-east scale=0.25",
+    ),
     ("A missing source fails softly", "missing.jpg | fit 300x300"),
 )
 
@@ -61,8 +70,10 @@ def make_samples(directory: str) -> None:
         "phone.jpg": _phone,
         "logo.png": _logo,
         "animated.gif": _animation,
+        "badge.svg": samples.write_drawing,
         "scan.tiff": _scan,
         "report.pdf": samples.write_document,
+        "letter.docx": samples.write_letter,
         "clip.mp4": samples.write_clip,
     }
     for name, maker in makers.items():

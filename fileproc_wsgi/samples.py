@@ -131,3 +131,75 @@ def _clip_picture(progress: float, width: int, height: int) -> Image.Image:
     draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill="#facc15")
     draw.text((12, 12), f"t = {progress * 100:.0f}%", fill="white")
     return picture
+
+
+def write_drawing(path: str) -> None:
+    """An SVG badge: a gradient, a rounded frame and a star, sized by its width, height
+    and viewBox as a designer's export is."""
+    points = " ".join(
+        f"{160 + radius * math.sin(index * math.pi / 5):.1f},{120 - radius * math.cos(index * math.pi / 5):.1f}"
+        for index, radius in zip(range(10), [70, 28] * 5, strict=True)
+    )
+    svg = f"""<?xml version="1.0" encoding="UTF-8"?>
+<svg xmlns="http://www.w3.org/2000/svg" width="320" height="240" viewBox="0 0 320 240">
+  <defs>
+    <linearGradient id="sky" x1="0" y1="0" x2="1" y2="1">
+      <stop offset="0" stop-color="#0ea5e9"/><stop offset="1" stop-color="#6366f1"/>
+    </linearGradient>
+  </defs>
+  <rect x="8" y="8" width="304" height="224" rx="36" fill="url(#sky)"/>
+  <rect x="8" y="8" width="304" height="224" rx="36" fill="none" stroke="#0f172a" stroke-width="6"/>
+  <polygon points="{points}" fill="#facc15" stroke="#0f172a" stroke-width="4" stroke-linejoin="round"/>
+  <circle cx="60" cy="190" r="18" fill="#f8fafc" opacity="0.8"/>
+  <circle cx="260" cy="190" r="18" fill="#f8fafc" opacity="0.8"/>
+</svg>
+"""
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(svg)
+
+
+_W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+_DOCX_PARTS = {
+    "[Content_Types].xml": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/word/document.xml" ContentType="application/'
+        'vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>'
+    ),
+    "_rels/.rels": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
+        'relationships/officeDocument" Target="word/document.xml"/></Relationships>'
+    ),
+}
+
+
+def write_letter(path: str) -> None:
+    """A one-page A4 Word document (DOCX) written as zipped XML: a coloured heading and
+    paragraphs of text, what an office document's thumbnail usually shows."""
+    import zipfile
+
+    def run(text: str, *, size: int = 22, color: str = "1E293B", bold: bool = False) -> str:
+        weight = "<w:b/>" if bold else ""
+        return (
+            f'<w:r><w:rPr>{weight}<w:color w:val="{color}"/><w:sz w:val="{size}"/></w:rPr>'
+            f'<w:t xml:space="preserve">{text}</w:t></w:r>'
+        )
+
+    paragraphs = [run("Quarterly letter", size=56, color="2563EB", bold=True)]
+    paragraphs += [run("Thumbnails of office documents, made from the first page.", size=28, color="EA580C")]
+    sentence = "Every line of this page was typeset by LibreOffice and rendered by the PDF engine. "
+    paragraphs += [run(f"{number}. " + sentence * 3) for number in range(1, 13)]
+    body = "".join(f"<w:p>{content}</w:p>" for content in paragraphs)
+    document = (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document xmlns:w="{_W}"><w:body>'
+        f'{body}<w:sectPr><w:pgSz w:w="11906" w:h="16838"/>'
+        '<w:pgMar w:top="1440" w:right="1440" w:bottom="1440" w:left="1440"/></w:sectPr>'
+        "</w:body></w:document>"
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in {**_DOCX_PARTS, "word/document.xml": document}.items():
+            archive.writestr(name, content)

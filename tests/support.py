@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 from PIL import Image, ImageCms, ImageDraw
@@ -354,3 +355,13 @@ def first_request(site: Site, text: str, *, fmt: str | None = None, tolerance: i
     if (again.status_int, again.text) != (response.status_int, response.text):
         outcome.problem("second request differs", f"{again.status_int} {again.text[:120]!r}")
     return outcome
+
+
+def pip_install_target(source, target) -> None:
+    """``pip install`` the project at ``source`` into the directory ``target`` (no
+    dependencies, no index, no build isolation): a real install that only a process with
+    ``target`` on its PYTHONPATH sees."""
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+    command += ["--no-index", "--target", str(target), str(source)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -22,17 +22,10 @@ import pytest
 from PIL import Image
 
 from fileproc_wsgi.instructions import parse
-from support import decode
+from support import decode, pip_install_target
 
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "fileproc-watermark"
 RED, BLUE = (220, 20, 60), (0, 0, 255)
-
-
-def _pip_install(source: pathlib.Path, target: pathlib.Path) -> None:
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
-    command += ["--no-index", "--target", str(target), str(source)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def _example(tmp: pathlib.Path, version: str) -> pathlib.Path:
@@ -44,7 +37,7 @@ def _example(tmp: pathlib.Path, version: str) -> pathlib.Path:
     assert 'version = "0.1.0"' in text
     project.write_text(text.replace('version = "0.1.0"', f'version = "{version}"'))
     target = tmp / f"watermark-{version}"
-    _pip_install(source, target)
+    pip_install_target(source, target)
     return target
 
 
@@ -399,7 +392,7 @@ def test_the_minimal_plugin_of_the_docs_works_as_written(tmp_path):
     (project / "src" / "fileproc_invert" / "__init__.py").write_text(_block(minimal, "python"))
     (project / "pyproject.toml").write_text(_block(minimal, "toml"))
     target = tmp_path / "site"
-    _pip_install(project, target)
+    pip_install_target(project, target)
     found = _run(
         """
         import json
