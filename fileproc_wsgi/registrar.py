@@ -208,7 +208,7 @@ class Registrar:
             self.config.check_animation(
                 f"the animated result of {source.reference!r}", info.frames, width, height
             )
-        checksum = result_checksum(instructions, version, animates=animates)
+        checksum = result_checksum(instructions, version, animates=animates, engine=info.engine)
         row = {
             "checksum": checksum,
             "instructions": instructions.canonical,
@@ -319,14 +319,26 @@ def _cache_key(generation: int, key: str) -> str:
 _ANIMATED_SALT = "animated"
 
 
-def result_checksum(instructions: Instructions, source_version: str, *, animates: bool) -> str:
+def result_checksum(
+    instructions: Instructions, source_version: str, *, animates: bool, engine: str = ""
+) -> str:
     """The checksum a registration is stored and served under: the instructions' own,
-    with one more salt for a result that animates (an animated source without ``page``,
-    made into a format of :data:`~.encode.ANIMATED_FORMATS`)."""
-    if not animates:
+    with more salt for a result that animates (an animated source without ``page``, made
+    into a format of :data:`~.encode.ANIMATED_FORMATS`) and for a source an engine plugin
+    reads (``engine``, its distribution and version: upgrading it gives new URLs)."""
+    if not animates and not engine:
         return instructions.checksum(source_version)
-    salted = f"{PROCESSING_VERSION} {_ANIMATED_SALT}"
-    return checksum(instructions.canonical, source_version, processing_version=salted)
+    salt = [PROCESSING_VERSION]
+    if animates:
+        salt.append(_ANIMATED_SALT)
+    if engine:
+        salt.append(f"engine {engine}")
+    return checksum(
+        instructions.canonical,
+        source_version,
+        processing_version=" ".join(salt),
+        plugins=instructions.plugins,
+    )
 
 
 def registrar_for(config: Config, *, cache=None):

@@ -41,11 +41,13 @@ def _example(tmp: pathlib.Path, version: str) -> pathlib.Path:
     return target
 
 
-def _distribution(target: pathlib.Path, name: str, entry_points: str, module: str, code: str) -> pathlib.Path:
+def _distribution(
+    target: pathlib.Path, name: str, entry_points: str, module: str, code: str, version: str = "1.0"
+) -> pathlib.Path:
     """A distribution laid out as pip installs one: its module and its dist-info."""
-    info = target / f"{name.replace('-', '_')}-1.0.dist-info"
+    info = target / f"{name.replace('-', '_')}-{version}.dist-info"
     info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
     (target / f"{module}.py").write_text(textwrap.dedent(code))
     return target
@@ -82,32 +84,39 @@ def installed(tmp_path_factory) -> dict[str, pathlib.Path]:
                     return cls()
             """,
         ),
-        "netpbm": _distribution(
-            tmp / "netpbm",
-            "fileproc-netpbm",
-            "[fileproc_wsgi.engines]\nnetpbm = fileproc_netpbm\n",
-            "fileproc_netpbm",
-            """
-            from PIL import Image
-
-            FORMATS = ("PPM",)
-
-            def sniff(head):
-                return "PPM" if head[:2] == b"P6" and head[2:3].isspace() else None
-
-            def available():
-                return {"pillow": True}
-
-            def probe(handle, found, reference, instructions, config):
-                with Image.open(handle, formats=["PPM"]) as image:
-                    return image.width, image.height, False
-
-            def decode(handle, found, reference, instructions, config):
-                with Image.open(handle, formats=["PPM"]) as image:
-                    return image.convert("RGB"), None, image.size
-            """,
-        ),
+        **{
+            name: _distribution(
+                tmp / name,
+                "fileproc-netpbm",
+                "[fileproc_wsgi.engines]\nnetpbm = fileproc_netpbm\n",
+                "fileproc_netpbm",
+                NETPBM,
+                version,
+            )
+            for name, version in (("netpbm", "1.0"), ("netpbm-2", "2.0"))
+        },
     }
+
+
+NETPBM = """
+    from PIL import Image
+
+    FORMATS = ("PPM",)
+
+    def sniff(head):
+        return "PPM" if head[:2] == b"P6" and head[2:3].isspace() else None
+
+    def available():
+        return {"pillow": True}
+
+    def probe(handle, found, reference, instructions, config):
+        with Image.open(handle, formats=["PPM"]) as image:
+            return image.width, image.height, False
+
+    def decode(handle, found, reference, instructions, config):
+        with Image.open(handle, formats=["PPM"]) as image:
+            return image.convert("RGB"), None, image.size
+    """
 
 
 def _run(code: str, paths: list[pathlib.Path], *args: str, env: dict | None = None) -> dict:
@@ -378,6 +387,29 @@ def test_an_engine_plugin_reads_a_format_no_built_in_engine_does(installed, tmp_
     (tmp_path / "result").unlink()
     outcome, image = _site(tmp_path, [], "jinja2", "photo.ppm | fit 100x")
     assert image is None and "img" not in outcome["page"], "refused without the plugin"
+
+
+def test_a_new_version_of_an_engine_plugin_gives_its_sources_new_urls(installed, tmp_path):
+    _media(tmp_path)
+    register = """
+        import json, pathlib, sys
+        from fileproc_wsgi import Config, Registrar
+
+        root = pathlib.Path(sys.argv[1])
+        registrar = Registrar(Config(
+            database_url=f"sqlite:///{root / 'fp.db'}",
+            storage=str(root / "results"),
+            source_roots={"default": str(root / "media")},
+        ))
+        registrar.store.create_tables()
+        print(json.dumps([registrar.register(text).checksum for text in sys.argv[2:]]))
+        registrar.close()
+        """
+    texts = ("photo.ppm | fit 100x", "photo.png | fit 100x")
+    first = _run(register, [installed["netpbm"]], str(tmp_path), *texts)
+    second = _run(register, [installed["netpbm-2"]], str(tmp_path), *texts)
+    assert first[0] != second[0], "the source the plugin reads gets a new URL"
+    assert first[1] == second[1], "a source a built-in engine reads keeps its URL"
 
 
 def _block(markdown: str, language: str) -> str:

@@ -148,6 +148,9 @@ class SourceInfo:
     # one page of an animation), the count an animated WebP or APNG header states, None
     # for an animated GIF (its header does not say, and counting walks the whole file).
     frames: int | None = 1
+    # The distribution and version of the engine plugin that read it ('' for a built-in
+    # engine): part of the checksum, so upgrading the plugin gives new URLs.
+    engine: str = ""
 
 
 @dataclasses.dataclass
@@ -231,7 +234,7 @@ def probe(handle: BinaryIO, reference: str, instructions=None, config=None) -> S
         raise ProcessingError(
             f"source {reference!r} is {formats.a(found)} whose header gives no picture size"
         )
-    return SourceInfo(found, width, height, alpha, *frames)
+    return SourceInfo(found, width, height, alpha, *frames, engine=_plugin_identity(engine))
 
 
 def decode(handle: BinaryIO, reference: str, instructions, config) -> Decoded:
@@ -301,6 +304,13 @@ def _plugin_engine(head: bytes, reference: str):
             + _missing(lacking[0]).why
         )
     return found, plugin.target
+
+
+def _plugin_identity(engine) -> str:
+    """``'fileproc-ppm 1.0'`` for an engine plugin's module, '' for a built-in engine."""
+    if getattr(engine, "__name__", "").startswith(f"{__name__}."):
+        return ""
+    return next((plugin.identity for plugin in plugins.engines() if plugin.target is engine), "")
 
 
 def _plugin_available(plugin) -> dict[str, bool]:
