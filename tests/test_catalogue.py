@@ -741,9 +741,17 @@ DECODERS = [
         "frames.gif | fit 50x",
         _data(lambda: _gif(4000, 4000, 20_000)),
         "request",
+        422,
+        "more than max_animation_pixels=100000000",
+        id="gif-twenty-thousand-frames-refused-as-an-animation",
+    ),
+    pytest.param(
+        "frames.gif | fit 50x | format png",
+        _data(lambda: _gif(4000, 4000, 20_000)),
+        "request",
         301,
         "",
-        id="gif-twenty-thousand-frames-first-frame",
+        id="gif-twenty-thousand-frames-first-frame-as-a-still",
     ),
     pytest.param(
         "deep.gif | page 200 | fit 50x",
