@@ -30,6 +30,8 @@ SVG = ["pillow-lunasvg>=0.1.1"]
 HEIF = ["pillow-heif>=1.1"]
 # LibRaw, bundled in the wheels: camera raw files (DNG, CR2, CR3, NEF, ARW ...).
 RAW = ["rawpy>=0.21"]
+# libjxl through a Rust binding, bundled in the wheels: JPEG XL sources.
+JXL = ["pillow-jxl-plugin>=1.3"]
 DJANGO = ["Django>=4.2"]
 JINJA2 = ["Jinja2>=3.1"]
 # The test suite runs both adapters, the Flask example and a real browser (Playwright
@@ -62,6 +64,7 @@ TEST = [
     *SVG,
     *HEIF,
     *RAW,
+    *JXL,
 ]
 
 setup(
@@ -91,6 +94,7 @@ setup(
         "svg": SVG,
         "heif": HEIF,
         "raw": RAW,
+        "jxl": JXL,
         "django": DJANGO,
         "jinja2": JINJA2,
         "flask": ["Flask>=3.0", *JINJA2],

@@ -47,7 +47,7 @@ _VOWEL_SOUND = ("A", "E", "F", "H", "I", "L", "M", "N", "O", "R", "S", "X")
 _PROLOG = re.compile(rb"\s*(?:<\?.*?\?>|<!--.*?-->|<!DOCTYPE(?:[^\[>]|\[.*?\])*>)", re.DOTALL)
 _ROOT = re.compile(rb"<([A-Za-z_][\w.:-]*)")
 _SPOKEN_AS_WORDS = {"HEIF", "MOV", "WEBP", "RAW"}  # "a HEIF", "a MOV", "a WebP"
-_DISPLAY = {"WEBP": "WebP", "TS": "MPEG-TS"}
+_DISPLAY = {"WEBP": "WebP", "TS": "MPEG-TS", "JXL": "JPEG XL"}
 
 
 def sniff(head: bytes) -> str | None:
@@ -75,6 +75,8 @@ def sniff(head: bytes) -> str | None:
         return "BMP"
     if head.startswith(b"\x00\x00\x01\x00") and len(head) >= 6 and 0 < head[4] + 256 * head[5] <= 256:
         return "ICO"
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")):
+        return "JXL"  # a bare codestream, or the ISO BMFF-style container (18181-2)
     if head.startswith(b"8BPS"):
         return "PSD"
     if head.startswith(b"%!PS"):

@@ -18,8 +18,9 @@ import pytest
 from PIL import Image
 
 from fileproc_wsgi import engines
-from fileproc_wsgi.engines import heif, magick, office, pdf, raster, raw, svg, video
+from fileproc_wsgi.engines import heif, jxl, magick, office, pdf, raster, raw, svg, video
 from test_heif import encoded
+from test_jxl import encoded as jxl_encoded
 from test_magick import psd
 from test_raw import dng
 
@@ -93,6 +94,7 @@ def media(tmp_path) -> Path:
     (tmp_path / "photo.heic").write_bytes(encoded(Image.new("RGB", (80, 60), "green")))
     (tmp_path / "art.psd").write_bytes(psd(Image.new("RGB", (80, 60), "green")))
     (tmp_path / "shot.dng").write_bytes(dng(Image.new("RGB", (80, 60), "green")))
+    (tmp_path / "photo.jxl").write_bytes(jxl_encoded(Image.new("RGB", (80, 60), "green")))
     (tmp_path / "drawing.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>')
     return tmp_path
 
@@ -107,6 +109,7 @@ def test_the_format_table_matches_each_engine():
         "svg": svg,
         "heif": heif,
         "raw": raw,
+        "jxl": jxl,
     }
     assert set(modules) == set(engines.ENGINE_NAMES)
     for name, module in modules.items():
@@ -152,6 +155,9 @@ def test_a_jpeg_site_loads_no_other_engine_and_warns_of_nothing(media):
         ),
         pytest.param(
             "shot.dng | fit 40x", ["rawpy"], "raw", "raw", "pip install 'fileproc-wsgi[raw]'", id="raw"
+        ),
+        pytest.param(
+            "photo.jxl | fit 40x", ["pillow_jxl"], "jxl", "jxl", "pip install 'fileproc-wsgi[jxl]'", id="jxl"
         ),
         pytest.param(
             "drawing.svg | fit 40x",

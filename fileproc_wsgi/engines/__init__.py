@@ -31,7 +31,8 @@ stage, or a :class:`LimitError` when memory ran out: a source that breaks a deco
 fact about the source, refused for good, never an error page or a retry.
 
 Pillow (:mod:`.raster`) comes first; PDF pages (:mod:`.pdf`), SVG drawings (:mod:`.svg`),
-video frames (:mod:`.video`), phone photos (:mod:`.heif`), camera raw files (:mod:`.raw`)
+video frames (:mod:`.video`), phone photos (:mod:`.heif`), camera raw files (:mod:`.raw`),
+JPEG XL images (:mod:`.jxl`)
 and what only ImageMagick reads (:mod:`.magick`, also the fallback for TIFFs Pillow cannot
 decode) follow.
 
@@ -58,7 +59,7 @@ from .boundary import failure
 
 log = logging.getLogger(__name__)
 
-ENGINE_NAMES = ("raster", "pdf", "video", "magick", "svg", "office", "heif", "raw")
+ENGINE_NAMES = ("raster", "pdf", "video", "magick", "svg", "office", "heif", "raw", "jxl")
 # Which engine module decodes each name formats.sniff gives (each module's FORMATS, known
 # here without importing it; a test compares the two).
 ENGINE_OF = {
@@ -68,6 +69,7 @@ ENGINE_OF = {
     **dict.fromkeys(("MP4", "MOV", "MKV", "AVI", "TS"), "video"),
     "PSD": "magick",
     "HEIF": "heif",
+    "JXL": "jxl",
     **dict.fromkeys(("DNG", "CR2", "CR3", "NEF", "ARW", "RAF", "ORF", "RW2", "PEF"), "raw"),
     **dict.fromkeys(("ZIP", "ODT", "ODS", "ODP", "OLE2", "RTF"), "office"),
 }
@@ -97,6 +99,7 @@ _NEEDED_BY = {
     "imagemagick": ("wand", "PSD sources, and TIFFs and AVIFs Pillow cannot read, need Wand"),
     "heif": ("heif", "HEIF sources (HEIC phone photos) need pillow-heif"),
     "raw": ("raw", "camera raw sources (DNG, CR2, CR3, NEF, ARW, RAF, ORF, RW2, PEF) need rawpy"),
+    "jxl": ("jxl", "JPEG XL sources need pillow-jxl-plugin"),
     "jpeg": (
         None,
         "JPEG sources and results need Pillow built with libjpeg (Pillow's wheels from PyPI have it)",
@@ -133,6 +136,7 @@ _LIBRARY_OF = {
     "office": "libreoffice",
     "heif": "heif",
     "raw": "raw",
+    "jxl": "jxl",
 }
 
 
