@@ -182,12 +182,13 @@ def worker(directory: str) -> None:
 
 
 class Worker:
-    """One worker process, fed one file at a time, killed when a file takes too long."""
+    """One worker process, fed one file at a time, killed when a file takes too long;
+    ``script`` is the test module whose ``worker`` judges the files (this one's by default)."""
 
-    def __init__(self, directory: Path, log):
+    def __init__(self, directory: Path, log, script: str = __file__):
         directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "worker", str(directory)],
+            [sys.executable, os.path.abspath(script), "worker", str(directory)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -210,8 +211,10 @@ class Worker:
         self.process.stdout.close()
 
 
-def run_corpus(files: list[Path], work: Path) -> tuple[dict[str, list[str]], dict]:
-    """Problems by kind, and figures: files, seconds, slowest files."""
+def run_corpus(
+    files: list[Path], work: Path, script: str = __file__, total_seconds: float = TOTAL_SECONDS
+) -> tuple[dict[str, list[str]], dict]:
+    """Problems by kind, and figures: files, seconds, slowest files; ``script`` as for :class:`Worker`."""
     problems: dict[str, list[str]] = {}
     timings: list[tuple[float, str]] = []
     outcomes: dict[str, int] = {}
@@ -223,13 +226,13 @@ def run_corpus(files: list[Path], work: Path) -> tuple[dict[str, list[str]], dic
         def start() -> Worker:
             nonlocal generation
             generation += 1
-            return Worker(work / f"site{generation}", log)
+            return Worker(work / f"site{generation}", log, script)
 
         idle = [start() for _ in range(WORKERS)]
         busy: dict[int, Worker] = {}
         try:
             while pending or busy:
-                assert time.monotonic() - started < TOTAL_SECONDS, f"corpus run over {TOTAL_SECONDS} s"
+                assert time.monotonic() - started < total_seconds, f"corpus run over {total_seconds} s"
                 while pending and idle:
                     current = idle.pop()
                     current.send(*pending.pop())
