@@ -493,7 +493,8 @@ CASES = [
     pytest.param(
         "a.heic", heif_with_brands(b"mif3", b"mif1", b"heic", b"miaf"), "", MADE, "HEIF", id="heif-major-mif3"
     ),
-    # libheif (1.15, Debian 12) reads no msf1-major file without an image sequence track.
+    # libheif (1.23, bundled in pillow-heif 1.9) takes an msf1-major file for an image
+    # sequence and refuses one without its track ("No 'moov' box"): named a HEIF, never a video.
     pytest.param(
         "a.heic",
         heif_with_brands(b"msf1", b"msf1", b"mif1", b"heic", b"hevc"),
