@@ -212,6 +212,18 @@ class Config:
                 "no page or frame further into a source is read"
             )
 
+    def check_source_pixels(self, subject: str, width: int, height: int, *, rendered: bool = False) -> None:
+        """Raise :class:`LimitError` for a source picture of ``width`` x ``height`` over
+        ``max_source_pixels``. ``subject`` names it ("source 'a.heic'", "page 2 of
+        'a.tiff'"); ``rendered`` says the size is the one a vector source (PDF page, SVG)
+        would be drawn at, not one the file holds, so the message says which."""
+        if width * height > self.max_source_pixels:
+            verb = "would render at" if rendered else "has"
+            raise LimitError(
+                f"{subject} {verb} {width}x{height} = {width * height} pixels, "
+                f"more than max_source_pixels={self.max_source_pixels}"
+            )
+
     def check_animation(
         self, subject: str, frames: int, width: int, height: int, *, at_least: bool = False
     ) -> None:

@@ -151,3 +151,22 @@ def test_nothing_is_read_at_import(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / ".fileproc").exists()
+
+
+@pytest.mark.parametrize(
+    ("subject", "size", "rendered", "message"),
+    [
+        pytest.param("source 'a.heic'", (200, 100), False, "source 'a.heic' has 200x100", id="held"),
+        pytest.param(
+            "page 1 of 'a.pdf'", (100, 200), True, "page 1 of 'a.pdf' would render at 100x200", id="drawn"
+        ),
+    ],
+)
+def test_check_source_pixels_names_the_source_and_the_limit(subject, size, rendered, message):
+    from fileproc_wsgi.errors import LimitError
+
+    config = Config(max_source_pixels=10_000)
+    config.check_source_pixels(subject, 100, 100, rendered=rendered)  # at the limit: fine
+    with pytest.raises(LimitError) as raised:
+        config.check_source_pixels(subject, *size, rendered=rendered)
+    assert str(raised.value) == f"{message} = 20000 pixels, more than max_source_pixels=10000"
