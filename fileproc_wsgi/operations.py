@@ -544,12 +544,17 @@ class Quality(Operation):
 RESAMPLING = (Fit, Fill, Pad, Resize)
 
 
-def reduction_target(operations: tuple[Operation, ...], width: int, height: int) -> tuple[int, int] | None:
+def reduction_target(
+    operations: tuple[Operation, ...], width: int, height: int, *, enlarge: bool = False
+) -> tuple[int, int] | None:
     """The smallest size the source may be decoded at without losing output detail.
 
     Decoders that can shrink while decoding (JPEG's DCT scaling, PDF rendering) use
     this. Only steps that do not care about the scale (flips, right-angle turns, colour)
     may come before the first resampling step; anything else means full size (None).
+    Never above ``width`` x ``height`` unless ``enlarge``: a source that can be drawn at
+    any size (a PDF page, an SVG) then gets the larger size a step enlarges to (``upscale
+    | fit 600x``, ``resize``), rather than pixels resampled up from its natural size.
     """
     for operation in operations:
         if isinstance(operation, RESAMPLING):
@@ -557,7 +562,9 @@ def reduction_target(operations: tuple[Operation, ...], width: int, height: int)
             if isinstance(operation, Pad):
                 out_w, out_h = Fit(operation.width, operation.height, operation.upscale).size(width, height)
             scale = max(out_w / width, out_h / height)
-            return (width, height) if scale >= 1 else (math.ceil(width * scale), math.ceil(height * scale))
+            if scale >= 1 and not enlarge:
+                return width, height
+            return math.ceil(width * scale), math.ceil(height * scale)
         if isinstance(operation, Rotate) and operation.degrees % 90 == 0:
             width, height = operation.size(width, height)
         elif not isinstance(operation, (Flip, Grayscale, Background, Upscale, Page, Frame, Format, Quality)):

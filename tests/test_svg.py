@@ -82,7 +82,21 @@ def test_drawings_come_out_at_the_promised_size(site, svg, steps, size, content_
         pytest.param('width="1in" height="2.54cm"', (96, 96), id="in-cm"),
         pytest.param('width="72pt" height="6pc"', (96, 96), id="pt-pc"),
         pytest.param('width="25.4mm" height="10"', (96, 10), id="mm"),
-        pytest.param('width="2em" height="2ex"', (32, 16), id="em-ex-at-16px"),
+        pytest.param('width="2em" height="2ex"', (24, 12), id="em-ex-at-lunasvg-12px"),
+        pytest.param('width="1.5em" height="3ex" font-size="20"', (30, 30), id="em-ex-of-root-font-size"),
+        pytest.param('width="2em" height="2ex" font-size="150%"', (36, 18), id="font-size-percent"),
+        pytest.param('width="2em" height="1em" font-size="2em"', (48, 24), id="font-size-in-em"),
+        pytest.param('width="2em" height="1em" font-size="12pt"', (32, 16), id="font-size-in-pt"),
+        pytest.param(
+            'width="2em" height="1em" font-size="20" style="font-size: 10px"', (20, 10), id="style-wins"
+        ),
+        pytest.param(
+            'width="2em" height="1em" style="font-size:20px !important"', (24, 12), id="important-ignored"
+        ),
+        pytest.param('width="2em" height="1em" font-size="large"', (24, 12), id="keyword-ignored"),
+        pytest.param('width="1e1" height=".5e2"', (10, 50), id="exponents"),
+        pytest.param('width="10 px" height="10" viewBox="0 0 30 20"', (15, 10), id="space-before-unit"),
+        pytest.param('width="10PX" height="10" viewBox="0 0 30 20"', (15, 10), id="unit-case"),
         pytest.param('viewBox="0 0 300 200"', (300, 200), id="viewbox-only"),
         pytest.param('viewBox="0,0,300,200"', (300, 200), id="viewbox-commas"),
         pytest.param('width="100%" height="100%" viewBox="0 0 300 200"', (300, 200), id="percent"),
@@ -97,11 +111,15 @@ def test_natural_size_is_read_from_the_root_element(root, size):
     data = f'<?xml version="1.0"?>\n<!-- a comment -->\n<svg {NS} {root}><rect width="1" height="1"/></svg>'
     info = engines.probe(io.BytesIO(data.encode()), "a.svg")
     assert (info.format, info.width, info.height, info.has_alpha) == ("SVG", *size, True)
-    if "em" not in root:  # LunaSVG takes an em as 12px; the engine takes a browser's 16
-        from pillow_lunasvg import _lunasvg
+    # The size promised is the size the renderer draws (an invalid side is drawn 0 wide
+    # by LunaSVG and comes from the viewBox here: the drawing is scaled into that).
+    from pillow_lunasvg import _lunasvg
 
-        document = _lunasvg.load(data.encode())
-        assert (round(document.width), round(document.height)) == size or min(size) == 1
+    document = _lunasvg.load(data.encode())
+    drawn = [round(side) for side in (document.width, document.height)]
+    assert [got if got else want for got, want in zip(drawn, size, strict=True)] == list(size) or min(
+        size
+    ) == 1
 
 
 @pytest.mark.parametrize(
@@ -275,36 +293,36 @@ def _hostile(url: str, green: str) -> list:
             '<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
             + _wrap('<text y="20">&x;</text>'),
             "refused at registration",
-            "declares XML entities",
+            "declares entities or attribute defaults in its DOCTYPE",
         ),
         (
             "xxe-http",
             f'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY x SYSTEM "{url}/e">]>' + _wrap(entity.format("x")),
             "refused at registration",
-            "declares XML entities",
+            "declares entities or attribute defaults in its DOCTYPE",
         ),
         (
             "parameter-entity-http",
             f'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY % p SYSTEM "{url}/p.dtd"> %p;]>' + _wrap(""),
             "refused at registration",
-            "declares XML entities",
+            "declares entities or attribute defaults in its DOCTYPE",
         ),
         (
             "external-dtd-entity",
             f'<?xml version="1.0"?><!DOCTYPE svg SYSTEM "{url}/svg.dtd">' + _wrap('<text y="20">&x;</text>'),
-            "refused at request",
+            "refused at registration",  # within the first chunk the probe parses
             "uses the entity &x; that it does not define",
         ),
         (
             "billion-laughs",
             f'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY l0 "lol">{laughs}]>' + _wrap(entity.format("l9")),
             "refused at registration",
-            "declares XML entities",
+            "declares entities or attribute defaults in its DOCTYPE",
         ),
         (
             "deeply-nested-groups",
             _wrap("<g>" * 10_000 + '<rect width="100" height="100"/>' + "</g>" * 10_000),
-            "refused at request",
+            "refused at registration",  # within the first chunk the probe parses
             "nests its elements deeper than 200 levels",
         ),
         (
@@ -386,5 +404,87 @@ def test_common_editor_output_is_drawn(site):
     (site.media / "a.svg").write_text(drawing, encoding="utf-8")
     representation, image = site.make("a.svg | upscale | fit 80x")
     assert image.size == (representation.width, representation.height) == (80, 40)
+    assert close_to(colour_at(image, 0.25, 0.5), RED + (255,))
+    assert close_to(colour_at(image, 0.75, 0.5), BLUE + (255,))
+
+
+# --------------------------------------------------------------------------- review fixes
+
+# 40x30: the left half red, the right half blue; a logo-sized drawing.
+SMALL = (
+    f'<svg {NS} width="40" height="30">'
+    '<rect width="20" height="30" fill="red"/><rect x="20" width="20" height="30" fill="blue"/></svg>'
+)
+
+
+def blurred(image: Image.Image) -> int:
+    """Pixels of the middle row that are neither the red nor the blue half: a drawing
+    drawn at its size has none but the edge's own; one enlarged by resampling, dozens."""
+    row = [colour_at(image, (x + 0.5) / image.width, 0.5)[:3] for x in range(image.width)]
+    return sum(1 for pixel in row if not (close_to(pixel, RED) or close_to(pixel, BLUE)))
+
+
+@pytest.mark.in_process
+@pytest.mark.parametrize(
+    ("steps", "rendered", "size"),
+    [
+        pytest.param("upscale | fit 600x", (600, 450), (600, 450), id="upscale-fit"),
+        pytest.param("upscale | fill 300x300", (400, 300), (300, 300), id="upscale-fill"),
+        pytest.param("upscale | pad 600x600", (600, 450), (600, 600), id="upscale-pad"),
+        pytest.param("resize 400x300", (400, 300), (400, 300), id="resize-enlarges-anyway"),
+        pytest.param("flip horizontal | upscale | fit 600x", (600, 450), (600, 450), id="flip-first"),
+        pytest.param("fit 600x", (40, 30), (40, 30), id="no-upscale-no-enlargement"),
+    ],
+)
+def test_an_enlarged_drawing_is_drawn_at_the_size_it_ends_up(site, renders, steps, rendered, size):
+    (site.media / "logo.svg").write_text(SMALL)
+    representation, image = site.make(f"logo.svg | {steps}")
+    assert renders == [rendered]
+    assert image.size == (representation.width, representation.height) == size
+    assert blurred(image) <= 2
+
+
+def test_upscale_is_crisp_where_lanczos_would_blur(site):
+    (site.media / "logo.svg").write_text(SMALL)
+    _, drawn = site.make("logo.svg | upscale | fit 600x")
+    enlarged = Image.new("RGB", (40, 30), RED)
+    enlarged.paste(BLUE, (20, 0, 40, 30))
+    enlarged = enlarged.resize((600, 450), Image.Resampling.LANCZOS)
+    # What the old path gave (drawn at 40x30, then resampled): a ten-pixel smear at tolerance 40.
+    assert blurred(drawn) <= 2
+    assert blurred(enlarged) >= 8
+
+
+def test_an_enlarged_render_over_the_source_limit_falls_back_to_the_natural_size(make_site):
+    site = make_site(isolate_jobs=False, max_source_pixels=100_000)
+    # A 1000x10 strip filling 200x200 would be drawn 20000x200 = 4 MP to cover the box:
+    # over the limit, it is drawn at its natural size and enlarged by the steps instead.
+    (site.media / "strip.svg").write_text(
+        f'<svg {NS} width="1000" height="10"><rect width="1000" height="10"/></svg>'
+    )
+    representation, image = site.make("strip.svg | upscale | fill 200x200")
+    assert image.size == (representation.width, representation.height) == (200, 200)
+    assert colour_at(image, 0.5, 0.5)[3] == 255
+
+
+def test_attribute_defaults_from_a_doctype_are_refused(site):
+    # Expat would read width 40000 from the DTD; LunaSVG ignores it and draws 10x10.
+    drawing = f'<!DOCTYPE svg [<!ATTLIST svg width CDATA "40000">]><svg {NS} viewBox="0 0 10 10"/>'
+    (site.media / "a.svg").write_text(drawing)
+    with pytest.raises(ProcessingError) as refused:
+        site.registrar.register("a.svg")
+    assert str(refused.value) == (
+        "source 'a.svg' is an SVG file that declares entities or attribute defaults in its DOCTYPE, "
+        "which are never read here"
+    )
+
+
+def test_the_size_promised_for_em_is_the_size_drawn(site):
+    (site.media / "em.svg").write_text(
+        f'<svg {NS} width="2em" height="1em" font-size="20"><rect width="20" height="20" fill="red"/>'
+        '<rect x="20" width="20" height="20" fill="blue"/></svg>'
+    )
+    representation, image = site.make("em.svg")
+    assert image.size == (representation.width, representation.height) == (40, 20)
     assert close_to(colour_at(image, 0.25, 0.5), RED + (255,))
     assert close_to(colour_at(image, 0.75, 0.5), BLUE + (255,))

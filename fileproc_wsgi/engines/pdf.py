@@ -10,12 +10,12 @@ from and the unit of ``crop`` coordinates. Reading it opens the document and the
 tree but renders nothing; the file is read through its handle, so only the parts PDFium
 asks for are read, however large the file.
 
-The page is rendered straight at the size the operations need
-(:func:`~fileproc_wsgi.operations.reduction_target`), never at print resolution and then
-shrunk; without a resizing step it is rendered at its natural size, because that is the
-size the representation promised. Pages are rendered opaque on white, with anti-aliasing,
-annotations and form fields: documents are made for paper, and a transparent page
-background would show the web page through it.
+The page is rendered straight at the size the operations need (:mod:`.vector`), never at
+print resolution and then shrunk, nor small and then enlarged (``upscale | fit 2000x``
+draws it 2000 pixels wide); without a resizing step it is rendered at its natural size,
+because that is the size the representation promised. Pages are rendered opaque on
+white, with anti-aliasing, annotations and form fields: documents are made for paper,
+and a transparent page background would show the web page through it.
 
 A page beyond the last, an encrypted document and a file PDFium cannot read are refused
 when the instructions are registered (their header says so), and again when processing,
@@ -31,8 +31,8 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from ..errors import LimitError, ProcessingError
-from ..operations import reduction_target
+from ..errors import ProcessingError
+from .vector import natural_size, render_size
 
 try:
     import pypdfium2 as pdfium
@@ -67,10 +67,10 @@ def probe(
             width, height = document.get_page_size(index)
         except pdfium.PdfiumError as error:
             raise ProcessingError(f"page {number} of {reference!r} is not readable ({error})") from None
-    natural = _natural_size(width, height)
+    natural = natural_size(width, height)
     if config is not None and instructions is not None:
         config.check_plan(instructions.plan(*natural))
-        _check_render_size(instructions, natural, number, reference, config)
+        render_size(instructions, natural, f"page {number} of {reference!r}", config)
     return (*natural, False)
 
 
@@ -84,55 +84,14 @@ def decode(handle: BinaryIO, found: str, reference: str, instructions, config):
             page = document.get_page(index)
         except pdfium.PdfiumError as error:
             raise ProcessingError(f"page {number} of {reference!r} is not readable ({error})") from None
-        natural = _natural_size(*page.get_size())
+        natural = natural_size(*page.get_size())
         config.check_plan(instructions.plan(*natural))
-        width, height = _check_render_size(instructions, natural, number, reference, config)
+        width, height = render_size(instructions, natural, f"page {number} of {reference!r}", config)
         return _render(page, width, height), None, natural
-
-
-def _check_render_size(instructions, natural: tuple[int, int], number: int, reference: str, config):
-    """The size the page will be rendered at, refused over ``max_source_pixels``."""
-    width, height = _render_size(instructions, *natural)
-    if width * height > config.max_source_pixels:
-        raise LimitError(
-            f"page {number} of {reference!r} would render at {width}x{height} = {width * height} "
-            f"pixels, more than max_source_pixels={config.max_source_pixels}"
-        )
-    return width, height
-
-
-def _render_size(instructions, width: int, height: int) -> tuple[int, int]:
-    """The pixel size to render a page of natural size ``width`` x ``height`` at.
-
-    As small as the operations allow, and always a size from which they give exactly the
-    predicted result: the natural size when they need source pixels or enlarge.
-    """
-    target = reduction_target(instructions.operations, width, height)
-    wanted = instructions.predict_size(width, height)
-    if target is None or wanted is None or max(target) >= max(width, height):
-        return width, height
-    # reduction_target rounds up, and a render one pixel off can change how a later step
-    # rounds (a fit landing exactly on its box keeps the other side as it is): take the
-    # first long side near the target, the target's own first, that gives exactly the
-    # predicted result. The one below wins only where the natural-size pipeline would
-    # itself have rounded down to it.
-    longest, needed = max(width, height), max(target)
-    for side in (needed, needed - 1, needed + 1, needed + 2):
-        if side < 1:
-            continue
-        scale = side / longest
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        if instructions.predict_size(*size) == wanted:
-            return size
-    return width, height
 
 
 def _page_number(instructions) -> int:
     return (instructions.page if instructions is not None else None) or 1
-
-
-def _natural_size(width: float, height: float) -> tuple[int, int]:
-    return max(1, round(width)), max(1, round(height))
 
 
 @contextlib.contextmanager

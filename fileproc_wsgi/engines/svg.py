@@ -3,11 +3,12 @@
 An SVG is a program of sorts from a stranger: it may name files and URLs, declare XML
 entities, nest without end. Two layers keep it harmless:
 
-- **Our own XML pass** (Python's expat, no library added) runs before the renderer sees
-  a byte. It refuses any entity declaration (XXE, billion laughs) and any entity it
-  cannot expand without a DTD, nesting deeper than :data:`MAX_DEPTH`, a root that is
-  not ``<svg>`` and XML that is not well formed, each with a one-line reason. Expat never
-  reads an external DTD or entity here: no handler is set for one.
+- **Our own XML pass** (:mod:`.safexml`, Python's expat) runs before the renderer sees a
+  byte. It refuses a DOCTYPE internal subset (entities: XXE, billion laughs; attribute
+  defaults the renderer would not see), an entity it cannot expand without a DTD, nesting
+  deeper than :data:`~.safexml.MAX_DEPTH`, a root that is not ``<svg>`` and XML that is
+  not well formed, each with a one-line reason. Expat never reads an external DTD or
+  entity there, so Illustrator's ``<!DOCTYPE svg PUBLIC ...>`` is fine.
 - **The renderer**, LunaSVG through ``pillow-lunasvg``, has no code that opens a file or
   a socket for a document: ``<image href>`` other than ``data:``, ``<use>`` of another
   file, CSS ``@import`` and ``@font-face`` URLs, ``<script>`` and ``<foreignObject>``
@@ -17,47 +18,44 @@ entities, nest without end. Two layers keep it harmless:
   is 20 to 40 times slower here because it hands back a PNG to decode. LunaSVG does not
   draw filter effects (blurs, drop shadows): they are left out, never a hang.
 
-The *natural size* is what the root element says, as a browser reads it for ``<img>``:
-``width`` and ``height`` in px (unitless), pt, pc, mm, cm or in at 96 dpi, em and ex at
-16 and 8 px; a missing or percentage side comes from the ``viewBox``'s aspect ratio, and
-both from the ``viewBox`` itself. An SVG with neither is refused: it has no size to
-promise. Reading it parses the root start tag only (the first :data:`PROBE_BYTES`), in
-the web process, without importing the renderer.
+The *natural size* is what the root element says, read as LunaSVG reads it, so that the
+size promised is the size drawn: ``width`` and ``height`` in px (unitless), pt, pc, mm,
+cm or in at 96 dpi; em and ex at the root's ``font-size`` (attribute or ``style``) and
+half of it, 12 and 6 px without one (LunaSVG's, not a browser's 16); a missing, invalid
+or percentage side comes from the ``viewBox``'s aspect ratio, and both from the
+``viewBox`` itself. An SVG with neither is refused: it has no size to promise. Reading it
+parses the root start tag only (the first :data:`PROBE_BYTES`), in the web process,
+without importing the renderer. (A ``<style>`` sheet setting the root's font size is not
+read there: such a drawing is drawn into the promised size all the same.)
 
-Like a PDF page, the drawing is rendered at the size the operations need
-(:func:`~fileproc_wsgi.operations.reduction_target`), never at its natural size and then
-shrunk: a 10^6 x 10^6 ``viewBox`` under ``fit 200x`` is a 200 x 200 render. Only the
-render is held to ``max_source_pixels``, so that same file without a resizing step is
-refused at registration. Results keep their transparency (PNG unless asked otherwise).
+Like a PDF page, the drawing is drawn at the size the operations need (:mod:`.vector`):
+a 10^6 x 10^6 ``viewBox`` under ``fit 200x`` is a 200 x 200 render, and ``upscale | fit
+600x`` of a 40 x 30 logo is drawn at 600 x 450, crisp. Without ``upscale`` a drawing is
+not enlarged by fit, fill or pad, like any source. Only the render is held to
+``max_source_pixels``, so the huge ``viewBox`` without a resizing step is refused at
+registration. Results keep their transparency (PNG unless asked otherwise).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
-import io
 import math
 import re
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
-from xml.parsers import expat
 
 from PIL import Image
 
-from ..errors import LimitError, ProcessingError
-from ..operations import reduction_target
+from ..errors import ProcessingError
+from . import safexml
+from .vector import natural_size, render_size
 
 FORMATS = frozenset({"SVG"})
 # How far into the file the root element may start (after the XML declaration, comments
 # and a DOCTYPE): editors write a few hundred bytes before it.
 PROBE_BYTES = 256 * 1024
-# Elements nested deeper than this are refused. Drawings from editors stay under 50;
-# LunaSVG itself gives up at 256, and resvg overflows its stack at a few thousand.
-MAX_DEPTH = 200
 _CHUNK = 64 * 1024
-# CSS pixels per unit (CSS Values 3: 1in = 96px; em and ex at the initial font size).
-_UNITS = {"": 1.0, "px": 1.0, "in": 96.0, "cm": 96 / 2.54, "mm": 96 / 25.4, "pt": 96 / 72, "pc": 16.0}
-_FONT_UNITS = {"em": 16.0, "ex": 8.0}
-_LENGTH = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*(px|in|cm|mm|pt|pc|em|ex|%)?\s*")
 _SEPARATORS = re.compile(r"[\s,]+")
 
 
@@ -75,23 +73,25 @@ def probe(
     handle: BinaryIO, found: str, reference: str, instructions=None, config=None
 ) -> tuple[int, int, bool]:
     """The natural size, from the root element alone; always transparent."""
-    root = _scan(handle, reference, whole=False)
+    try:
+        root = _root(_head(handle, reference), reference, whole=False)
+    finally:
+        handle.seek(0)
     natural = _natural_size(root, reference)
     if config is not None and instructions is not None:
         config.check_plan(instructions.plan(*natural))
-        _check_render_size(instructions, natural, reference, config)
+        render_size(instructions, natural, f"source {reference!r}", config)
     elif config is not None:
-        _check_pixels(natural, reference, config)
+        config.check_source_pixels(f"source {reference!r}", *natural, rendered=True)
     return (*natural, True)
 
 
 def decode(handle: BinaryIO, found: str, reference: str, instructions, config):
     """The drawing as an RGBA image, rendered at the size the operations need."""
     data = handle.read()  # the source's own open() bounds it by max_source_bytes
-    root = _scan(io.BytesIO(data), reference, whole=True)
-    natural = _natural_size(root, reference)
+    natural = _natural_size(_root(data, reference, whole=True), reference)
     config.check_plan(instructions.plan(*natural))
-    width, height = _check_render_size(instructions, natural, reference, config)
+    width, height = render_size(instructions, natural, f"source {reference!r}", config)
     from pillow_lunasvg import _lunasvg  # noqa: PLC0415 - only the workers render
 
     document = _lunasvg.load(data)
@@ -105,97 +105,56 @@ def decode(handle: BinaryIO, found: str, reference: str, instructions, config):
     return Image.frombytes("RGBA", (width, height), pixels), None, natural
 
 
-class _Stop(Exception):
-    """Raised from a handler to end the parse once the root element is read."""
-
-
-def _scan(handle: BinaryIO, reference: str, *, whole: bool) -> dict[str, str]:
-    """Parse the document (``whole``) or up to its root element, refusing what is unsafe.
-
-    Returns the root's attributes. Every refusal is a :class:`ProcessingError` naming the
-    source.
-    """
-    # Without namespace processing, as LunaSVG reads it: a drawing that uses a prefix it
-    # never declared (xlink:href without xmlns:xlink, common in hand-written files) is
-    # still drawn.
-    parser = expat.ParserCreate()
-    root: dict[str, str] = {}
-    depth = 0
-    refusal: list[str] = []
-
-    def refuse(reason: str) -> None:
-        refusal.append(reason)
-        raise _Stop
-
-    def start(name: str, attributes: dict[str, str]) -> None:
-        nonlocal depth
-        depth += 1
-        if depth > MAX_DEPTH:
-            refuse(f"nests its elements deeper than {MAX_DEPTH} levels")
+def _root(data: bytes | Iterable[bytes], reference: str, *, whole: bool) -> dict[str, str]:
+    """The root element's attributes, refusing what is unsafe or not SVG; ``whole``
+    parses the rest of the document too (for the renderer), else stops at the root."""
+    root: dict[str, str] | None = None
+    for name, attributes, depth in safexml.elements(data, f"source {reference!r} is an SVG file that"):
         if depth == 1:
             if name.rpartition(":")[2] != "svg":
-                refuse(f"has <{name}> as its root element, not <svg>")
-            root.update(attributes)
-            if not whole:
-                raise _Stop
-
-    def end(name: str) -> None:
-        nonlocal depth
-        depth -= 1
-
-    def entity(*_) -> None:
-        refuse("declares XML entities, which are never expanded here")
-
-    def skipped(name: str, is_parameter: int) -> None:
-        refuse(f"uses the entity &{name}; that it does not define")
-
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.EntityDeclHandler = entity
-    parser.UnparsedEntityDeclHandler = entity
-    parser.SkippedEntityHandler = skipped
-    # Attribute values read from a DTD would change the document behind our back.
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    handle.seek(0)
-    read = 0
-    try:
-        while True:
-            chunk = handle.read(_CHUNK)
-            read += len(chunk)
-            parser.Parse(chunk, not chunk)
-            if not chunk:
-                break
-            if not whole and read >= PROBE_BYTES:
                 raise ProcessingError(
-                    f"source {reference!r} is an SVG file whose <svg> element does not start "
-                    f"in its first {PROBE_BYTES // 1024} KiB"
+                    f"source {reference!r} is an SVG file that has <{name}> as its root element, not <svg>"
                 )
-    except _Stop:
-        if refusal:
-            raise ProcessingError(f"source {reference!r} is an SVG file that {refusal[0]}") from None
-    except expat.ExpatError as error:
-        if refusal:  # raised from a handler, seen by expat as its own error
-            raise ProcessingError(f"source {reference!r} is an SVG file that {refusal[0]}") from None
-        raise ProcessingError(
-            f"source {reference!r} is an SVG file that is not well-formed XML "
-            f"({expat.errors.messages[error.code]}, line {error.lineno}, column {error.offset})"
-        ) from None
-    finally:
-        handle.seek(0)
+            root = attributes
+            if not whole:
+                break
+    if root is None:  # expat refuses a document without an element before this
+        raise ProcessingError(f"source {reference!r} is an SVG file without an <svg> element")
     return root
 
 
-def _length(value: str | None) -> float | None:
-    """A root ``width`` or ``height`` in CSS pixels; None when absent, a percentage,
-    ``auto``, not a positive finite number, or not a length at all."""
-    if value is None:
-        return None
-    match = _LENGTH.fullmatch(value)
-    if match is None or match.group(2) == "%":
-        return None
-    unit = match.group(2) or ""
-    pixels = float(match.group(1)) * _UNITS.get(unit, _FONT_UNITS.get(unit, 0.0))
-    return pixels if math.isfinite(pixels) and pixels > 0 else None
+def _head(handle: BinaryIO, reference: str) -> Iterator[bytes]:
+    """The file in chunks, refused once past :data:`PROBE_BYTES` (the root is not there)."""
+    handle.seek(0)
+    read = 0
+    while chunk := handle.read(_CHUNK):
+        if read >= PROBE_BYTES:
+            raise ProcessingError(
+                f"source {reference!r} is an SVG file whose <svg> element does not start "
+                f"in its first {PROBE_BYTES // 1024} KiB"
+            )
+        read += len(chunk)
+        yield chunk
+
+
+def _font_size(root: dict[str, str]) -> float:
+    """The root's font size in px, as LunaSVG takes it for em and ex: ``style`` over the
+    attribute, relative units of its 12 px initial size, keywords and nonsense ignored."""
+    size = safexml.FONT_SIZE
+    declared = [root.get("font-size")]
+    declared += [value for prop, value in _declarations(root.get("style", "")) if prop == "font-size"]
+    for value in declared:
+        found = safexml.length(value, percent_of=safexml.FONT_SIZE)
+        if found is not None:
+            size = found
+    return size
+
+
+def _declarations(style: str) -> Iterator[tuple[str, str]]:
+    for declaration in style.split(";"):
+        prop, colon, value = declaration.partition(":")
+        if colon:
+            yield prop.strip(), value
 
 
 def _view_box(value: str | None) -> tuple[float, float] | None:
@@ -214,7 +173,9 @@ def _view_box(value: str | None) -> tuple[float, float] | None:
 
 
 def _natural_size(root: dict[str, str], reference: str) -> tuple[int, int]:
-    width, height = _length(root.get("width")), _length(root.get("height"))
+    font_size = _font_size(root)
+    width = safexml.length(root.get("width"), font_size=font_size)
+    height = safexml.length(root.get("height"), font_size=font_size)
     box = _view_box(root.get("viewBox"))
     if width is None or height is None:
         if box is None:
@@ -230,41 +191,4 @@ def _natural_size(root: dict[str, str], reference: str) -> tuple[int, int]:
             width, height = box
     if not (math.isfinite(width) and math.isfinite(height)):
         raise ProcessingError(f"source {reference!r} is an SVG file whose size is not a finite number")
-    return max(1, round(width)), max(1, round(height))
-
-
-def _check_pixels(size: tuple[int, int], reference: str, config) -> tuple[int, int]:
-    width, height = size
-    if width * height > config.max_source_pixels:
-        raise LimitError(
-            f"source {reference!r} would render at {width}x{height} = {width * height} pixels, "
-            f"more than max_source_pixels={config.max_source_pixels}"
-        )
-    return size
-
-
-def _check_render_size(instructions, natural: tuple[int, int], reference: str, config):
-    """The size the drawing will be rendered at, refused over ``max_source_pixels``."""
-    return _check_pixels(_render_size(instructions, *natural), reference, config)
-
-
-def _render_size(instructions, width: int, height: int) -> tuple[int, int]:
-    """The pixel size to render a drawing of natural size ``width`` x ``height`` at.
-
-    As in the PDF engine: the size the operations reduce to, nudged by a pixel where
-    that is what makes the steps land exactly on the promised result; the natural size
-    when a step needs the drawing's own coordinates (a crop first) or enlarges.
-    """
-    target = reduction_target(instructions.operations, width, height)
-    wanted = instructions.predict_size(width, height)
-    if target is None or wanted is None or max(target) >= max(width, height):
-        return width, height
-    longest, needed = max(width, height), max(target)
-    for side in (needed, needed - 1, needed + 1, needed + 2):
-        if side < 1:
-            continue
-        scale = side / longest
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        if instructions.predict_size(*size) == wanted:
-            return size
-    return width, height
+    return natural_size(width, height)
