@@ -33,24 +33,24 @@ import struct
 import time
 import zipfile
 from typing import BinaryIO
-from xml.parsers import expat
 
 from PIL import Image
 
 from ..errors import LimitError, ProcessingError, UnsupportedSourceError
-from . import pdf, soffice
+from . import pdf, safexml, soffice
+from .vector import natural_size
 
 FORMATS = frozenset({"ZIP", "ODT", "ODS", "ODP", "OLE2", "RTF"})
 # The most of one archive member read to find a page size: a DOCX's whole text may have to
 # be read (its first section can end at its last paragraph), and more than this is a bomb.
 MEMBER_BYTES = 64 * 1024 * 1024
 _ENTRIES = 20_000  # members of an archive looked at; an office package has dozens
+_DEPTH = 1000
 _RTF_HEAD = 64 * 1024
 # Time kept back from max_processing_seconds for rendering the page once converted, so
 # that the conversion's own limit, with its clear reason, comes before the pool's kill.
 _RENDER_SECONDS = 1.0
 
-_POINTS = {"pt": 1.0, "in": 72.0, "inch": 72.0, "cm": 72 / 2.54, "mm": 72 / 25.4, "pc": 12.0, "px": 0.75}
 _A4 = (595.3, 841.9)
 _LETTER = (612.0, 792.0)
 _SLIDE = (720.0, 540.0)
@@ -120,7 +120,7 @@ def probe(
     handle: BinaryIO, found: str, reference: str, instructions=None, config=None
 ) -> tuple[int, int, bool]:
     """The size of a page, in points, from the document itself; never transparent."""
-    natural = _natural(identify(handle, found, reference).page)
+    natural = natural_size(*identify(handle, found, reference).page)
     if config is not None and instructions is not None:
         config.check_plan(instructions.plan(*natural))
     return (*natural, False)
@@ -129,7 +129,7 @@ def probe(
 def decode(handle: BinaryIO, found: str, reference: str, instructions, config):
     """The page asked for, through a PDF of the document, at exactly the promised size."""
     document = identify(handle, found, reference)
-    promised = _natural(document.page)
+    promised = natural_size(*document.page)
     if not pdf.available()["pdf"]:
         from . import advice
 
@@ -156,10 +156,6 @@ def identify(handle: BinaryIO, found: str, reference: str) -> Document:
         return _package(handle, found, reference)
     finally:
         handle.seek(0)
-
-
-def _natural(page: tuple[float, float]) -> tuple[int, int]:
-    return max(1, round(page[0])), max(1, round(page[1]))
 
 
 def _framed(image: Image.Image, natural: tuple[int, int], promised: tuple[int, int]) -> Image.Image:
@@ -270,8 +266,8 @@ def _opendocument(archive, kind: Kind, names: set[str], reference: str) -> Docum
         if element == f"{_STYLE} page-layout":
             layout = attributes.get(f"{_STYLE} name")
         elif element == f"{_STYLE} page-layout-properties" and layout is not None:
-            width = _length(attributes.get(f"{_FO} page-width"))
-            height = _length(attributes.get(f"{_FO} page-height"))
+            width = safexml.length(attributes.get(f"{_FO} page-width"), unit="pt")
+            height = safexml.length(attributes.get(f"{_FO} page-height"), unit="pt")
             if width and height:
                 layouts[layout] = (width, height)
         elif element == f"{_STYLE} master-page":
@@ -283,13 +279,6 @@ def _opendocument(archive, kind: Kind, names: set[str], reference: str) -> Docum
         if masters[name] in layouts:
             return Document(kind, layouts[masters[name]])
     return Document(kind, kind.default_page)
-
-
-def _length(text: str | None) -> float | None:
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-z]+)\s*", text or "")
-    if match is None or match.group(2) not in _POINTS:
-        return None
-    return float(match.group(1)) * _POINTS[match.group(2)]
 
 
 def _sized(width, height, points: float, default: tuple[float, float]) -> tuple[float, float]:
@@ -322,33 +311,18 @@ def _stream(archive, name: str, reference: str):
         raise ProcessingError(f"source {reference!r} has a damaged member {name!r} ({error})") from None
 
 
-class _Refused(Exception):
-    pass
-
-
 def _elements(data, reference: str, name: str):
     """``(namespace + ' ' + local name, attributes)`` of each element, as the XML streams
-    in (``data`` is bytes or an iterable of them); no DTD, so no entity is ever defined."""
-    found: list[tuple[str, dict]] = []
-    parser = expat.ParserCreate(namespace_separator=" ")
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-
-    def refuse(*_):
-        raise _Refused("it declares a DTD")
-
-    parser.StartDoctypeDeclHandler = refuse
-    parser.EntityDeclHandler = refuse
-    parser.StartElementHandler = lambda element, attributes: found.append((element, attributes))
-    pieces = [data] if isinstance(data, bytes) else data
-    try:
-        for piece in pieces:
-            parser.Parse(piece, False)
-            yield from found
-            found.clear()
-        parser.Parse(b"", True)
-        yield from found
-    except (expat.ExpatError, _Refused) as error:
-        raise ProcessingError(f"source {reference!r} has an unreadable {name} ({error})") from None
+    in (``data`` is bytes or an iterable of them), under :mod:`.safexml`'s rules; an
+    office part never has a DOCTYPE, so any is refused."""
+    subject = f"source {reference!r} has a {name} that"
+    # Only read here, never rendered by us: the depth bound is for a bomb, not a renderer,
+    # and is set well above the nesting of real documents (nested tables included).
+    elements = safexml.elements(
+        data, subject, namespaces=True, max_depth=_DEPTH, max_bytes=MEMBER_BYTES, doctype=False
+    )
+    for element, attributes, _ in elements:
+        yield element, attributes
 
 
 # ---- RTF and OLE2 -----------------------------------------------------------------------

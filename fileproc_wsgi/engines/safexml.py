@@ -10,7 +10,9 @@ use :func:`elements`, Python's expat with these rules, each refusal a one-line
   parser sees and the renderer does not: ``<!ATTLIST svg width CDATA "40000">`` on a 10 x
   10 drawing would make expat read 40000 x 40000 while LunaSVG draws 10 x 10. A DOCTYPE
   that only names an external DTD (Illustrator writes one) is fine: expat never reads it,
-  since no external entity handler is set and parameter entities are never parsed.
+  since no external entity handler is set and parameter entities are never parsed. A
+  caller whose format never has one (office parts, which LibreOffice reads after us and
+  whose DTD it might fetch) refuses any DOCTYPE (``doctype=False``).
 - **No entity but XML's five.** A reference to an undefined one is refused (after a
   DOCTYPE expat skips it, without one it is a well-formedness error).
 - **Bounded nesting** (``max_depth``) and **bounded bytes** (``max_bytes``), whatever the
@@ -90,14 +92,16 @@ def elements(
     namespaces: bool = False,
     max_depth: int = MAX_DEPTH,
     max_bytes: int = MAX_BYTES,
+    doctype: bool = True,
 ) -> Iterator[tuple[str, dict[str, str], int]]:
     """``(name, attributes, depth)`` of each element, the root at depth 1, as ``data``
     (bytes, or an iterable of them read lazily) streams in; stop iterating to stop reading.
 
     ``namespaces`` gives names as ``namespace + " " + local name``; without it names are
     as written (``svg``, ``svg:svg``), as LunaSVG reads them, so an undeclared prefix is
-    no error. A refusal is ``subject`` followed by the reason: "source 'a.svg' is an SVG
-    file that" + "nests its elements deeper than 200 levels".
+    no error. ``doctype=False`` refuses even a DOCTYPE without an internal subset. A
+    refusal is ``subject`` followed by the reason: "source 'a.svg' is an SVG file that" +
+    "nests its elements deeper than 200 levels".
     """
     parser = expat.ParserCreate(namespace_separator=" " if namespaces else None)
     # Attribute values from a DTD would change the document behind the renderer's back,
@@ -106,9 +110,11 @@ def elements(
     found: list[tuple[str, dict[str, str], int]] = []
     depth = 0
 
-    def doctype(name: str, system_id, public_id, has_internal_subset: int) -> None:
+    def start_doctype(name: str, system_id, public_id, has_internal_subset: int) -> None:
         if has_internal_subset:
             raise _Refused(_DECLARES)
+        if not doctype:
+            raise _Refused("has a DOCTYPE, which this format never has")
 
     def declaration(*_) -> None:  # unreachable past the DOCTYPE check, kept as a second lock
         raise _Refused(_DECLARES)
@@ -127,7 +133,7 @@ def elements(
         nonlocal depth
         depth -= 1
 
-    parser.StartDoctypeDeclHandler = doctype
+    parser.StartDoctypeDeclHandler = start_doctype
     parser.EntityDeclHandler = declaration
     parser.UnparsedEntityDeclHandler = declaration
     parser.AttlistDeclHandler = declaration
