@@ -273,7 +273,7 @@ _MSL = b'<?xml version="1.0"?>\n<image><read filename="/etc/passwd"/><write file
         pytest.param(
             "vector.psd",
             _SVG_ENTITY,
-            "'vector.psd' is an SVG file that declares XML entities",
+            "'vector.psd' is an SVG file that declares entities or attribute defaults in its DOCTYPE",
             id="svg-named-psd",
         ),
         pytest.param(
