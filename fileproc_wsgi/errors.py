@@ -67,6 +67,17 @@ class UnsupportedSourceError(FileProcError):
     status = 422
 
 
+class MissingLibraryError(UnsupportedSourceError):
+    """A source in a format this server reads, whose library (or program) is not installed
+    on this host.
+
+    A fact about the host, not the source: registration refuses it like any unsupported
+    source (the template's empty branch), but processing records it as a transient
+    failure (503, retried with the store's backoff), so installing the library, or
+    another host that has it, makes the URL work without ``fileproc retry``.
+    """
+
+
 class LimitError(FileProcError):
     """A configured limit (bytes, pixels, side, frames, time) was exceeded."""
 
@@ -133,7 +144,8 @@ class RequestTooLargeError(FileProcError):
     status = 413
 
 
-# Failures that will give the same answer however often they are retried.
+# Failures that will give the same answer however often they are retried; processing
+# takes MissingLibraryError out of them (a host's fault, retried like an outage).
 PERMANENT_FAILURES = (SourceError, UnsupportedSourceError, LimitError, ProcessingError)
 
 

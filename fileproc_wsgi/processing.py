@@ -33,6 +33,7 @@ from .errors import (
     PERMANENT_FAILURES,
     FileProcError,
     LeaseLostError,
+    MissingLibraryError,
     RecordedFailureError,
     TimeLimitError,
     UnavailableError,
@@ -174,6 +175,10 @@ class Processor:
             self.storage.put(key, result.data)
         except LeaseLostError:
             raise
+        except MissingLibraryError as error:
+            # This host lacks what the source needs: installing it, or another host that
+            # has it, must make the URL work without `fileproc retry`.
+            self._fail_for_now(job, token, error)
         except PERMANENT_FAILURES as error:
             if not isinstance(error, TimeLimitError) or job.attempts + 1 >= _TIME_LIMIT_ATTEMPTS:
                 # A source refused only now (replaced by a FIFO, a symlink out of its root ...)
@@ -212,8 +217,8 @@ class Processor:
             pass  # the store may be what is down
         # The answer every request gets until the retry time: the same Retry-After. What
         # reaches here is a fault of the surroundings (the sources' disk, storage, the
-        # database) or a bug, never a property of the source: the engines' boundaries
-        # have made those permanent refusals already.
+        # database, a library missing on this host) or a bug, never a property of the
+        # source: the engines' boundaries have made those permanent refusals already.
         detail = getattr(error, "detail", None)  # the backend's own words, for the log
         raise UnavailableError(reason, retry_after=max(1, round(delay)), detail=detail) from None
 

@@ -537,7 +537,9 @@ SOURCES = [
     pytest.param("pipe.png", _fifo, "register", 400, "is not a regular file", id="fifo-never-opened"),
     pytest.param("folder.png", _directory, "register", 400, "is not a regular file", id="directory"),
     pytest.param("missing.png", _nothing, "register", 404, "'missing.png' does not exist", id="missing"),
-    pytest.param("empty.png", _data(b""), "register", 422, "not in a recognised image", id="empty-file"),
+    pytest.param(
+        "empty.png", _data(b""), "register", 422, "not in a format this server reads", id="empty-file"
+    ),
     pytest.param(
         "huge.png",
         _data(b"\x89PNG\r\n\x1a\n" + b"\0" * 60_000),
@@ -585,7 +587,7 @@ SOURCES = [
         _data(b""),
         "replaced",
         422,
-        "not in a recognised image",
+        "not in a format this server reads",
         id="emptied-after-registering",
     ),
 ]
@@ -722,7 +724,7 @@ DECODERS = [
         _data(b"<!DOCTYPE html><html><body><img src=x onerror=alert(1)></body></html>"),
         "register",
         422,
-        "'page.gif' is not in a recognised image, PDF or video format",
+        "'page.gif' is not in a format this server reads (images, SVG, PDF, office documents, video)",
         id="html-named-gif",
     ),
     pytest.param(

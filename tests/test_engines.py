@@ -174,7 +174,7 @@ def test_a_source_needing_a_missing_library_is_refused_naming_the_extra(
 ):
     outcome, log = _run(media, text, *blocked)
     source = text.split(" |")[0]
-    assert outcome["refused"].startswith(f"UnsupportedSourceError: source {source!r} is ")
+    assert outcome["refused"].startswith(f"MissingLibraryError: source {source!r} is ")
     assert "lacks the library to read it" in outcome["refused"]
     assert outcome["refused"].endswith(advice)
     assert [found[:2] for found in outcome["missing"]] == [[engine, extra]]

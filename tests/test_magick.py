@@ -277,16 +277,22 @@ _MSL = b'<?xml version="1.0"?>\n<image><read filename="/etc/passwd"/><write file
             id="svg-named-psd",
         ),
         pytest.param(
-            "drawing.png", _MVG, "not in a recognised image, PDF or video format", id="mvg-named-png"
+            "drawing.png",
+            _MVG,
+            "not in a format this server reads (images, SVG, PDF, office documents, video)",
+            id="mvg-named-png",
         ),
         pytest.param("script.jpg", _MSL, "'script.jpg' is an XML file", id="msl-named-jpg"),
         pytest.param(
-            "notes.heic", b"hello\n", "not in a recognised image, PDF or video format", id="text-named-heic"
+            "notes.heic",
+            b"hello\n",
+            "not in a format this server reads (images, SVG, PDF, office documents, video)",
+            id="text-named-heic",
         ),
         pytest.param(
             "passwd.psd",
             b"text:/etc/passwd",
-            "not in a recognised image, PDF or video format",
+            "not in a format this server reads (images, SVG, PDF, office documents, video)",
             id="text-coder-trick",
         ),
         pytest.param(

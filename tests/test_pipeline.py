@@ -233,7 +233,7 @@ def test_large_jpeg_is_decoded_at_reduced_size(site):
             lambda path: path.write_text("hello"),
             "",
             422,
-            "not in a recognised image, PDF or video format",
+            "not in a format this server reads (images, SVG, PDF, office documents, video)",
             id="text-named-jpg",
         ),
         pytest.param(
@@ -249,7 +249,7 @@ def test_large_jpeg_is_decoded_at_reduced_size(site):
             lambda path: path.write_bytes(b""),
             "",
             422,
-            "not in a recognised image, PDF or video format",
+            "not in a format this server reads (images, SVG, PDF, office documents, video)",
             id="empty-file",
         ),
         pytest.param(

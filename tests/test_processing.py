@@ -1,10 +1,19 @@
-"""A worker that stalled past its lease stores nothing over the worker that took over."""
+"""How processing records what went wrong: a stalled worker stores nothing over the one
+that took over, and a fault of the host (a root not mounted, a library not installed) is
+retried with backoff instead of being recorded against the source for good."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
 import time
 
-from support import halves, write
+from PIL import Image
+
+from support import decode, halves, write
 
 
 def test_a_stalled_worker_does_not_overwrite_the_result_of_the_one_that_took_over(make_site, monkeypatch):
@@ -53,3 +62,78 @@ def test_a_root_not_on_this_server_is_settings_to_put_right_not_a_missing_file(m
 
     site.store.reset([registered.checksum])  # fileproc retry, or the retry time passing
     assert site.request("a.png | fit 20x").status_int == 200
+
+
+# A host built without the pdf extra: pypdfium2 shadowed by a package that fails to import
+# as an absent one does, for this interpreter and the job workers it starts (they inherit
+# PYTHONPATH), so the refusal crosses the worker boundary as it would in production.
+_HOST_WITHOUT_PDFIUM = textwrap.dedent(
+    """
+    import json, sys
+    from webob import Request
+    from fileproc_wsgi.config import Config
+    from fileproc_wsgi.middleware import FileProcessor
+
+    root, url = sys.argv[1:3]
+    config = Config(
+        database_url=f"sqlite:///{root}/fileproc.db",
+        source_roots={"default": f"{root}/media"},
+        storage=f"{root}/results",
+    )
+    app = FileProcessor(None, config)
+    response = Request.blank(url).get_response(app)
+    app.store.dispose()
+    answer = {"status": response.status_int, "retry_after": response.headers.get("Retry-After")}
+    print(json.dumps({**answer, "text": response.text}))
+    """
+)
+
+
+def test_a_library_missing_on_one_host_is_retried_and_made_where_it_is_installed(make_site, tmp_path):
+    site = make_site()
+    Image.new("RGB", (80, 60), "blue").save(site.media / "doc.pdf")
+    registered = site.registrar.register("doc.pdf | fit 40x")  # a host with pypdfium2 registered it
+    shadow = tmp_path / "shadow" / "pypdfium2"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'pypdfium2'\")\n")
+    paths = [str(shadow.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    done = subprocess.run(
+        [sys.executable, "-c", _HOST_WITHOUT_PDFIUM, str(site.root), registered.url],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout.splitlines()[-1])
+    assert (answer["status"], answer["retry_after"]) == (503, "30"), answer
+    assert "'doc.pdf' is a PDF file, and this server lacks the library to read it" in answer["text"]
+    assert "pip install 'fileproc-wsgi[pdf]'" in answer["text"]
+    job = site.store.get(registered.checksum)
+    assert (job.state, job.failure_status, job.attempts) == ("failed", 503, 1), (
+        "recorded for retry, not for good"
+    )
+    assert 0 < job.retry_at - site.store.now() <= 30
+
+    # Until the retry time every host answers with the same wait, never a 422.
+    waiting = site.get(registered.url)
+    assert waiting.status_int == 503 and 0 < int(waiting.headers["Retry-After"]) <= 30
+
+    # The retry time passes (no `fileproc retry`): a host with the library makes it.
+    from fileproc_wsgi.middleware import FileProcessor
+    from fileproc_wsgi.store import InstructionStore
+
+    later = InstructionStore(site.config.database_url, clock=lambda: time.time() + 31)
+    try:
+        app = FileProcessor(None, site.config, store=later)
+        from webob import Request
+
+        redirect = Request.blank(registered.url).get_response(app)
+        assert redirect.status_int == 301, redirect.text
+        result = Request.blank(redirect.location).get_response(app)
+        assert result.status_int == 200
+        image = decode(result.body)
+        assert image.size == (40, 30)
+        assert image.convert("RGB").getpixel((20, 15))[2] > 200  # the blue page
+    finally:
+        later.dispose()

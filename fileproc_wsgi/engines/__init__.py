@@ -54,7 +54,7 @@ from typing import BinaryIO, NamedTuple
 from PIL import Image
 
 from .. import formats, plugins
-from ..errors import ProcessingError, UnsupportedSourceError
+from ..errors import MissingLibraryError, ProcessingError, UnsupportedSourceError
 from .boundary import failure
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,8 @@ def sniff(head: bytes) -> str | None:
 
 def engine_for(head: bytes, reference: str):
     """``(format, engine)`` for a file, by its first bytes; refuses everything else, and
-    a format whose library this installation lacks, naming what to install."""
+    a format whose library this installation lacks, naming what to install
+    (:class:`MissingLibraryError`: processing retries it, as the host may get it)."""
     found = sniff(head)
     if found is None or found not in ENGINE_OF:
         claimed = _plugin_engine(head, reference)
@@ -205,7 +206,8 @@ def engine_for(head: bytes, reference: str):
             return claimed
     if found is None:
         raise UnsupportedSourceError(
-            f"source {reference!r} is not in a recognised image, PDF or video format"
+            f"source {reference!r} is not in a format this server reads "
+            "(images, SVG, PDF, office documents, video)"
         )
     name = ENGINE_OF.get(found)
     if name is None:
@@ -215,7 +217,7 @@ def engine_for(head: bytes, reference: str):
     engine = _load(name)
     lacking = _lacking(name, engine, found)
     if lacking is not None:
-        raise UnsupportedSourceError(
+        raise MissingLibraryError(
             f"source {reference!r} is {formats.a(found)}, and this server lacks the library to read it: "
             + advice(lacking)
         )
@@ -303,7 +305,7 @@ def _plugin_engine(head: bytes, reference: str):
     found, plugin = claimed
     lacking = [key for key, present in _plugin_available(plugin).items() if not present]
     if lacking:
-        raise UnsupportedSourceError(
+        raise MissingLibraryError(
             f"source {reference!r} is {formats.a(found)}, and this server lacks the library to read it: "
             + _missing(lacking[0]).why
         )

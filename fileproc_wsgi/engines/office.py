@@ -36,7 +36,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from ..errors import LimitError, ProcessingError, UnsupportedSourceError
+from ..errors import LimitError, MissingLibraryError, ProcessingError, UnsupportedSourceError
 from . import pdf, safexml, soffice
 from .vector import natural_size
 
@@ -133,7 +133,7 @@ def decode(handle: BinaryIO, found: str, reference: str, instructions, config):
     if not pdf.available()["pdf"]:
         from . import advice
 
-        raise UnsupportedSourceError(f"office documents are rendered through PDF: {advice('pdf')}")
+        raise MissingLibraryError(f"office documents are rendered through PDF: {advice('pdf')}")
     deadline = time.monotonic() + max(1.0, config.max_processing_seconds - _RENDER_SECONDS)
     kind = document.kind
     with soffice.pdf_of(handle, kind.name, kind.filter, reference, config.document_cache, deadline) as made:
