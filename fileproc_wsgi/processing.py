@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from PIL import Image
 
-from . import engines, pool
+from . import engines, plugins, pool
 from .config import Config
 from .encode import ANIMATED_FORMATS, CONTENT_TYPES, EXTENSIONS, animation_frame, encode, encode_animation
 from .engines.boundary import failure
@@ -39,7 +39,7 @@ from .errors import (
     UnavailableError,
 )
 from .instructions import Instructions, parse
-from .operations import RESAMPLING, SMART, WHITE, Background, Fill, Operation
+from .operations import RESAMPLING, SMART, WHITE, Background, Fill, Operation, PluginOperation
 from .sources import LocalSource, Sources, StorageSource
 from .storage import result_key
 
@@ -328,6 +328,7 @@ class _Steps:
     reference: str
     config: Config
     deadline: float
+    warned: set[str] = dataclasses.field(default_factory=set)  # plugin steps, once a job
 
     def run(self, image: Image.Image, *, pin: bool = False) -> Image.Image:
         """``image`` (the source, or a reduced decode of it) through the operations.
@@ -346,6 +347,16 @@ class _Steps:
                 exact = exact or isinstance(operation, RESAMPLING)
                 planned = self.plan[index + 1][1:] if self.plan else None
                 if exact and planned and image.size != planned:
+                    # The promised size stands (the <img> and the URL carry it); a plugin
+                    # whose apply() and size() disagree hears of it, as docs/plugins.md says.
+                    if isinstance(operation, PluginOperation) and operation.word not in self.warned:
+                        self.warned.add(operation.word)
+                        log.warning(
+                            "fileproc_wsgi: the plugin step %r (%s) gave %dx%d where its size() said "
+                            "%dx%d, for source %r; resized to %dx%d",
+                            operation.word, plugins.identity_of(operation), *image.size, *planned,
+                            self.reference, *planned,
+                        )  # fmt: skip
                     image = image.resize(planned, Image.Resampling.LANCZOS)
             _check_time(self.deadline, f"step {operation.word!r}", self.config)
         if pin:
