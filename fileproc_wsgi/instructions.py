@@ -21,8 +21,10 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
+from . import plugins
 from .errors import InstructionError, ProcessingError
 from .operations import (
+    GRAVITIES,
     GRAVITY_NAMES,
     OUTPUT_FORMATS,
     RESAMPLING,
@@ -387,6 +389,21 @@ def _split(step: str, head: _Token, tokens: list[_Token], spec: _Spec) -> _Args:
     return _Args(positional, keys, flags, head)
 
 
+# 'south-east' as well as the built-in 'southeast': sites and plugins write both, and
+# both must give one checksum, so each spelling maps to the built-in one.
+_GRAVITY_SPELLINGS = {
+    **{name: name for name in GRAVITY_NAMES},
+    **{f"{name[:5]}-{name[5:]}": name for name in GRAVITY_NAMES if name[5:] in ("east", "west")},
+}
+
+
+def _gravity(token: _Token, step: str, names: tuple[str, ...], what: str = "gravity") -> str:
+    found = _GRAVITY_SPELLINGS.get(token.text.lower())
+    if found is None or found not in names:
+        raise _fail(f"expected {what} to be one of {', '.join(names)}, got {token.text!r}", token, step)
+    return found
+
+
 def _build_fit(step: str, args: _Args) -> Operation:
     return Fit(*_size(args.positional[0], step, both=False))
 
@@ -397,12 +414,7 @@ def _build_fill(step: str, args: _Args) -> Operation:
     if "gravity" in args.keys and "focus" in args.keys:
         raise _fail("give either gravity= or focus=, not both", args.keys["focus"], step, at_value=False)
     if "gravity" in args.keys:
-        token = args.keys["gravity"]
-        gravity = token.text.lower()
-        if gravity not in GRAVITY_NAMES:
-            raise _fail(
-                f"expected gravity to be one of {', '.join(GRAVITY_NAMES)}, got {token.text!r}", token, step
-            )
+        gravity = _gravity(args.keys["gravity"], step, GRAVITY_NAMES)
     if "focus" in args.keys:
         token = args.keys["focus"]
         parts = token.text.split(",")
@@ -614,13 +626,20 @@ class Arguments:
         """A size like ``400x300`` (also ``400x`` or ``x300`` unless ``both``)."""
         return _size(self._token(at), self._step, both=both)
 
+    def gravity(self, at: int | str, what: str = "position", *, default: str | None = None) -> str | None:
+        """One of the built-in gravities (:data:`~.operations.GRAVITIES`: ``center``,
+        ``north`` ... ``southeast``), also written ``south-east``, as its built-in name;
+        ``default`` when the key is absent. ``GRAVITIES[name]`` is where it puts a thing,
+        as fractions of the room around it."""
+        if isinstance(at, str) and at not in self.keys:
+            return default
+        return _gravity(self._token(at), self._step, tuple(GRAVITIES), what)
+
 
 @functools.lru_cache(maxsize=256)  # plugins are read once per process; so is each word's spec
 def _plugin_entry(word: str) -> tuple[_Spec, _Builder] | None:
     """The spec and builder of a plugin's step ``word``, or None: the first unknown word
     of a process reads the installed plugins (:mod:`fileproc_wsgi.plugins`)."""
-    from . import plugins
-
     plugin = plugins.find_operation(word)
     if plugin is None:
         return None
@@ -648,8 +667,6 @@ def is_operation(word: str) -> bool:
 
 def _unknown(written: str) -> str:
     """What an unknown step's error says: the built-in words and the installed plugins'."""
-    from . import plugins
-
     problem = f"unknown operation {written!r}; expected one of: {_KNOWN}"
     installed = sorted(plugins.operations())
     if installed:
@@ -856,8 +873,9 @@ class Instructions:
 
         Every output size is scaled (``fit``, ``fill``, ``pad``, ``resize``), and so is
         what is measured in output pixels after the first of them (a pixel ``crop``, a
-        ``blur`` radius), so the result is the same picture with more pixels rather than
-        the ``1x`` enlarged. A crop before any resampling is in source pixels and stays.
+        ``blur`` radius, a plugin step as its :meth:`~.PluginOperation.scaled` says), so
+        the result is the same picture with more pixels rather than the ``1x`` enlarged.
+        A step before any resampling is in source pixels and stays.
         """
         steps: list[Operation] = []
         resampled = False
@@ -878,6 +896,12 @@ class Instructions:
                 )
             elif resampled and isinstance(step, Blur):
                 step = Blur(min(100.0, step.radius * density))
+            elif resampled and isinstance(step, PluginOperation):
+                scaled = step.scaled(density)
+                if type(scaled) is not type(step):
+                    kind = type(step).__name__
+                    raise TypeError(f"{kind}.scaled gave {type(scaled).__name__}, not a {kind}")
+                step = scaled
             steps.append(step)
         return Instructions(self.source, tuple(steps)).canonical
 
@@ -895,8 +919,6 @@ class Instructions:
         """What the plugins these steps come from add to the checksum's salt ('' for none)."""
         if not any(isinstance(step, PluginOperation) for step in self.steps):
             return ""
-        from . import plugins
-
         lines = {
             f"{step.word} {plugins.identity_of(step)} {step.salt()}".rstrip()
             for step in self.steps

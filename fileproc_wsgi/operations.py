@@ -100,7 +100,17 @@ class PluginOperation(Operation):
     - ``size(width, height)`` and ``apply(image)``, as every operation; ``apply`` is given
       an image in one of :data:`MODES` and must give one back (checked);
     - optionally ``salt()``: text for the checksum about what the arguments do not say
-      (the bytes of a file the step reads), so that a change there gives new URLs.
+      (the bytes of a file the step reads), so that a change there gives new URLs;
+    - optionally ``scaled(factor)``: the step for a result ``factor`` times as large
+      (``densities=2`` asks for one), arguments in output pixels multiplied (a border's
+      width). The default, the step unchanged, is right for arguments relative to the
+      image (a logo a fifth of its width); a step that adds or removes a fixed number of
+      pixels and keeps the default makes its ``2x`` variant smaller than twice the
+      ``1x``, and a ``densities=`` block then drops that density.
+
+    ``apply`` runs once per frame of an animation kept animated, so it must give the
+    same result for the same image each time (no randomness, no clock). A result whose
+    size is not what ``size`` said is resized to it, with a warning naming the step.
 
     The plugin's distribution name and version enter the checksum of every text using
     the step, so upgrading the plugin gives new URLs.
@@ -127,6 +137,10 @@ class PluginOperation(Operation):
 
     def salt(self) -> str:
         return ""
+
+    def scaled(self, factor: float) -> PluginOperation:
+        """This step for a result ``factor`` times as large (1 < factor <= 4)."""
+        return self
 
 
 def _checked_apply(apply):
@@ -542,6 +556,14 @@ class Quality(Operation):
 
 # Steps that resample the whole image to a size of their own.
 RESAMPLING = (Fit, Fill, Pad, Resize)
+
+BUILT_IN: tuple[type[Operation], ...] = (
+    Fit, Fill, Pad, Resize, Crop, Upscale, Rotate, Flip, Grayscale, Blur, Sharpen,
+    Background, Page, Frame, Format, Quality,
+)  # fmt: skip
+RESERVED_WORDS = frozenset(step.word for step in BUILT_IN) | {"source"}
+"""The words of the built-in steps and ``source``, which no plugin may take (the grammar
+in :mod:`fileproc_wsgi.instructions` has one entry for each; a test holds them equal)."""
 
 
 def reduction_target(

@@ -30,7 +30,7 @@ import threading
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from .operations import PluginOperation
+from .operations import RESERVED_WORDS, PluginOperation
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,6 @@ def _discover() -> _Found:
 def _load() -> _Found:
     from importlib.metadata import entry_points
 
-    from .instructions import BUILTIN_WORDS
-
     operations: dict[str, Plugin] = {}
     engines: list[Plugin] = []
     problems: list[Problem] = []
@@ -156,7 +154,7 @@ def _load() -> _Found:
             try:
                 target = entry.load()
                 if group == OPERATIONS:
-                    _check_operation(entry.name, target, BUILTIN_WORDS, operations)
+                    _check_operation(entry.name, target, RESERVED_WORDS, operations)
                 else:
                     _check_engine(target)
             except Exception as error:
