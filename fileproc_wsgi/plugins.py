@@ -17,20 +17,26 @@ process does that before its first job, so a plugin's import never counts agains
 job's time or memory). Reading them costs about 60 ms, which a site without plugins
 pays only when a text or a file is wrong anyway. A plugin that cannot be loaded (its
 import raises, its word is a built-in step's, it lacks part of the contract) is logged
-and listed by :func:`problems`, which :func:`fileproc_wsgi.engines.missing` (so
-``manage.py check``) reports; the built-ins and every other plugin work as before.
+(one warning line; its traceback at DEBUG) and listed by :func:`problems`, which
+:func:`fileproc_wsgi.engines.missing` (so ``manage.py check``) reports; the built-ins
+and every other plugin work as before.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from .operations import RESERVED_WORDS, PluginOperation
+
+if TYPE_CHECKING:
+    from importlib.metadata import Distribution
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +127,9 @@ def sniff(head: bytes) -> tuple[str, Plugin] | None:
     for plugin in _discover().engines:
         try:
             found = plugin.target.sniff(head)
-        except Exception:  # a plugin's bug must not make every unknown file an error page
-            log.warning("fileproc_wsgi: engine plugin %r raised in sniff()", plugin.name, exc_info=True)
+        except Exception as error:  # a plugin's bug must not make every unknown file an error page
+            log.warning("fileproc_wsgi: engine plugin %r raised in sniff(): %s", plugin.name, _reason(error))
+            log.debug("fileproc_wsgi: engine plugin %r in sniff()", plugin.name, exc_info=True)
             continue
         if found is not None and found in plugin.target.FORMATS:
             return found, plugin
@@ -146,9 +153,12 @@ def _load() -> _Found:
     operations: dict[str, Plugin] = {}
     engines: list[Plugin] = []
     problems: list[Problem] = []
+    used: dict[str, Distribution] = {}
     for group in (OPERATIONS, ENGINES):
         for entry in entry_points(group=group):
             dist = entry.dist
+            if dist is not None:
+                used.setdefault(_normal(dist.name), dist)
             distribution = dist.name if dist is not None else "an unknown distribution"
             version = dist.version if dist is not None else "0"
             try:
@@ -159,7 +169,11 @@ def _load() -> _Found:
                     _check_engine(target)
             except Exception as error:
                 problem = Problem(entry.name, group, f"{distribution} {version}", _reason(error))
-                log.warning("fileproc_wsgi: %s", problem, exc_info=not isinstance(error, _ContractError))
+                # One line per plugin: `manage.py check` and every process start show it, and
+                # the plugin's own traceback is for its author, at DEBUG.
+                log.warning("fileproc_wsgi: %s", problem)
+                if not isinstance(error, _ContractError):
+                    log.debug("fileproc_wsgi: loading the plugin %r", entry.name, exc_info=True)
                 problems.append(problem)
                 continue
             plugin = Plugin(entry.name, group, distribution, version, target)
@@ -167,7 +181,41 @@ def _load() -> _Found:
                 operations[target.word] = plugin
             else:
                 engines.append(plugin)
+    if used:
+        _warn_installed_twice(used)
     return _Found(MappingProxyType(operations), tuple(engines), tuple(problems))
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _warn_installed_twice(used: Mapping[str, Distribution]) -> None:
+    """Warn about a plugin distribution installed more than once on the path.
+
+    ``pip install --target DIR --upgrade`` leaves the old ``.dist-info`` beside the new
+    one; importlib.metadata then takes the first it lists, which may be the old one, and
+    its version is the one the checksums are salted with.
+    """
+    from importlib.metadata import distributions
+
+    found: dict[str, dict[tuple[str, str], None]] = {}
+    for dist in distributions():
+        key = _normal(dist.metadata["Name"] or "")
+        if key in used:
+            # A folder on the path twice (as '' and by name) is one installation.
+            where = os.path.realpath(dist.locate_file(""))
+            found.setdefault(key, {})[(dist.version, where)] = None
+    for key, dists in found.items():
+        if len(dists) < 2:
+            continue
+        chosen = used[key]
+        each = ", ".join(f"{version} in {where}" for version, where in dists)
+        log.warning(
+            "fileproc_wsgi: the plugin distribution %s is installed %d times (%s); using %s %s, "
+            "the first found: remove the other .dist-info directories",
+            chosen.name, len(dists), each, chosen.name, chosen.version,
+        )  # fmt: skip
 
 
 class _ContractError(Exception):

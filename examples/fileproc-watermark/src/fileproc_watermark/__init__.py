@@ -3,8 +3,10 @@
     photos/a.jpg | fit 800x | watermark logo.png position=south-east opacity=0.5 scale=0.2
 
 lays the logo ``logo.png`` over the picture, ``scale`` times the picture's width
-(0.2 by default), in a corner, on a side or in the centre (``south-east`` by default),
-``opacity`` times as opaque as the logo itself (1 by default).
+(0.2 by default), at one of fileproc-wsgi's gravities (``center``, ``north`` ...
+``southeast``, also written ``south-east``; ``southeast`` by default), ``opacity``
+times as opaque as the logo itself (1 by default). The logo's size is relative to the
+picture's, so the step stays as written for a ``2x`` variant (no ``scaled()``).
 
 The logo is named, never given as a path: a plain file name, looked for first in the
 directory that the environment variable ``FILEPROC_WATERMARK_DIR`` names (the site's
@@ -29,33 +31,15 @@ from typing import ClassVar
 from PIL import Image
 
 from fileproc_wsgi.errors import ProcessingError
-from fileproc_wsgi.operations import PluginOperation
+from fileproc_wsgi.operations import GRAVITIES, PluginOperation
 
 __all__ = ["Watermark"]
 
 DIRECTORY_VARIABLE = "FILEPROC_WATERMARK_DIR"
 _SHIPPED = pathlib.Path(__file__).resolve().parent / "logos"
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
-# Where each position puts the logo, as fractions of the room left around it.
-_ANCHORS = {
-    "north-west": (0.0, 0.0),
-    "north": (0.5, 0.0),
-    "north-east": (1.0, 0.0),
-    "west": (0.0, 0.5),
-    "center": (0.5, 0.5),
-    "east": (1.0, 0.5),
-    "south-west": (0.0, 1.0),
-    "south": (0.5, 1.0),
-    "south-east": (1.0, 1.0),
-}
-# Every spelling a site may write, to its canonical name: the same checksum for both.
-_POSITIONS = {
-    **{name: name for name in _ANCHORS},
-    **{name.replace("-", ""): name for name in _ANCHORS},
-    "centre": "center",
-}
 _MARGIN = 0.02  # of the picture's shorter side, between the logo and the edge
-_DEFAULT_POSITION = "south-east"
+_DEFAULT_POSITION = "southeast"
 _DEFAULT_OPACITY = 1.0
 _DEFAULT_SCALE = 0.2
 _PLACES = 3  # opacity and scale are kept to 0.001, so 0.5 and 0.5000001 are one URL
@@ -82,7 +66,7 @@ class Watermark(PluginOperation):
         if not _NAME.fullmatch(logo) or ".." in logo:
             problem = f"expected a logo's file name like logo.png, without a directory, got {logo!r}"
             raise arguments.fail(problem, 0)
-        position = arguments.choice("position", "position", _POSITIONS, default=_DEFAULT_POSITION)
+        position = arguments.gravity("position", default=_DEFAULT_POSITION)
         opacity = _fraction(arguments, "opacity", _DEFAULT_OPACITY)
         scale = _fraction(arguments, "scale", _DEFAULT_SCALE)
         return cls(logo, position, opacity, scale)
@@ -115,7 +99,7 @@ class Watermark(PluginOperation):
         if self.opacity < 1:
             mark.putalpha(mark.getchannel("A").point(lambda value: round(value * self.opacity)))
         margin = round(min(image.size) * _MARGIN)
-        across, down = _ANCHORS[self.position]
+        across, down = GRAVITIES[self.position]
         left = max(0, round(margin + (image.width - width - 2 * margin) * across))
         top = max(0, round(margin + (image.height - height - 2 * margin) * down))
         layer = image.convert("RGBA")
