@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import pathlib
 import timeit
+from typing import ClassVar
 
 import pytest
 from hypothesis import given, settings
@@ -37,6 +39,7 @@ from fileproc_wsgi.operations import (
     Grayscale,
     Pad,
     Page,
+    PluginOperation,
     Quality,
     Resize,
     Rotate,
@@ -967,6 +970,56 @@ def test_at_density_is_twice_the_size_for_any_source():
     doubled = parse(instructions.at_density(2))
     for size in [(4000, 3000), (640, 640), (601, 401)]:
         assert doubled.predict_size(*size) == tuple(2 * side for side in instructions.predict_size(*size))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Border(PluginOperation):
+    """A plugin step in output pixels, which says how it scales."""
+
+    word: ClassVar[str] = "border"
+    pixels: int
+
+    def canonical_arguments(self) -> tuple[str, ...]:
+        return (str(self.pixels),)
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        return width + 2 * self.pixels, height + 2 * self.pixels
+
+    def scaled(self, factor: float) -> _Border:
+        return _Border(round(self.pixels * factor))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule(_Border):
+    """The same step keeping the default scaled(): unchanged."""
+
+    word: ClassVar[str] = "rule"
+    scaled = PluginOperation.scaled
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        pytest.param((Fit(160, None), _Border(2)), "fit 320x\nborder 4", id="scaled-after-fit"),
+        pytest.param((_Border(2), Fit(160, None)), "border 2\nfit 320x", id="source-pixels-before-fit"),
+        pytest.param((Fit(160, None), _Rule(2)), "fit 320x\nrule 2", id="default-unchanged"),
+    ],
+)
+def test_at_density_scales_a_plugin_step_after_a_resize_as_it_says(steps, expected):
+    instructions = Instructions("a.jpg", steps)
+    assert instructions.at_density(2) == f"source a.jpg\n{expected}"
+    if expected.endswith("border 4"):  # the same picture with twice the pixels
+        doubled = Instructions("a.jpg", (Fit(320, None), _Border(4)))
+        assert doubled.predict_size(400, 300) == (328, 248) == (2 * 164, 2 * 124)
+        assert instructions.predict_size(400, 300) == (164, 124)
+
+
+def test_fill_gravity_takes_the_dashed_spelling_as_the_built_in_name():
+    assert parse("a.jpg | fill 4x4 gravity=South-East").steps == (Fill(4, 4, gravity="southeast"),)
+    canonical = parse("a.jpg | fill 4x4 gravity=north-west").canonical
+    assert canonical == "source a.jpg\nfill 4x4 gravity=northwest"
+    with pytest.raises(InstructionError, match=r"got 'south_east'"):
+        parse("a.jpg | fill 4x4 gravity=south_east")
 
 
 def test_smart_gravity_parses_and_is_listed_in_the_error():
