@@ -444,7 +444,11 @@ def test_a_default_django_cannot_give_is_an_error_naming_the_way_out(tmp_path, s
 CHECK_WITHOUT = """
 import sys
 for name in sys.argv[1:]:
-    sys.modules[name] = None
+    if name == "no-libreoffice":  # a host without the LibreOffice packages
+        from fileproc_wsgi.engines import soffice
+        soffice.find = lambda: None
+    else:
+        sys.modules[name] = None
 from django.core.management import execute_from_command_line
 execute_from_command_line(["manage.py", "check"])
 """
@@ -459,6 +463,16 @@ execute_from_command_line(["manage.py", "check"])
             ("av", "wand"),
             [("W011", "pip install 'fileproc-wsgi[video]'"), ("W012", "pip install 'fileproc-wsgi[wand]'")],
             id="video-and-imagemagick",
+        ),
+        pytest.param(
+            ("pillow_lunasvg", "rawpy", "pillow_jxl", "no-libreoffice"),
+            [
+                ("W018", "pip install 'fileproc-wsgi[svg]'; or silence fileproc_django.W018"),
+                ("W020", "pip install 'fileproc-wsgi[raw]'; or silence fileproc_django.W020"),
+                ("W021", "pip install 'fileproc-wsgi[jxl]'; or silence fileproc_django.W021"),
+                ("W022", "apt-get install --no-install-recommends libreoffice-writer-nogui"),
+            ],
+            id="each-library-its-own-id",
         ),
     ],
 )

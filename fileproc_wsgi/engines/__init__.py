@@ -55,7 +55,7 @@ from PIL import Image
 
 from .. import formats, plugins
 from ..errors import MissingLibraryError, ProcessingError, UnsupportedSourceError
-from .boundary import failure
+from .boundary import failure, reason
 
 log = logging.getLogger(__name__)
 
@@ -324,8 +324,10 @@ def _plugin_available(plugin) -> dict[str, bool]:
     whose ``available()`` raises reports itself unavailable rather than breaking a check."""
     try:
         libraries = dict(plugin.target.available())
-    except Exception:
-        log.warning("fileproc_wsgi: engine plugin %r raised in available()", plugin.name, exc_info=True)
+    except Exception as error:
+        # One line, as for a plugin that fails to load; the traceback is for its author.
+        log.warning("fileproc_wsgi: engine plugin %r raised in available(): %s", plugin.name, reason(error))
+        log.debug("fileproc_wsgi: engine plugin %r in available()", plugin.name, exc_info=True)
         libraries = {"available()": False}
     return {f"plugin:{plugin.name}:{key}": bool(present) for key, present in libraries.items()}
 

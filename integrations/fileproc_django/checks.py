@@ -3,9 +3,12 @@
 Errors stop ``runserver`` and ``migrate``: settings that cannot build a Config. Warnings
 point at what would make images silently disappear or be refused later: a source
 directory that is missing or unreadable (a storage's own directory only once it exists,
-since the storage makes it on the first upload), and engines this installation lacks (each named with the
-pip extra that provides it). Each problem is reported once, with its own id, so a site
-that never shows PDFs can silence ``fileproc_django.W010`` in ``SILENCED_SYSTEM_CHECKS``.
+since the storage makes it on the first upload), libraries this installation lacks (each
+named with the pip extra or system package that provides it), and plugins that could not
+be loaded. Each library has its own id, so a site that never shows PDFs can silence
+``fileproc_django.W010`` in ``SILENCED_SYSTEM_CHECKS`` without hiding a missing
+LibreOffice; plugins have ids of their own (W023 engines, W024 steps), since a broken
+plugin is something to fix, not a kind of source to do without.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
+from fileproc_wsgi import plugins
 from fileproc_wsgi.config import storage_root
 from fileproc_wsgi.errors import SourceNotFoundError
 
@@ -22,7 +26,8 @@ from . import storages
 from .conf import cache_alias_from_settings, config_from_settings
 
 # The check id of each library fileproc_wsgi.engines.missing() can report (its key);
-# a key added there later is reported under W019 until it gets an id of its own.
+# a key added there later is reported under W019 until it gets an id of its own. The ids
+# are documented in docs/django.md and never change meaning: sites silence them by id.
 ENGINE_CHECKS = {
     "pdf": "fileproc_django.W010",
     "video": "fileproc_django.W011",
@@ -32,7 +37,14 @@ ENGINE_CHECKS = {
     "webp": "fileproc_django.W015",
     "avif": "fileproc_django.W016",
     "littlecms": "fileproc_django.W017",
+    "svg": "fileproc_django.W018",
+    "raw": "fileproc_django.W020",
+    "jxl": "fileproc_django.W021",
+    "libreoffice": "fileproc_django.W022",
 }
+OTHER_LIBRARY_CHECK = "fileproc_django.W019"
+ENGINE_PLUGIN_CHECK = "fileproc_django.W023"
+STEP_PLUGIN_CHECK = "fileproc_django.W024"
 _PROBE_NAME = ".fileproc-check"  # a name nobody stores: asking for it costs one lookup
 
 
@@ -125,12 +137,16 @@ def check_storages_answer(app_configs=None, **kwargs) -> list[checks.CheckMessag
 
 def check_engines(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     """Libraries this installation lacks, each with the extra or package that provides it
-    (the engines' own list, so the check and a refused source say the same thing)."""
+    (the engines' own list, so the check and a refused source say the same thing), and
+    plugins that could not be loaded or lack a library of their own."""
     from fileproc_wsgi import engines
 
     messages = []
     for missing in engines.missing():
-        check_id = ENGINE_CHECKS.get(missing.engine, "fileproc_django.W019")
+        if missing.engine.startswith("plugin:"):
+            messages.append(_plugin_message(missing))
+            continue
+        check_id = ENGINE_CHECKS.get(missing.engine, OTHER_LIBRARY_CHECK)
         install = "install what the message names"
         if missing.extra:
             install = f"pip install 'fileproc-wsgi[{missing.extra}]'"
@@ -142,6 +158,33 @@ def check_engines(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             )
         )
     return messages
+
+
+def _plugin_message(missing) -> checks.CheckMessage:
+    """The warning for an engines.missing() entry about a plugin: ``plugin:<name>`` (it
+    could not be loaded) or ``plugin:<name>:<library>`` (an engine plugin lacks it)."""
+    _, name, *library = missing.engine.split(":", 2)
+    problem = None if library else plugins.find_problem(name)
+    if problem is not None:
+        distribution = problem.distribution.rsplit(" ", 1)[0]  # "<name> <version>"
+        if problem.group == plugins.OPERATIONS:
+            return checks.Warning(
+                f"{missing.why}; texts using its step are refused (the block's empty branch)",
+                hint=f"Fix or uninstall {distribution} (pip uninstall {distribution}).",
+                id=STEP_PLUGIN_CHECK,
+            )
+        return checks.Warning(
+            f"{missing.why}; files only it reads are refused",
+            hint=f"Fix or uninstall {distribution} (pip uninstall {distribution}).",
+            id=ENGINE_PLUGIN_CHECK,
+        )
+    plugin = next((found for found in plugins.engines() if found.name == name), None)
+    distribution = plugin.distribution if plugin is not None else f"the distribution of {name!r}"
+    return checks.Warning(
+        f"{missing.why}; files only it reads are refused",
+        hint=f"Install what {distribution} needs (see its documentation), or uninstall {distribution}.",
+        id=ENGINE_PLUGIN_CHECK,
+    )
 
 
 def _config():
