@@ -19,7 +19,10 @@ pays only when a text or a file is wrong anyway. A plugin that cannot be loaded 
 import raises, its word is a built-in step's, it lacks part of the contract) is logged
 (one warning line; its traceback at DEBUG) and listed by :func:`problems`, which
 :func:`fileproc_wsgi.engines.missing` (so ``manage.py check``) reports; the built-ins
-and every other plugin work as before.
+and every other plugin work as before. A plugin distribution found twice on the path (an
+old ``.dist-info`` left beside the new) is logged with the version used. This module
+imports only :mod:`.operations`: the grammar (:mod:`.instructions`) imports it, never the
+other way round.
 """
 
 from __future__ import annotations
