@@ -17,7 +17,10 @@ An engine is a module with:
 - ``probe(handle, found, reference, instructions, config) -> (width, height, has_alpha)``:
   the upright size of what ``decode`` will give (the page, the frame), from headers only,
   refusing what the header already shows to be over a limit; an engine that reads
-  animations adds a fourth item, the :attr:`SourceInfo.frames` a result that animates holds;
+  animations adds a fourth item, the :attr:`SourceInfo.frames` a result that animates holds.
+  It may return None when only its native library can read the header: then
+- ``probe_native(...)``, same arguments and answer, asks that library; :func:`probe` runs it
+  only where a native crash is contained (a worker, or a host that chose no isolation);
 - ``decode(handle, found, reference, instructions, config) -> (image, icc_profile, size)``:
   an upright image in L, LA, RGB or RGBA, decoded no larger than the operations need, and
   ``size``, the upright size ``probe`` gives, worked out by the same code; an animated
@@ -224,11 +227,28 @@ def engine_for(head: bytes, reference: str):
     return found, engine
 
 
-def probe(handle: BinaryIO, reference: str, instructions=None, config=None) -> SourceInfo:
+class NativeProbeNeeded(Exception):
+    """Raised by :func:`probe` with ``native=False`` when only the format's native library
+    can say what the header means (LibRaw's crop tables for a camera raw file; a HEIF
+    layout this package's own box reader does not decide). Not an error: the caller runs
+    the probe where a crash costs nothing but a worker (:meth:`.pool.IsolatedJobs.probe`)."""
+
+    def __init__(self, format: str) -> None:
+        super().__init__(f"reading {formats.a(format)} header needs its native library")
+        self.format = format
+
+
+def probe(
+    handle: BinaryIO, reference: str, instructions=None, config=None, *, native: bool = True
+) -> SourceInfo:
     """Read only the header: format, upright size (of the page or frame asked for) and
-    transparency. With ``config``, refuse what the header shows to be over its limits."""
+    transparency. With ``config``, refuse what the header shows to be over its limits.
+
+    An engine's ``probe`` may return None when its own header reading cannot decide; its
+    ``probe_native`` then asks the library. ``native=False`` (the web process, whose jobs
+    run in workers) raises :class:`NativeProbeNeeded` instead of loading that library."""
     found, engine = _engine(handle, reference, instructions)
-    width, height, alpha, *frames = _with_fallback(
+    read = _with_fallback(
         found,
         engine,
         "read",
@@ -236,6 +256,19 @@ def probe(handle: BinaryIO, reference: str, instructions=None, config=None) -> S
         handle,
         lambda e: e.probe(handle, found, reference, instructions, config),
     )
+    if read is None:
+        if not native:
+            raise NativeProbeNeeded(found)
+        handle.seek(0)
+        read = _with_fallback(
+            found,
+            engine,
+            "read",
+            reference,
+            handle,
+            lambda e: e.probe_native(handle, found, reference, instructions, config),
+        )
+    width, height, alpha, *frames = read
     if width < 1 or height < 1:  # a fuzzed header can say 0x0 and still parse
         raise ProcessingError(
             f"source {reference!r} is {formats.a(found)} whose header gives no picture size"

@@ -42,7 +42,7 @@ from .. import formats
 from ..errors import FileProcError, LimitError, ProcessingError
 from ..operations import reduction_target
 from .boundary import reason
-from .raster import _normalise
+from .raster import normalise
 
 try:
     import pillow_heif
@@ -122,4 +122,4 @@ def decode(handle, found: str, reference: str, instructions, config):
     icc_profile = image.info.get("icc_profile") or None
     if image.mode == "RGBa":  # premultiplied alpha, which no operation expects
         image = image.convert("RGBA")
-    return (*_normalise(image, icc_profile), upright)
+    return (*normalise(image, icc_profile), upright)

@@ -34,7 +34,7 @@ import struct
 from .. import formats
 from ..errors import FileProcError, LimitError, ProcessingError
 from .boundary import reason
-from .raster import _TRANSPOSE, _TRANSPOSED, _normalise
+from .raster import TRANSPOSE, TRANSPOSED, normalise
 
 FORMATS = frozenset({"JXL"})
 _CODESTREAM = b"\xff\x0a"
@@ -192,7 +192,7 @@ def _read_header(handle, reference: str) -> tuple[int, int, int, bool]:
 
 
 def _upright(width: int, height: int, orientation: int) -> tuple[int, int]:
-    return (height, width) if orientation in _TRANSPOSED else (width, height)
+    return (height, width) if orientation in TRANSPOSED else (width, height)
 
 
 def _check(reference: str, width: int, height: int, instructions, config) -> None:
@@ -223,7 +223,7 @@ def decode(handle, found: str, reference: str, instructions, config):
         image = _plugin().JXLImageFile(io.BytesIO(handle.read()))
         image.load()
         if image.jpeg:  # the original JPEG, given back as stored: turn it here
-            turn = _TRANSPOSE.get(orientation)
+            turn = TRANSPOSE.get(orientation)
             if turn is not None:
                 image = image.transpose(turn)
     except (FileProcError, MemoryError):
@@ -240,4 +240,4 @@ def decode(handle, found: str, reference: str, instructions, config):
     icc_profile = image.info.get("icc_profile") or None
     if image.mode == "F":  # floating point samples, 0 to 1
         image = image.point(lambda value: value * 255).convert("L")
-    return (*_normalise(image, icc_profile), upright)
+    return (*normalise(image, icc_profile), upright)

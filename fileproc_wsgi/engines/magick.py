@@ -59,7 +59,7 @@ from PIL import Image, TiffImagePlugin
 
 from .. import formats
 from ..errors import LimitError, ProcessingError, UnsupportedSourceError
-from .raster import _normalise
+from .raster import normalise
 
 try:
     from wand import resource as wand_resource
@@ -153,11 +153,11 @@ def decode(handle, found: str, reference: str, instructions, config):
     del pixels
     if mode == "CMYK":
         # Pillow has no CMYK with alpha: convert the colours (with the profile), then add it back.
-        image, icc_profile = _normalise(image, icc_profile)
+        image, icc_profile = normalise(image, icc_profile)
         if alpha is not None:
             image.putalpha(Image.frombytes("L", size, alpha))
         return image, icc_profile, upright
-    return (*_normalise(image, icc_profile), upright)
+    return (*normalise(image, icc_profile), upright)
 
 
 def _scene(found: str, reference: str, instructions) -> int:

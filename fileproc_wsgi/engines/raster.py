@@ -44,12 +44,12 @@ from .boundary import reason
 log = logging.getLogger(__name__)
 
 FORMATS = {"JPEG", "PNG", "GIF", "WEBP", "AVIF", "TIFF", "BMP", "ICO"}
-_TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 # Animations: every frame has the canvas's size, and reaching one decodes those before it,
 # so a header read never moves to another frame of these.
 _CANVAS_FORMATS = {"GIF", "WEBP", "PNG"}
 # Pillow's own table (ImageOps.exif_transpose), applied to every frame of an animation.
-_TRANSPOSE = {
+TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -156,7 +156,7 @@ def _orientation(image: Image.Image) -> int:
 def _upright(image: Image.Image, orientation: int) -> tuple[int, int]:
     """The size ``image`` has once its orientation is applied, for header and decode alike."""
     width, height = image.size
-    if orientation not in _TRANSPOSED:
+    if orientation not in TRANSPOSED:
         return width, height
     # Pillow's TIFF reader gives the turned size already (and turns the pixels while
     # loading), keeping the stored one as its tile size.
@@ -222,12 +222,12 @@ def decode(handle, found: str, reference: str, instructions, config):
     if found in _CANVAS_FORMATS and image.size != canvas:
         # A GIF frame may reach past the logical screen, and Pillow then grows the image;
         # browsers show an animation clipped to its screen, and the header read promised it.
-        upright = canvas[::-1] if orientation in _TRANSPOSED else canvas
+        upright = canvas[::-1] if orientation in TRANSPOSED else canvas
     config.check_plan(instructions.plan(*upright))
     if found == "JPEG":
         target = reduction_target(instructions.operations, *upright)
         if target and target[0] < upright[0]:
-            if orientation in _TRANSPOSED:
+            if orientation in TRANSPOSED:
                 target = target[::-1]
             image.draft(None, target)
 
@@ -244,7 +244,7 @@ def decode(handle, found: str, reference: str, instructions, config):
             f"({reason(error, handle)})"
         ) from None
     icc_profile = image.info.get("icc_profile")
-    image, icc_profile = _normalise(image, icc_profile)
+    image, icc_profile = normalise(image, icc_profile)
     if frames == 1:
         return image, icc_profile, upright
     animation = Animation(
@@ -288,7 +288,7 @@ def _later_frames(
     subject = f"source {reference!r}"
     if declared is not None:
         config.check_animation(subject, declared, *canvas)
-    turn = _TRANSPOSE.get(orientation)
+    turn = TRANSPOSE.get(orientation)
     index = 1
     while True:
         try:
@@ -308,14 +308,14 @@ def _later_frames(
         frame = source if source.size == canvas else source.crop((0, 0, *canvas))
         if turn is not None:
             frame = frame.transpose(turn)
-        frame, _ = _normalise(frame, None)
+        frame, _ = normalise(frame, None)
         if frame is source:
             frame = frame.copy()  # the next seek reuses the source's pixels
         yield frame, _duration(source)
         index += 1
 
 
-def _normalise(image: Image.Image, icc_profile: bytes | None) -> tuple[Image.Image, bytes | None]:
+def normalise(image: Image.Image, icc_profile: bytes | None) -> tuple[Image.Image, bytes | None]:
     """One of L, LA, RGB, RGBA, so that every operation meets a mode it knows, with any
     ``transparency`` key turned into an alpha channel and dropped."""
     mode = image.mode

@@ -30,7 +30,7 @@ from .. import formats
 from ..errors import FileProcError, LimitError, ProcessingError
 from ..operations import reduction_target
 from .boundary import reason
-from .raster import _normalise
+from .raster import normalise
 
 try:
     import rawpy
@@ -110,7 +110,7 @@ def decode(handle, found: str, reference: str, instructions, config):
             raise ProcessingError(
                 f"source {reference!r} is {what} that could not be decoded ({_reason(error)})"
             ) from None
-    return (*_normalise(image, icc_profile), upright)
+    return (*normalise(image, icc_profile), upright)
 
 
 def _preview(raw, upright: tuple[int, int], target: tuple[int, int], config) -> Image.Image | None:
