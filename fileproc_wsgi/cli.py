@@ -1,11 +1,16 @@
-"""The ``fileproc`` command: demo, serve, register, show, retry, warm, gc, stats and purge.
+"""The ``fileproc`` command: demo, serve, check, register, show, retry, warm, gc, stats and purge.
 
 Settings come from ``FILEPROC_*`` environment variables (see the README), the same
 names as the :class:`~fileproc_wsgi.config.Config` fields, and from a TOML file given
 by ``--config FILE`` or ``FILEPROC_CONFIG`` (:mod:`fileproc_wsgi.settings_file`), whose
 relative paths are its own directory's. Commands that read what a site registered
-(everything but ``migrate``, ``serve`` and ``demo``) never make a store: pointed where
-none exists, they say where they looked and exit with status 2.
+(everything but ``migrate``, ``serve``, ``check`` and ``demo``) never make a store:
+pointed where none exists, they say where they looked and exit with status 2.
+
+``check`` is ``manage.py check``'s engine check for sites outside Django: every library
+and plugin this installation lacks, with what to install. ``serve`` runs it once at start
+in a child process (it imports every engine, which the web process otherwise never does)
+and logs each line as a warning.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import logging
 import math
 import os
+import subprocess
 import sys
 
 from .config import Config
@@ -43,6 +49,11 @@ def main(argv: list[str] | None = None, *, config: Config | None = None, prog: s
 
     serve = commands.add_parser("serve", help="run the standalone processing server")
     _server_options(serve)
+
+    check = commands.add_parser(
+        "check", help="list the libraries and plugins this installation lacks (exit status 1 if any)"
+    )
+    check.add_argument("--quiet", action="store_true", help="print nothing; answer with the exit status")
 
     register = commands.add_parser("register", help="register instructions and print their representation")
     register.add_argument("text", help="instructions, e.g. 'photos/a.jpg | fit 400x300'")
@@ -134,7 +145,62 @@ def _demo(arguments: argparse.Namespace) -> int:
 def _serve_command(arguments: argparse.Namespace) -> int:
     from .middleware import FileProcessor
 
-    return _serve(FileProcessor(None, _config(arguments)), arguments, "processing server")
+    application = FileProcessor(None, _config(arguments))
+    _log_missing()
+    return _serve(application, arguments, "processing server")
+
+
+def _check(arguments: argparse.Namespace) -> int:
+    lines = _missing_lines()
+    if not arguments.quiet:
+        for line in lines:
+            print(line)
+        if not lines:
+            print("fileproc: every library and plugin that fileproc_wsgi can use is installed")
+    return 1 if lines else 0
+
+
+def _missing_lines() -> list[str]:
+    """One line for each library or plugin this installation lacks, with its advice."""
+    from . import engines, plugins
+
+    # The plugins' own load warnings would repeat the lines printed here.
+    logging.getLogger(plugins.__name__).setLevel(logging.ERROR)
+    logging.getLogger(engines.__name__).setLevel(logging.ERROR)
+    lines = []
+    for missing in engines.missing():
+        line = f"missing {missing.engine}: {missing.why}"
+        if missing.extra:
+            line += f": pip install 'fileproc-wsgi[{missing.extra}]'"
+        kind, _, name = missing.engine.partition(":")
+        problem = plugins.find_problem(name) if kind == "plugin" and ":" not in name else None
+        if problem is not None:
+            line += f"; fix or uninstall {problem.distribution.rsplit(' ', 1)[0]}"
+        lines.append(line)
+    return lines
+
+
+def _log_missing() -> None:
+    """Log what ``fileproc check`` finds, once, one warning a line: run in a child process
+    so the server never imports the engines it will not use (jobs run in workers)."""
+    log = logging.getLogger("fileproc_wsgi.cli")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "fileproc_wsgi.cli", "check"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        log.warning("fileproc check could not be run to list missing libraries: %s", error)
+        return
+    if done.returncode not in (0, 1):  # the check itself broke: an engine that cannot even be imported
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        log.warning("fileproc check failed, so missing libraries are not listed: %s", last)
+    for line in done.stdout.splitlines():
+        if line.startswith("missing "):
+            log.warning("%s", line)
 
 
 def _register(arguments: argparse.Namespace) -> int:
@@ -379,6 +445,7 @@ def _migrate(arguments: argparse.Namespace) -> int:
 _COMMANDS = {
     "demo": _demo,
     "serve": _serve_command,
+    "check": _check,
     "register": _register,
     "show": _show,
     "retry": _retry,

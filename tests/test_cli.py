@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import selectors
 import subprocess
 import sys
+import time
 
 import pytest
 from webob import Request
@@ -409,3 +411,59 @@ def test_a_hosted_command_refuses_a_settings_file_as_an_unknown_option(capsys, t
         main(["stats", "--config", "site.toml"], config=config, prog="flask fileproc")
     assert refused.value.code == 2
     assert "unrecognized arguments: --config site.toml" in capsys.readouterr().err
+
+
+@pytest.fixture
+def without_pdfium(env, tmp_path) -> dict[str, str]:
+    """``env`` on a host built without the pdf extra: pypdfium2 shadowed by a package that
+    fails to import as an absent one does (child processes inherit it)."""
+    shadow = tmp_path / "shadow" / "pypdfium2"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'pypdfium2'\")\n")
+    paths = [str(shadow.parent), *filter(None, [env.get("PYTHONPATH")])]
+    return {**env, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def test_check_says_nothing_is_missing_and_exits_0(env):
+    done = fileproc(env, "check")
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert done.stdout == "fileproc: every library and plugin that fileproc_wsgi can use is installed\n"
+
+
+def test_check_names_each_missing_library_with_what_to_install_and_exits_1(without_pdfium):
+    done = fileproc(without_pdfium, "check")
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == "missing pdf: PDF sources need pypdfium2: pip install 'fileproc-wsgi[pdf]'\n"
+    quiet = fileproc(without_pdfium, "check", "--quiet")
+    assert (quiet.returncode, quiet.stdout) == (1, "")
+
+
+def test_serve_logs_what_is_missing_once_at_start(without_pdfium):
+    from support import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [*FILEPROC, "serve", "--port", str(port)],
+        env=without_pdfium,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    try:
+        deadline = time.monotonic() + 60
+        with selectors.DefaultSelector() as selector:
+            selector.register(server.stderr, selectors.EVENT_READ)
+            while time.monotonic() < deadline and not any("Serving on" in line for line in lines):
+                if selector.select(timeout=1):
+                    line = server.stderr.readline()
+                    if not line:
+                        break
+                    lines.append(line)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        server.stderr.close()
+    warned = [line.split(" WARNING ", 1)[1].rstrip() for line in lines if " WARNING " in line]
+    assert warned == ["missing pdf: PDF sources need pypdfium2: pip install 'fileproc-wsgi[pdf]'"], lines

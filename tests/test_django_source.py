@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from django_support import images, jpeg, photo, render, settings_for, site
+from django_support import decode, fetch, images, jpeg, photo, render, settings_for, site, wrapped
 from fileproc_wsgi import InstructionError
 
 BLOCK = "{% fileprocessor source=SOURCE %}fit 100x100{% empty %}<i>no photo</i>{% endfileprocessor %}"
@@ -330,10 +330,49 @@ def test_every_block_in_the_django_page_renders_with_debug(tmp_path, source):
         item = photo("holiday.jpg", (1200, 800), title="Hills & sun")
         item.slug = "holiday"
         user = {"username": "ada", "profile": {"avatar": photo(name="").image}}
-        html = render(source, {"photo": item, "user": user})
+        document = _document("logo.svg", _SVG)
+        html = render(source, {"photo": item, "user": user, "document": document})
     if " as " in source:
         assert html == ""
     elif "user.profile.avatar" in source:
         assert html.strip() == '<span class="initials">A</span>'
     else:
         assert images(html), html
+
+
+_SVG = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100">'
+    b'<rect width="200" height="100" fill="#0000ff"/></svg>'
+)
+
+
+def _document(name: str, data: bytes):
+    """A Document (not saved in any database) whose FileField is saved through its storage."""
+    from django.core.files.base import ContentFile
+
+    from django_photos.models import Document
+
+    document = Document()
+    document.file.save(name, ContentFile(data), save=False)
+    return document
+
+
+def test_an_svg_in_a_file_field_is_drawn_where_an_image_field_would_refuse_its_upload(tmp_path, filesystem):
+    """docs/django.md: keep SVGs (and office documents) in a FileField; source= takes it."""
+    from django import forms
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    # What a site meets first: Django's ImageField validates an upload with Pillow.
+    with pytest.raises(forms.ValidationError):
+        forms.ImageField().clean(SimpleUploadedFile("logo.svg", _SVG, "image/svg+xml"))
+    assert forms.FileField().clean(SimpleUploadedFile("logo.svg", _SVG, "image/svg+xml"))
+
+    with site(tmp_path, filesystem, debug=True):
+        html = render(block("item.file"), {"item": _document("logo.svg", _SVG)})
+        [(url, width, height)] = images(html)
+        assert (width, height) == (100, 50)
+        status, response = fetch(wrapped(), url)
+    assert (status, response.status_int) == (301, 200)
+    image = decode(response.body)
+    assert image.size == (100, 50)
+    assert image.convert("RGB").getpixel((50, 25)) == (0, 0, 255)
