@@ -95,8 +95,9 @@ class Config:
     worker_max_jobs: int = 1000
     # Office documents (fileproc_wsgi.engines.office): the PDFs LibreOffice made, kept per
     # source content on each processing host so that page 2 does not convert again (oldest
-    # evicted past 1 GiB). Under ./.fileproc/ like the other defaults.
+    # evicted past document_cache_bytes). Under ./.fileproc/ like the other defaults.
     document_cache: str = ""
+    document_cache_bytes: int = 1024 * 1024 * 1024
 
     def __post_init__(self) -> None:
         prefix = "/" + self.prefix.strip("/")
@@ -185,6 +186,7 @@ class Config:
             "max_animation_pixels",
             "max_concurrent_jobs",
             "max_register_bytes",
+            "document_cache_bytes",
             "max_redirects",
             "worker_max_jobs",
         ):
