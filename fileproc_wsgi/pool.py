@@ -42,6 +42,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import pickle
@@ -83,6 +84,9 @@ _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIGS_KEPT = 8  # configurations a worker keeps parsed (a test suite makes hundreds)
 _HANDOFF_ATTEMPTS = 3  # workers tried for one job when each left before taking it
 _START_SECONDS = 60.0  # a worker's imports take about 0.7 s; a machine may be very busy
+# A header read in a worker (LibRaw opening a camera file: milliseconds) holds up a page
+# render: one that takes longer is refused rather than waited for.
+PROBE_SECONDS = 10.0
 
 
 class WorkerLostError(UnavailableError):
@@ -119,6 +123,13 @@ class IsolatedJobs:
         resolves the reference itself."""
         return shared_pool().run(self._blob, self.config, text, output_format, deadline, source_path)
 
+    def probe(self, text: str, source_path: str, seconds: float = PROBE_SECONDS) -> tuple:
+        """:func:`.engines.probe` of the source of ``text`` (read from ``source_path``)
+        with its native library, in a worker: ``(format, width, height, has_alpha,
+        frames, engine)``. Raises the probe's refusal, :class:`TimeLimitError` past
+        ``seconds``, or :class:`ProcessingError` when the library crashed the worker."""
+        return shared_pool().probe(self._blob, self.config, text, source_path, seconds)
+
 
 @dataclasses.dataclass(eq=False)
 class _Worker:
@@ -150,31 +161,32 @@ class WorkerPool:
     ) -> tuple[bytes, int, int]:
         """Run one job in a worker; see :meth:`IsolatedJobs.run`."""
         seconds = deadline - time.monotonic()
+        request = ("job", blob, text, output_format, source_path, seconds)
+        return self._request(request, config, seconds, text, functools.partial(_time_limit, config))
+
+    def probe(self, blob: bytes, config: Config, text: str, source_path: str, seconds: float) -> tuple:
+        """Read a header in a worker; see :meth:`IsolatedJobs.probe`."""
+        request = ("probe", blob, text, None, source_path, seconds)
+        return self._request(request, config, seconds, text, functools.partial(_probe_time_limit, seconds))
+
+    def _request(self, request: tuple, config: Config, seconds: float, text: str, expired):
+        """Send ``request`` to a worker and return what it made; ``expired(what)`` is the
+        TimeLimitError for a request that ran past ``seconds``."""
         for _ in range(_HANDOFF_ATTEMPTS):
             if seconds <= 0:
-                raise _time_limit(config, "before a worker took the job")
+                raise expired("before a worker took it")
             worker = self._acquire()
             if not worker.ready:
                 self._wait_until_ready(worker)
             # A worker's start (its imports) is not the job's time: the clock starts now.
             deadline = time.monotonic() + seconds
-            job = pickle.dumps(
-                (
-                    blob,
-                    text,
-                    output_format,
-                    source_path,
-                    seconds,
-                    config.max_job_memory,
-                    config.worker_max_jobs,
-                )
-            )
+            job = pickle.dumps((*request, config.max_job_memory, config.worker_max_jobs))
             try:
                 worker.connection.send_bytes(job)
             except OSError:  # it left (idle, or killed while idle) before the job reached it
                 self._discard(worker)
                 continue
-            reply = self._answer(worker, deadline, config)
+            reply = self._answer(worker, deadline, expired)
             if reply is None:  # it said goodbye (idle) as the job arrived: nobody ran the job
                 self._discard(worker)
                 continue
@@ -206,14 +218,14 @@ class WorkerPool:
         log.error("fileproc_wsgi: a worker process did not start (exit status %s)", worker.process.returncode)
         raise WorkerLostError("no worker process could be started; ask again shortly")
 
-    def _answer(self, worker: _Worker, deadline: float, config: Config) -> tuple | None:
+    def _answer(self, worker: _Worker, deadline: float, expired) -> tuple | None:
         """The worker's reply, or None for its goodbye; kills it at the deadline."""
         connection = worker.connection
         try:
             if not connection.poll(max(0.0, deadline - time.monotonic())):
                 self._kill(worker)
                 self._spare()
-                raise _time_limit(config, "the worker was stopped")
+                raise expired("the worker was stopped")
             reply = pickle.loads(connection.recv_bytes())
         except (EOFError, OSError):
             raise self._death(worker) from None
@@ -368,6 +380,10 @@ def _time_limit(config: Config, what: str) -> TimeLimitError:
     )
 
 
+def _probe_time_limit(seconds: float, what: str) -> TimeLimitError:
+    return TimeLimitError(f"reading the source's header took longer than {seconds:g} s ({what})")
+
+
 def _has_fileno(stream) -> bool:
     try:
         stream.fileno()
@@ -451,7 +467,7 @@ def serve(fd: int) -> None:
             if not connection.poll(IDLE_SECONDS):
                 connection.send_bytes(pickle.dumps(("retired", None, True)))
                 return
-            blob, text, output_format, source_path, seconds, memory, max_jobs = pickle.loads(
+            kind, blob, text, output_format, source_path, seconds, memory, max_jobs = pickle.loads(
                 connection.recv_bytes()
             )
         except (EOFError, OSError):  # the web process has gone or closed the pool
@@ -478,8 +494,13 @@ def serve(fd: int) -> None:
                 if source_path is None
                 else LocalSource(instructions.source, source_path)
             )
-            result = produce(instructions, source, output_format, config, deadline=deadline)
-            reply = ("done", (result.data, result.width, result.height), retiring)
+            if kind == "probe":
+                with source.open(config.max_source_bytes) as handle:
+                    info = engines.probe(handle, source.reference, instructions, config)
+                reply = ("done", dataclasses.astuple(info), retiring)
+            else:
+                result = produce(instructions, source, output_format, config, deadline=deadline)
+                reply = ("done", (result.data, result.width, result.height), retiring)
         except FileProcError as error:
             reply = ("refused", describe(error), retiring)
         except MemoryError:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -31,9 +33,10 @@ from . import engines
 from .cache import Generation, SharedCache
 from .config import Config
 from .encode import ANIMATED_FORMATS, CONTENT_TYPES, EXTENSIONS, choose_format
-from .errors import UnavailableError
+from .errors import FileProcError, UnavailableError
 from .instructions import PROCESSING_VERSION, Instructions, checksum, parse
 from .operations import Background
+from .pool import IsolatedJobs
 from .representation import Representation
 from .sources import LocalSource, Sources
 from .store import InstructionStore
@@ -97,6 +100,9 @@ class Registrar:
         self._remote_check_interval = self.config.remote_source_check_interval
         self._lru: OrderedDict[str, _Entry] = OrderedDict()
         self._versions: dict[str, tuple[str, float]] = {}  # reference: (version, when asked)
+        # Headers read in a worker, or its refusal: (reference, version, page) -> either.
+        self._native_probes: dict[tuple, engines.SourceInfo | FileProcError] = {}
+        self._isolated: IsolatedJobs | None = None
         self._lock = threading.Lock()
         # purge and gc --delete remove rows and results: forget every registration then.
         self._generation = Generation(self.store, self._check_interval, self._forget)
@@ -195,7 +201,7 @@ class Registrar:
         # depends on the text (its page or frame; a PDF page's render size on its
         # operations). Every limit the header already decides is checked here, so that no
         # page ever points at a result that is sure to be refused when first asked for.
-        info = engines.probe(handle, source.reference, instructions, self.config)
+        info = self._probe(handle, source, version, instructions)
         flattened = any(isinstance(step, Background) for step in instructions.steps)
         output = choose_format(info.format, info.has_alpha and not flattened, instructions.output)
         plan = instructions.plan(info.width, info.height)
@@ -219,6 +225,49 @@ class Registrar:
         }
         representation = self._representation(checksum, output, width, height)
         return _Cold(text, _Entry(source, version, representation), row, key)
+
+    def _probe(
+        self, handle: BinaryIO, source, version: str, instructions: Instructions
+    ) -> engines.SourceInfo:
+        """The source's header, read here when that needs no native library (or jobs are
+        not isolated); otherwise by the library in a worker, once per source version and
+        page, so that a file that crashes LibRaw costs a worker and never this process."""
+        try:
+            return engines.probe(
+                handle, source.reference, instructions, self.config, native=not self.config.isolate_jobs
+            )
+        except engines.NativeProbeNeeded:
+            pass
+        key = (source.reference, version, instructions.page)
+        found = self._native_probes.get(key)
+        if found is None:
+            try:
+                found = self._probe_in_worker(handle, source, instructions)
+            except UnavailableError:
+                raise  # a worker lost to the surroundings says nothing about the file
+            except FileProcError as error:
+                found = error  # a refusal is a fact about this version: asked once
+            with self._lock:
+                if len(self._native_probes) >= self.config.cache_size:
+                    self._native_probes.clear()
+                self._native_probes[key] = found
+        if isinstance(found, FileProcError):
+            raise found
+        return found
+
+    def _probe_in_worker(self, handle: BinaryIO, source, instructions: Instructions) -> engines.SourceInfo:
+        if self._isolated is None:
+            self._isolated = IsolatedJobs(self.config)
+        text = instructions.canonical
+        if isinstance(source, LocalSource):
+            return engines.SourceInfo(*self._isolated.probe(text, source.path))
+        # A storage's or a server's file: the bytes already read (bounded by
+        # max_source_bytes), spooled once to a private file the worker reads.
+        with tempfile.NamedTemporaryFile(prefix="fileproc-probe-") as spooled:
+            handle.seek(0)
+            shutil.copyfileobj(handle, spooled)
+            spooled.flush()
+            return engines.SourceInfo(*self._isolated.probe(text, spooled.name))
 
     def _version(self, source, now: float, *, fresh: bool = False) -> str:
         """The source's version, asked at most once per check interval for all the

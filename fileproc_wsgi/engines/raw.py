@@ -11,31 +11,40 @@ mosaic, four times less work) whenever half is still large enough.
 
 **Size and orientation.** The picture's size is LibRaw's output size, with width and height
 swapped when its ``flip`` turns it a quarter; that is the size registration promises, read
-by opening the file (LibRaw parses the metadata; nothing is unpacked or demosaiced). Both
+by opening the file (LibRaw parses the metadata; nothing is unpacked or demosaiced). No
+header parse of ours could match it (LibRaw crops by per-camera tables), so :func:`probe`
+defers to :func:`probe_native`, which the registrar runs in a worker process: LibRaw, native
+code fed with strangers' files, is never loaded in the web process, and a file that crashes
+it costs a worker, not the site. rawpy is imported only inside what runs there. Both
 paths turn the picture by the same ``flip``: LibRaw's demosaic applies it, and the preview,
 stored as the sensor lies, is turned here; an EXIF orientation inside the preview is
 ignored, since the flip already says it.
 
 **Colour.** LibRaw's output is sRGB, so no profile travels with it; a preview carries the
-profile embedded in it, if any. ``page`` is refused beyond 1: a raw file is one picture.
+profile embedded in it, if any. A preview that does not decode (a camera's bug, or a file
+edited by a tool that left a stale pointer) is passed over for the mosaic. ``page`` is
+refused beyond 1: a raw file is one picture.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
+import importlib.util
 import io
+import logging
+from collections.abc import Iterator
 
 from PIL import Image
 
 from .. import formats
-from ..errors import FileProcError, LimitError, ProcessingError
+from ..errors import FileProcError, ProcessingError
 from ..operations import reduction_target
-from .boundary import reason
+from .boundary import failure, reason
 from .raster import normalise
 
-try:
-    import rawpy
-except ImportError:  # reported by available(), and a raw source is refused naming the extra
-    rawpy = None
+log = logging.getLogger(__name__)
 
 FORMATS = frozenset({"DNG", "CR2", "CR3", "NEF", "ARW", "RAF", "ORF", "RW2", "PEF"})
 # LibRaw's flip: 3 half a turn, 5 a quarter anticlockwise, 6 a quarter clockwise.
@@ -44,25 +53,37 @@ _ASPECT_TOLERANCE = 0.01  # a preview cropped to other proportions is not the pi
 
 
 def available() -> dict[str, bool]:
-    return {"raw": rawpy is not None}
+    # Found without importing it: the web process never loads LibRaw.
+    try:
+        return {"raw": importlib.util.find_spec("rawpy") is not None}
+    except (ImportError, ValueError):  # ValueError: sys.modules holds None for it
+        return {"raw": False}
+
+
+@functools.cache
+def _rawpy():
+    return importlib.import_module("rawpy")
+
+
+@contextlib.contextmanager
+def _libraw_messages() -> Iterator[None]:
+    """LibRaw's messages arrive as bytes (b'Unsupported file format or not RAW file'):
+    made text, so the boundary shows them as any other reason."""
+    try:
+        yield
+    except FileProcError:
+        raise
+    except Exception as error:
+        if error.args and isinstance(error.args[0], bytes):
+            raise ValueError(error.args[0].decode("utf-8", "replace")) from None
+        raise
 
 
 def _open(handle, found: str, reference: str):
-    try:
-        return rawpy.imread(io.BytesIO(handle.read()))
-    except MemoryError:
-        raise  # the boundary names the memory limit
-    except Exception as error:  # LibRawFileUnsupportedError, LibRawIOError ...
-        raise ProcessingError(
-            f"source {reference!r} is not a readable {formats.display_name(found)} file ({_reason(error)})"
-        ) from None
-
-
-def _reason(error: Exception) -> str:
-    # LibRaw's messages arrive as bytes: b'Unsupported file format or not RAW file'.
-    if error.args and isinstance(error.args[0], bytes):
-        return reason(ValueError(error.args[0].decode("utf-8", "replace")))
-    return reason(error)
+    rawpy = _rawpy()
+    with failure(f"source {reference!r} is not a readable {formats.display_name(found)} file"):
+        with _libraw_messages():
+            return rawpy.imread(io.BytesIO(handle.read()))
 
 
 def _upright(raw) -> tuple[int, int]:
@@ -77,15 +98,17 @@ def _check(found: str, raw, reference: str, instructions, config) -> tuple[int, 
             f"page {page}: {reference!r} is {formats.a(found, 'file')}, which has one page, its picture"
         )
     width, height = _upright(raw)
-    if config is not None and width * height > config.max_source_pixels:
-        raise LimitError(
-            f"source {reference!r} has {width}x{height} = {width * height} pixels, "
-            f"more than max_source_pixels={config.max_source_pixels}"
-        )
+    if config is not None:
+        config.check_source_pixels(f"source {reference!r}", width, height)
     return width, height
 
 
-def probe(handle, found: str, reference: str, instructions=None, config=None) -> tuple[int, int, bool]:
+def probe(handle, found: str, reference: str, instructions=None, config=None) -> None:
+    """None: only LibRaw knows the size (:func:`probe_native`, run in a worker)."""
+    return None
+
+
+def probe_native(handle, found: str, reference: str, instructions=None, config=None) -> tuple[int, int, bool]:
     with _open(handle, found, reference) as raw:
         width, height = _check(found, raw, reference, instructions, config)
     return width, height, False
@@ -98,34 +121,37 @@ def decode(handle, found: str, reference: str, instructions, config):
         target = reduction_target(instructions.operations, *upright) or upright
         if (target[0] > target[1]) != (upright[0] > upright[1]):
             target = target[::-1]  # a quarter turn among the steps: the picture's own sides
-        try:
-            image = _preview(raw, upright, target, config)
-            icc_profile = image.info.get("icc_profile") if image is not None else None
-            if image is None:
-                image, icc_profile = _demosaic(raw, upright, target), None
-        except Exception as error:
-            if isinstance(error, (FileProcError, MemoryError)):
-                raise  # the boundary names the memory limit
-            what = formats.a(found, "file")
-            raise ProcessingError(
-                f"source {reference!r} is {what} that could not be decoded ({_reason(error)})"
-            ) from None
+        image = _preview(raw, upright, target, config, reference)
+        icc_profile = image.info.get("icc_profile") if image is not None else None
+        if image is None:
+            with failure(f"source {reference!r} is {formats.a(found, 'file')} that could not be decoded"):
+                with _libraw_messages():
+                    image, icc_profile = _demosaic(raw, upright, target), None
     return (*normalise(image, icc_profile), upright)
 
 
-def _preview(raw, upright: tuple[int, int], target: tuple[int, int], config) -> Image.Image | None:
-    """The camera's preview, turned upright, when it is large enough and the whole picture."""
+def _preview(
+    raw, upright: tuple[int, int], target: tuple[int, int], config, reference: str
+) -> Image.Image | None:
+    """The camera's preview, turned upright, when it is large enough and the whole
+    picture; None otherwise, and when it does not decode: the mosaic is still there."""
+    rawpy = _rawpy()
     try:
         thumb = raw.extract_thumb()
+        if thumb.format == rawpy.ThumbFormat.JPEG:
+            image = Image.open(io.BytesIO(thumb.data), formats=["JPEG"])
+            if image.width * image.height > config.max_source_pixels:
+                return None
+            image.load()
+        else:
+            image = Image.fromarray(thumb.data)
     except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
         return None
-    if thumb.format == rawpy.ThumbFormat.JPEG:
-        image = Image.open(io.BytesIO(thumb.data), formats=["JPEG"])
-        if image.width * image.height > config.max_source_pixels:
-            return None
-        image.load()
-    else:
-        image = Image.fromarray(thumb.data)
+    except MemoryError:
+        raise  # the boundary names the memory limit
+    except Exception as error:
+        log.info("fileproc_wsgi: %r: its preview does not decode (%s)", reference, reason(error))
+        return None
     turn = _TURNS.get(raw.sizes.flip)
     if turn is not None:
         image = image.transpose(turn)
