@@ -293,7 +293,7 @@ def produce(
         deadline = time.monotonic() + config.max_processing_seconds
     config.check_page(instructions.page)
     with source.open(config.max_source_bytes) as handle:
-        decoded = engines.decode(handle, source.reference, instructions, config)
+        decoded = engines.decode(handle, source.reference, instructions, config, deadline=deadline)
         _check_time(deadline, "decoding", config)
         plan = instructions.plan(*decoded.size)
         config.check_plan(plan)

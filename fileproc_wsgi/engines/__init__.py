@@ -25,6 +25,8 @@ An engine is a module with:
   an upright image in L, LA, RGB or RGBA, decoded no larger than the operations need, and
   ``size``, the upright size ``probe`` gives, worked out by the same code; an animated
   source adds a fourth item, its :class:`Animation` (the first frame is ``image``).
+  An engine whose ``decode`` takes a keyword ``deadline`` is given the job's (a
+  :func:`time.monotonic` time), to stop a program it runs (LibreOffice) in time.
 
 They raise :class:`UnsupportedSourceError`, :class:`ProcessingError` or
 :class:`LimitError`, all naming the source. Whatever else a library raises (a decoder
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import logging
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, NamedTuple
@@ -121,6 +124,14 @@ _NEEDED_BY = {
         "Office documents need LibreOffice (Debian/Ubuntu: apt-get install --no-install-recommends "
         "libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui; "
         "macOS: brew install --cask libreoffice)",
+    ),
+    "libreoffice:network": (
+        None,
+        "Office documents are converted without a network namespace of their own: `unshare -rn` "
+        "(util-linux) is missing or this kernel blocks user namespaces (kernel.unprivileged_userns_clone, "
+        "user.max_user_namespaces), so only LibreOffice's profile settings (links from untrusted "
+        "places blocked, links never updated) keep a document from fetching what it links to; "
+        "allow user namespaces for the server's user, or convert only documents you trust",
     ),
 }
 _NO_MAGICKWAND = (
@@ -221,7 +232,7 @@ def engine_for(head: bytes, reference: str):
     lacking = _lacking(name, engine, found)
     if lacking is not None:
         raise MissingLibraryError(
-            f"source {reference!r} is {formats.a(found)}, and this server lacks the library to read it: "
+            f"source {reference!r} is {_a(found)}, and this server lacks the library to read it: "
             + advice(lacking)
         )
     return found, engine
@@ -276,17 +287,19 @@ def probe(
     return SourceInfo(found, width, height, alpha, *frames, engine=_plugin_identity(engine))
 
 
-def decode(handle: BinaryIO, reference: str, instructions, config) -> Decoded:
-    """Decode the image the instructions ask for, within the configured limits."""
+def decode(
+    handle: BinaryIO, reference: str, instructions, config, *, deadline: float | None = None
+) -> Decoded:
+    """Decode the image the instructions ask for, within the configured limits (and by
+    ``deadline``, for an engine that takes it)."""
     found, engine = _engine(handle, reference, instructions)
-    image, icc_profile, size, *animation = _with_fallback(
-        found,
-        engine,
-        "decoded",
-        reference,
-        handle,
-        lambda e: e.decode(handle, found, reference, instructions, config),
-    )
+
+    def call(e):
+        if deadline is not None and "deadline" in inspect.signature(e.decode).parameters:
+            return e.decode(handle, found, reference, instructions, config, deadline=deadline)
+        return e.decode(handle, found, reference, instructions, config)
+
+    image, icc_profile, size, *animation = _with_fallback(found, engine, "decoded", reference, handle, call)
     return Decoded(image, icc_profile, size, *animation)
 
 
@@ -323,6 +336,15 @@ def advice(key: str) -> str:
     """The sentence a refusal ends with: what needs the library and how to install it."""
     found = _missing(key)
     return found.why if found.extra is None else f"{found.why}: {_EXTRA_HINT.format(found.extra)}"
+
+
+def _a(found: str) -> str:
+    """The format with its article, an office format as a document: ``'an ODT document'``;
+    a ZIP or OLE2 file the office engine reads is ``'an office document'`` (which kind
+    only its directory says, not the head this is told from)."""
+    if ENGINE_OF.get(found) == "office":
+        return "an office document" if found in ("ZIP", "OLE2") else formats.a(found, "document")
+    return formats.a(found)
 
 
 def _load(name: str):
@@ -399,7 +421,10 @@ def _check_steps_apply(found: str, engine, reference: str, instructions) -> None
         return
     video = ENGINE_OF.get(found) == "video"
     if instructions.frame is not None and not video:
-        what = "a PDF document" if found == "PDF" else formats.a(found, "image")
+        if found == "PDF":
+            what = "a PDF document"
+        else:
+            what = _a(found) if ENGINE_OF.get(found) == "office" else formats.a(found, "image")
         raise ProcessingError(f"frame applies to video sources; {reference!r} is {what}")
     if instructions.page is not None and video:
         raise ProcessingError(
@@ -408,7 +433,7 @@ def _check_steps_apply(found: str, engine, reference: str, instructions) -> None
 
 
 def _with_fallback(found: str, engine, stage: str, reference: str, handle: BinaryIO, call):
-    message = f"source {reference!r} is {formats.a(found)} that could not be {stage}"
+    message = f"source {reference!r} is {_a(found)} that could not be {stage}"
     try:
         with failure(message, handle):
             return call(engine)
