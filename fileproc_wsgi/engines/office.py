@@ -36,9 +36,10 @@ from typing import BinaryIO
 
 from PIL import Image
 
+from .. import formats
 from ..errors import LimitError, MissingLibraryError, ProcessingError, UnsupportedSourceError
 from . import pdf, safexml, soffice
-from .vector import natural_size
+from .vector import natural_size, render_size
 
 FORMATS = frozenset({"ZIP", "ODT", "ODS", "ODP", "OLE2", "RTF"})
 # The most of one archive member read to find a page size: a DOCX's whole text may have to
@@ -47,6 +48,16 @@ MEMBER_BYTES = 64 * 1024 * 1024
 _ENTRIES = 20_000  # members of an archive looked at; an office package has dozens
 _DEPTH = 1000
 _RTF_HEAD = 64 * 1024
+# How much of a DOCX's main part is read for its page size: the first section's w:pgSz is
+# in the first paragraph that ends a section, or at the end of the body; a document whose
+# first 2 MiB of XML state none is promised the default page, and a page of another size
+# is framed into it (0.42 s of CPU to read 57 MB of XML otherwise, for every template).
+_PAGE_BYTES = 2 * 1024 * 1024
+# The largest page, in points, that LibreOffice's PDF export keeps as stated: 200 inches,
+# PDF's own limit. Larger pages come out scaled down (a 14401 pt page of Writer is a
+# 7200 pt one in the PDF), so a document stating one is promised its kind's default page.
+_LARGEST_PAGE = 14400.0
+_SMALLEST_PAGE = 1.0
 # Time kept back from max_processing_seconds for rendering the page once converted, so
 # that the conversion's own limit, with its clear reason, comes before the pool's kill.
 _RENDER_SECONDS = 1.0
@@ -113,34 +124,67 @@ class Document:
 
 
 def available() -> dict[str, bool]:
-    return {"libreoffice": soffice.find() is not None}
+    """LibreOffice, and whether its conversions run without network (reported only where
+    LibreOffice is installed: without it nothing is converted at all)."""
+    installed = soffice.find() is not None
+    return {"libreoffice": installed, "libreoffice:network": not installed or soffice.network_isolated()}
 
 
 def probe(
     handle: BinaryIO, found: str, reference: str, instructions=None, config=None
 ) -> tuple[int, int, bool]:
     """The size of a page, in points, from the document itself; never transparent."""
-    natural = natural_size(*identify(handle, found, reference).page)
+    document = identify(handle, found, reference)
+    natural = natural_size(*document.page)
     if config is not None and instructions is not None:
         config.check_plan(instructions.plan(*natural))
+        # The page is drawn at the size the steps need: held to max_source_pixels here,
+        # at registration, as a PDF page is.
+        render_size(instructions, natural, _page_subject(instructions, reference, document.kind), config)
     return (*natural, False)
 
 
-def decode(handle: BinaryIO, found: str, reference: str, instructions, config):
-    """The page asked for, through a PDF of the document, at exactly the promised size."""
+def decode(
+    handle: BinaryIO, found: str, reference: str, instructions, config, *, deadline: float | None = None
+):
+    """The page asked for, through a PDF of the document, at exactly the promised size.
+    ``deadline`` is the job's (a :func:`time.monotonic` time): the conversion stops a
+    little before it, so that rendering the page still fits."""
     document = identify(handle, found, reference)
     promised = natural_size(*document.page)
+    subject = _page_subject(instructions, reference, document.kind)
+    target = render_size(instructions, promised, subject, config)
     if not pdf.available()["pdf"]:
         from . import advice
 
         raise MissingLibraryError(f"office documents are rendered through PDF: {advice('pdf')}")
-    deadline = time.monotonic() + max(1.0, config.max_processing_seconds - _RENDER_SECONDS)
+    if deadline is None:
+        deadline = time.monotonic() + config.max_processing_seconds
     kind = document.kind
-    with soffice.pdf_of(handle, kind.name, kind.filter, reference, config.document_cache, deadline) as made:
+    with soffice.pdf_of(
+        handle,
+        kind.name,
+        kind.filter,
+        f"{reference!r}, {_a(kind)}",
+        config.document_cache,
+        deadline - _RENDER_SECONDS,
+        limit=config.document_cache_bytes,
+        stale_seconds=max(60.0, 2 * config.max_processing_seconds),
+    ) as made:
         image, _, natural = pdf.decode(made, "PDF", reference, instructions, config)
     if natural != promised:
-        image = _framed(image, natural, promised)
+        image = _framed(image, target)
     return image, None, promised
+
+
+def _a(kind: Kind) -> str:
+    """``'a DOCX document'``, ``'an ODT document'``."""
+    return formats.a(kind.name, "document")
+
+
+def _page_subject(instructions, reference: str, kind: Kind) -> str:
+    number = getattr(instructions, "page", None) or 1
+    return f"page {number} of {reference!r}, {_a(kind)},"
 
 
 def identify(handle: BinaryIO, found: str, reference: str) -> Document:
@@ -158,11 +202,10 @@ def identify(handle: BinaryIO, found: str, reference: str) -> Document:
         handle.seek(0)
 
 
-def _framed(image: Image.Image, natural: tuple[int, int], promised: tuple[int, int]) -> Image.Image:
-    """``image`` (a page of ``natural`` size, maybe rendered smaller) fitted inside a white
-    page of the ``promised`` size, at the same scale."""
-    scale = image.width / natural[0]
-    canvas = (max(1, round(promised[0] * scale)), max(1, round(promised[1] * scale)))
+def _framed(image: Image.Image, canvas: tuple[int, int]) -> Image.Image:
+    """``image`` (a page of another size than promised) fitted inside a white page of
+    ``canvas`` pixels: the promised page at the size the steps need, which
+    :func:`render_size` has held to ``max_source_pixels``."""
     fit = min(canvas[0] / image.width, canvas[1] / image.height)
     size = (max(1, round(image.width * fit)), max(1, round(image.height * fit)))
     if size != image.size:
@@ -213,9 +256,14 @@ def _ooxml_page(archive, kind: str, part: str, names: set[str], reference: str) 
     if part not in names:
         return default
     if kind == "DOCX":
-        for element, attributes in _elements(_stream(archive, part, reference), reference, part):
-            if element == f"{_W} pgSz":
-                return _sized(attributes.get(f"{_W} w"), attributes.get(f"{_W} h"), 1 / 20, default)
+        try:
+            for element, attributes in _elements(
+                _bounded(_stream(archive, part, reference)), reference, part
+            ):
+                if element == f"{_W} pgSz":
+                    return _sized(attributes.get(f"{_W} w"), attributes.get(f"{_W} h"), 1 / 20, default)
+        except _Enough:
+            pass
         return default
     if kind == "PPTX":
         for element, attributes in _elements(_read(archive, part, reference), reference, part):
@@ -268,7 +316,12 @@ def _opendocument(archive, kind: Kind, names: set[str], reference: str) -> Docum
         elif element == f"{_STYLE} page-layout-properties" and layout is not None:
             width = safexml.length(attributes.get(f"{_FO} page-width"), unit="pt")
             height = safexml.length(attributes.get(f"{_FO} page-height"), unit="pt")
-            if width and height:
+            if (
+                width
+                and height
+                and _SMALLEST_PAGE <= min(width, height)
+                and max(width, height) <= _LARGEST_PAGE
+            ):
                 layouts[layout] = (width, height)
         elif element == f"{_STYLE} master-page":
             masters.setdefault(
@@ -281,12 +334,29 @@ def _opendocument(archive, kind: Kind, names: set[str], reference: str) -> Docum
     return Document(kind, kind.default_page)
 
 
+class _Enough(Exception):
+    """:data:`_PAGE_BYTES` read without finding a page size."""
+
+
+def _bounded(blocks):
+    """``blocks`` until :data:`_PAGE_BYTES` have been read, then :class:`_Enough` (raised
+    from the reading itself, so text without elements cannot keep it going)."""
+    read = 0
+    for block in blocks:
+        if read >= _PAGE_BYTES:
+            raise _Enough
+        read += len(block)
+        yield block
+
+
 def _sized(width, height, points: float, default: tuple[float, float]) -> tuple[float, float]:
+    """A stated page in points, or ``default`` for one LibreOffice would not draw as stated
+    (below 1 pt, above :data:`_LARGEST_PAGE`) or that does not parse."""
     try:
         size = (int(width) * points, int(height) * points)
     except (TypeError, ValueError):
         return default
-    return size if min(size) >= 1 else default
+    return size if _SMALLEST_PAGE <= min(size) and max(size) <= _LARGEST_PAGE else default
 
 
 def _read(archive, name: str, reference: str) -> bytes:
