@@ -226,8 +226,9 @@ def test_a_zip_that_is_no_office_document_is_refused_by_name(site):
         site.registrar.register("files.docx")
 
 
-def test_a_zip_bomb_member_is_refused_quickly(site):
-    with zipfile.ZipFile(site.media / "bomb.docx", "w", zipfile.ZIP_DEFLATED) as archive:
+def _docx_main_part(path: Path, document: bytes, chunks: int = 0, tail: bytes = b"</w:document>"):
+    """A DOCX of one main part: ``document`` then ``chunks`` MiB of blanks then ``tail``."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(
             "[Content_Types].xml",
             '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
@@ -235,17 +236,90 @@ def test_a_zip_bomb_member_is_refused_quickly(site):
             'officedocument.wordprocessingml.document.main+xml"/></Types>',
         )
         with archive.open("word/document.xml", "w", force_zip64=True) as member:
-            member.write(
-                b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
-            )
+            member.write(document)
+            block = b" " * (1 << 20)
+            for _ in range(chunks):
+                member.write(block)
+            member.write(tail)
+
+
+_W_DOCUMENT = b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+
+
+def test_a_docx_main_part_is_read_for_its_page_size_only_to_2_mib(site):
+    # 80 MiB of XML before the section that states A5: registration reads 2 MiB of it and
+    # promises the default page (a page of another size is framed into it when rendered).
+    tail = b'<w:body><w:sectPr><w:pgSz w:w="8391" w:h="11906"/></w:sectPr></w:body></w:document>'
+    _docx_main_part(site.media / "bomb.docx", _W_DOCUMENT, chunks=80, tail=tail)
+    assert os.path.getsize(site.media / "bomb.docx") < 1 << 20
+    with open(site.media / "bomb.docx", "rb") as file:
+        started = time.process_time()
+        document = office.identify(file, "ZIP", "bomb.docx")
+        spent = time.process_time() - started
+    assert document.page == (612.0, 792.0)
+    assert spent < 0.05, f"reading the page size took {spent:.3f} s of CPU"
+    representation = site.registrar.register("bomb.docx")
+    assert (representation.width, representation.height) == (612, 792)
+    # The same section early in the part is read.
+    _docx_main_part(site.media / "a5.docx", _W_DOCUMENT + tail[: -len(b"</w:document>")], chunks=80)
+    representation = site.registrar.register("a5.docx")
+    assert (representation.width, representation.height) == (420, 595)
+
+
+def test_a_zip_bomb_member_is_refused_quickly(site):
+    styles = b'<office:document-styles xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0">'
+    with zipfile.ZipFile(site.media / "bomb.odt", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(zipfile.ZipInfo("mimetype"), _MIMETYPE)
+        with archive.open("styles.xml", "w", force_zip64=True) as member:
+            member.write(styles)
             block = b" " * (1 << 20)
             for _ in range(80):
                 member.write(block)
-    assert os.path.getsize(site.media / "bomb.docx") < 1 << 20
+    assert os.path.getsize(site.media / "bomb.odt") < 1 << 20
     started = time.monotonic()
-    with pytest.raises(LimitError, match="'word/document.xml' that inflates to more than 64 MiB"):
-        site.registrar.register("bomb.docx")
+    with pytest.raises(LimitError, match="'styles.xml' that inflates to more than 64 MiB"):
+        site.registrar.register("bomb.odt")
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("section", "size"),
+    [
+        pytest.param('w:w="400000000" w:h="15840"', (612, 792), id="too-wide-is-letter"),
+        pytest.param('w:w="288001" w:h="288001"', (612, 792), id="over-14400-pt-is-letter"),
+        pytest.param('w:w="19" w:h="15840"', (612, 792), id="under-1-pt-is-letter"),
+        pytest.param('w:w="-11906" w:h="16838"', (612, 792), id="negative-is-letter"),
+        pytest.param('w:w="11906" w:h="16838"', (595, 842), id="a4-as-stated"),
+    ],
+)
+def test_a_stated_page_is_kept_only_within_what_libreoffice_draws(site, section, size):
+    body = f"<w:body><w:p/><w:sectPr><w:pgSz {section}/></w:sectPr></w:body></w:document>"
+    _docx_main_part(site.media / "page.docx", _W_DOCUMENT + body.encode(), tail=b"")
+    representation = site.registrar.register("page.docx")
+    assert (representation.width, representation.height) == size
+
+
+def test_an_odt_page_over_200_inches_is_promised_a4_and_rendered_framed(site):
+    make_odt(site.media / "huge.odt")
+    with zipfile.ZipFile(site.media / "huge.odt") as source:
+        parts = {name: source.read(name) for name in source.namelist()}
+    parts["styles.xml"] = parts["styles.xml"].replace(b'fo:page-width="21cm"', b'fo:page-width="5000in"')
+    with zipfile.ZipFile(site.media / "huge.odt", "w", zipfile.ZIP_DEFLATED) as target:
+        target.writestr(zipfile.ZipInfo("mimetype"), _MIMETYPE)
+        for name, data in parts.items():
+            if name != "mimetype":
+                target.writestr(name, data)
+    representation, image = site.make("huge.odt | fit 300x")
+    assert (representation.width, representation.height) == image.size == (300, 425)
+
+
+def test_a_page_of_200_inches_is_refused_at_registration_unless_shrunk(site):
+    body = '<w:body><w:p/><w:sectPr><w:pgSz w:w="288000" w:h="288000"/></w:sectPr></w:body></w:document>'
+    _docx_main_part(site.media / "poster.docx", _W_DOCUMENT + body.encode(), tail=b"")
+    with pytest.raises(LimitError, match="14400x14400 pixels, more than max_output_pixels"):
+        site.registrar.register("poster.docx")
+    representation = site.registrar.register("poster.docx | fit 100x100")
+    assert (representation.width, representation.height) == (100, 100)
 
 
 _TYPES = '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">{}</Types>'
