@@ -314,3 +314,67 @@ def test_frame_is_refused(site):
     (site.media / "photo.heic").write_bytes(encoded(halves(40, 20)))
     with pytest.raises(ProcessingError, match="frame applies to video sources; 'photo.heic' is a HEIF image"):
         site.registrar.register("photo.heic | frame 2")
+
+
+# --------------------------------------------------------------------------- boxes read here
+
+
+def both_readings(data: bytes, page: int) -> tuple[object, object]:
+    """What the web process's own box reading (``heif.probe``; None when it leaves the
+    file to libheif) and libheif (``heif.probe_native``) say of ``page``: a (width,
+    height, alpha) or the refusal's message."""
+    text = "x.heic" if page == 1 else f"x.heic | page {page}"
+
+    def read(probe):
+        try:
+            return probe(io.BytesIO(data), "HEIF", "x.heic", parse(text), Config(max_source_pixels=10**12))
+        except (ProcessingError, LimitError) as error:
+            return str(error)
+
+    return read(heif.probe), read(heif.probe_native)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(lambda: encoded(halves()), id="8-bit"),
+        pytest.param(lambda: deep(halves(), 10), id="10-bit"),
+        pytest.param(lambda: encoded(halves().convert("L")), id="grey"),
+        pytest.param(lambda: encoded(_transparent_right()), id="alpha"),
+        pytest.param(lambda: encoded(halves(), chroma=444), id="chroma-444"),
+        pytest.param(lambda: _grid(1300, 900), id="grid"),
+        pytest.param(lambda: with_orientation(halves(), 6), id="orientation-6"),
+        pytest.param(lambda: with_orientation(halves(), 8), id="orientation-8"),
+        pytest.param(lambda: with_orientation(halves(), 2), id="mirrored"),
+        pytest.param(lambda: heic(halves()), id="imagemagick"),
+        pytest.param(lambda: turned_heic(heic(halves()), 1), id="irot-by-hand"),
+        pytest.param(lambda: turned_heic(heic(halves()), 2), id="irot-half-turn"),
+        pytest.param(lambda: encoded(halves(1200, 800), thumbnails=[300, 100]), id="thumbnails"),
+        pytest.param(
+            lambda: several(halves(300, 200), _transparent_right(160, 100), halves(50, 40), primary=1),
+            id="three-images-primary-second",
+        ),
+    ],
+)
+def test_the_boxes_read_here_give_what_libheif_gives(data):
+    made = data()
+    for page in (1, 2, 3, 4):
+        ours, libheif = both_readings(made, page)
+        assert ours is not None, f"page {page}: left to libheif"
+        assert ours == libheif, f"page {page}"
+
+
+def test_registration_never_loads_libheif_and_promises_its_size(make_site, monkeypatch):
+    def refuse():
+        raise AssertionError("libheif loaded in the web process")
+
+    monkeypatch.setattr(heif, "_pillow_heif", refuse)
+    site = make_site(max_source_pixels=20_000)
+    burst = several(halves(300, 200), halves(160, 100), primary=1)
+    (site.media / "burst.heic").write_bytes(burst)
+    assert site.registrar.register("burst.heic | fit 100x").height == 62  # the primary: 160x100
+    alpha = several(halves(100, 50), _transparent_right(100, 80), primary=1)
+    (site.media / "cut-out.heic").write_bytes(alpha)
+    assert site.registrar.register("cut-out.heic | fit 50x").content_type == "image/png"
+    with pytest.raises(LimitError, match="page 2 of 'burst.heic' has 300x200 = 60000 pixels"):
+        site.registrar.register("burst.heic | page 2 | fit 80x | format png")
