@@ -12,7 +12,12 @@ required: a missing library fails these tests (tests/test_engines.py checks the 
 from __future__ import annotations
 
 import io
+import json
+import os
+import pathlib
 import struct
+import subprocess
+import sys
 
 import numpy
 import pytest
@@ -25,6 +30,8 @@ from fileproc_wsgi.engines import raw
 from fileproc_wsgi.errors import LimitError, ProcessingError
 from fileproc_wsgi.instructions import parse
 from support import close_to, colour_at, halves
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -271,3 +278,97 @@ def _tiff(order: bytes, make: bytes, *, marker: bytes = b"") -> bytes:
 )  # fmt: skip
 def test_raw_kinds_are_sniffed_from_their_first_bytes(head, kind):
     assert formats.sniff(head) == kind
+
+
+# --------------------------------------------------------------------------- in workers
+
+
+def test_a_preview_that_does_not_decode_gives_way_to_the_mosaic():
+    data = dng(picture(), preview=300, jpeg=True)
+    jpeg_start = data.rindex(b"\xff\xd8\xff")
+    broken = data[:jpeg_start] + b"\xff\xd8\xff\xe0" + bytes(range(256)) * ((len(data) - jpeg_start) // 256)
+    image, _, size = raw.decode(io.BytesIO(broken), "DNG", "x.dng", parse("x.dng | fit 100x"), Config())
+    assert size == (600, 400)
+    assert image.size == (300, 200)  # the mosaic at half size, not the 300 px preview
+    left, right = colour_at(image, 0.1, 0.5), colour_at(image, 0.9, 0.5)
+    assert left[0] > 150 > max(left[1:]) and right[2] > 150 > max(right[:2])  # demosaiced, auto-bright
+
+
+def test_registration_reads_raw_headers_in_a_worker(site, monkeypatch):
+    def refuse():
+        raise AssertionError("LibRaw loaded in the web process")
+
+    monkeypatch.setattr(raw, "_rawpy", refuse)
+    (site.media / "a.dng").write_bytes(dng(picture(), orientation=6))
+    representation = site.registrar.register("a.dng | fit 100x")
+    assert (representation.width, representation.height) == (100, 150)
+    (site.media / "scan.nef").write_bytes(_tiff(b"II", b"NIKON CORPORATION\0") + bytes(2000))
+    for _ in range(2):  # the second refusal is the one kept for this version of the file
+        with pytest.raises(ProcessingError, match="'scan.nef' is not a readable NEF file"):
+            site.registrar.register("scan.nef | fit 10x")
+
+
+CRASHING_ENGINE = """
+import ctypes
+
+FORMATS = ("CRASH",)
+
+def sniff(head):
+    return "CRASH" if head.startswith(b"CRASH\\n") else None
+
+def available():
+    return {"native": True}
+
+def probe(handle, found, reference, instructions, config):
+    return None  # only the native library can tell
+
+def probe_native(handle, found, reference, instructions, config):
+    return ctypes.string_at(0)  # a native library's crash on this file: SIGSEGV
+
+def decode(handle, found, reference, instructions, config):
+    raise AssertionError("never asked")
+"""
+
+CRASH_SITE = """
+import json, pathlib, sys
+from fileproc_wsgi.config import Config
+from fileproc_wsgi.errors import FileProcError
+from fileproc_wsgi.registrar import Registrar
+
+root = pathlib.Path(sys.argv[1])
+registrar = Registrar(Config(
+    database_url=f"sqlite:///{root / 'fp.db'}", storage=str(root / "results"),
+    source_roots={"default": str(root / "media")},
+))
+answers = []
+for text in ("a.crash | fit 10x", "a.crash | fit 20x", "b.png | fit 10x"):
+    try:
+        answers.append(registrar.register(text).width)
+    except FileProcError as error:
+        answers.append(f"{type(error).__name__}: {error}")
+registrar.close()
+print(json.dumps(answers))
+"""
+
+
+def test_a_header_read_that_crashes_its_library_costs_a_worker_not_the_site(tmp_path):
+    plugin = tmp_path / "plugin"
+    info = plugin / "fileproc_crash-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fileproc-crash\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[fileproc_wsgi.engines]\ncrash = fileproc_crash\n")
+    (plugin / "fileproc_crash.py").write_text(CRASHING_ENGINE)
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "a.crash").write_bytes(b"CRASH\n" + bytes(100))
+    picture().save(tmp_path / "media" / "b.png")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), str(ROOT)])}
+    done = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", "-c", CRASH_SITE, str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env=environment, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    crashed, again, png = json.loads(done.stdout.strip().splitlines()[-1])
+    assert crashed == "ProcessingError: a library crashed while processing this source (SIGSEGV)"
+    assert again == crashed  # kept for this version: no second worker lost to it
+    assert png == 10  # and the site still registers
+    assert done.stderr.count("died of SIGSEGV") == 1
