@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -62,3 +63,56 @@ def test_adapters_never_import_each_other(adapter, other, framework_of_other):
 def test_a_template_host_registering_remotely_needs_no_database():
     loaded = _modules_after("import fileproc_wsgi.remote")
     assert not {"sqlalchemy", "webob", "PIL"} & loaded
+
+
+# Native decoders the web process must never load to register a source (ARCHITECTURE.md,
+# "Jobs in worker processes"): they run only in the pool's workers.
+NATIVE_DECODERS = {"pillow_heif", "rawpy", "numpy", "pillow_jxl", "pillow_lunasvg", "pypdfium2", "wand", "av"}
+
+REGISTER_EACH = """
+import json, pathlib, sys
+from fileproc_wsgi.config import Config
+from fileproc_wsgi.registrar import Registrar
+
+root = pathlib.Path(sys.argv[1])
+registrar = Registrar(Config(
+    database_url=f"sqlite:///{root / 'fp.db'}", storage=str(root / "results"),
+    source_roots={"default": str(root / "media")},
+))
+sizes = {name: registrar.register(f"{name} | fit 100x").height for name in sys.argv[2:]}
+registrar.close()
+native = sorted(set(sys.modules) & set(json.loads(sys.stdin.read())))
+print(json.dumps({"sizes": sizes, "native": native}))
+"""
+
+
+def test_registering_new_kinds_loads_no_native_decoder_in_the_web_process(tmp_path):
+    from PIL import Image
+
+    import test_heif
+    import test_jxl
+    import test_raw
+
+    picture = Image.new("RGB", (300, 200), (200, 0, 0))
+    media = tmp_path / "media"
+    media.mkdir()
+    files = {
+        "photo.heic": test_heif.encoded(picture),
+        "burst.heic": test_heif.several(picture, picture.resize((200, 100)), primary=1),
+        "camera.dng": test_raw.dng(picture),
+        "image.jxl": test_jxl.encoded(picture),
+        "logo.svg": b'<svg xmlns="http://www.w3.org/2000/svg" width="300" height="150"><rect/></svg>',
+    }
+    for name, data in files.items():
+        (media / name).write_bytes(data)
+    done = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", "-c", REGISTER_EACH, str(tmp_path), *files],
+        input=json.dumps(sorted(NATIVE_DECODERS)),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    # DNG's size came from LibRaw in a worker; the others from headers read here.
+    heights = {"photo.heic": 67, "burst.heic": 50, "camera.dng": 67, "image.jxl": 67, "logo.svg": 50}
+    assert found["sizes"] == heights
+    assert found["native"] == []
