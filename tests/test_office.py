@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -26,10 +27,18 @@ import pytest
 from docx.opc.constants import RELATIONSHIP_TYPE
 from docx.oxml.ns import qn
 from docx.shared import Mm
-from PIL import Image
+from PIL import Image, ImageChops
 
+from fileproc_wsgi import engines
+from fileproc_wsgi.config import Config
 from fileproc_wsgi.engines import office, soffice
-from fileproc_wsgi.errors import LimitError, ProcessingError, UnsupportedSourceError
+from fileproc_wsgi.errors import (
+    ConfigError,
+    LimitError,
+    ProcessingError,
+    TimeLimitError,
+    UnsupportedSourceError,
+)
 from support import Site
 
 _MIMETYPE = "application/vnd.oasis.opendocument.text"
@@ -518,6 +527,9 @@ def test_a_slow_conversion_is_killed_at_the_time_limit_while_other_requests_are_
         assert 2.5 < answers["long at"] - started < 8, "not stopped at its time limit"
         assert _processes_mentioning(str(tmp_path)) == []
         assert list((tmp_path / "documents").glob("*.pdf")) == []
+        assert list((tmp_path / "documents").glob("*.lock")) == [], "a failed conversion's lock was left"
+        assert list((tmp_path / "documents" / "work").iterdir()) == []
+        assert list(scratch.iterdir()) == []
     finally:
         site.close()
 
@@ -557,3 +569,241 @@ def _convert_directly(source: Path, out: Path, to: str) -> None:
         if done.returncode == 0:
             return
     raise AssertionError(done.stderr.decode())
+
+
+# ---- the cache directory, faults and leftovers ----------------------------------------------
+
+
+def test_a_document_cache_under_a_directory_named_with_url_characters(tmp_path):
+    cache = tmp_path / "a b#%41" / "documents"
+    site = Site(tmp_path, document_cache=str(cache))
+    try:
+        make_docx(site.media / "a.docx")
+        _, image = site.make("a.docx | fit 100x")
+        assert image.size == (100, 129) and dark_share(image) > 0.0002
+        assert len(list(cache.glob("profile-*"))) == 1, "the profile was not made where it was asked"
+        assert not (tmp_path / "a bA").exists()
+        assert list((cache / "work").iterdir()) == []
+    finally:
+        site.close()
+
+
+def test_a_worker_killed_mid_conversion_leaves_nothing_behind(tmp_path, monkeypatch):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    documents = tmp_path / "documents"
+    site = Site(tmp_path, document_cache=str(documents), max_processing_seconds=20.0)
+    try:
+        _long_docx(site.media / "long.docx", 6000)
+        make_docx(site.media / "short.docx")
+        long = site.registrar.register("long.docx | fit 100x")
+        answers = {}
+        thread = threading.Thread(target=lambda: answers.update(long=site.get(long.url)))
+        thread.start()
+        converting = []
+        for _ in range(200):  # 20 s at most for the worker to start LibreOffice
+            converting = _soffice_processes(str(documents / "work"))
+            if converting:
+                break
+            time.sleep(0.1)
+        assert converting, "no LibreOffice seen converting the document"
+        worker = _parent(converting[0])
+        os.kill(worker, signal.SIGKILL)
+        thread.join(timeout=30)
+        assert answers["long"].status_int == 503
+        for _ in range(50):  # LibreOffice dies with its parent (pdeathsig)
+            if not _soffice_processes(str(tmp_path)):
+                break
+            time.sleep(0.1)
+        assert _soffice_processes(str(tmp_path)) == []
+        assert list((documents / "work").iterdir()) != [], "the killed worker's directory is expected"
+        # The next conversion sweeps what the killed one left.
+        _, image = site.make("short.docx | fit 100x")
+        assert image.size == (100, 129)
+        left = sorted(path.name for path in documents.iterdir() if not path.name.startswith("profile-"))
+        assert [Path(name).suffix for name in left] == [".lock", ".pdf", ""], left
+        assert list((documents / "work").iterdir()) == []
+        assert list(scratch.iterdir()) == []
+    finally:
+        site.close()
+
+
+def _long_docx(path: Path, paragraphs: int) -> None:
+    document = docx.Document()
+    for number in range(paragraphs):  # 6000: about 6.5 s of LibreOffice here
+        document.add_paragraph(f"Paragraph {number} " + "lorem ipsum dolor sit amet " * 8)
+    document.save(path)
+
+
+def _soffice_processes(text: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                command = file.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if text in command and "soffice" in command:
+            found.append(int(pid))
+    return found
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as file:
+        return int(file.read().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize(
+    "isolate_jobs", [pytest.param(True, id="worker"), pytest.param(False, id="in-process")]
+)
+def test_an_unwritable_document_cache_is_a_503_retried_not_a_refusal(tmp_path, isolate_jobs):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the cache's parent should be")
+    site = Site(tmp_path, document_cache=str(blocker / "documents"), isolate_jobs=isolate_jobs)
+    try:
+        make_docx(site.media / "a.docx")
+        representation = site.registrar.register("a.docx")
+        response = site.get(representation.url)
+        assert response.status_int == 503
+        assert "the server's document cache is not writable" in response.text
+        assert str(tmp_path) not in response.text
+        job = site.store.get(representation.checksum)
+        assert job.state == "failed" and job.retry_at is not None
+    finally:
+        site.close()
+
+
+def test_libreoffice_that_cannot_start_is_a_503(tmp_path, monkeypatch):
+    program = tmp_path / "soffice.bin"
+    program.write_text("#!/bin/sh\necho 'cannot open display' >&2\nexit 1\n")
+    program.chmod(0o755)
+    monkeypatch.setattr(soffice, "find", lambda: str(program))
+    site = Site(tmp_path, document_cache=str(tmp_path / "documents"), isolate_jobs=False)
+    try:
+        make_docx(site.media / "a.docx")
+        representation = site.registrar.register("a.docx")
+        response = site.get(representation.url)
+        assert response.status_int == 503
+        assert "LibreOffice could not start" in response.text
+        assert "cannot open display" not in response.text
+        assert site.store.get(representation.checksum).retry_at is not None
+    finally:
+        site.close()
+
+
+def test_a_profile_that_is_not_ready_by_the_deadline_says_so(tmp_path):
+    program = tmp_path / "soffice.bin"
+    program.write_text("#!/bin/sh\nsleep 30\n")
+    program.chmod(0o755)
+    with pytest.raises(TimeLimitError, match="LibreOffice did not finish setting up a new profile"):
+        (tmp_path / "documents" / "work").mkdir(parents=True)
+        soffice._template(str(program), str(tmp_path / "documents"), time.monotonic() + 0.5)
+
+
+def test_the_profile_template_changes_with_its_settings(monkeypatch):
+    before = soffice.template_name("/usr/lib/libreoffice/program/soffice.bin")
+    monkeypatch.setattr(soffice, "_SETTINGS", (*soffice._SETTINGS, ("/a", "b", "c")))
+    assert soffice.template_name("/usr/lib/libreoffice/program/soffice.bin") != before
+
+
+def test_document_cache_bytes_bounds_the_kept_pdfs(tmp_path):
+    with pytest.raises(ConfigError, match="document_cache_bytes: expected a positive whole number"):
+        Config(document_cache_bytes=0)
+    site = Site(tmp_path, document_cache=str(tmp_path / "documents"), document_cache_bytes=1)
+    try:
+        make_docx(site.media / "a.docx")
+        _, image = site.make("a.docx | fit 100x")
+        assert image.size == (100, 129) and dark_share(image) > 0.0002
+        assert list((tmp_path / "documents").glob("*.pdf")) == []
+    finally:
+        site.close()
+
+
+# ---- what refusals call a document -----------------------------------------------------------
+
+
+def test_refusals_name_the_document_kind(site, monkeypatch):
+    make_docx(site.media / "a.docx")
+    with pytest.raises(
+        ProcessingError, match="frame applies to video sources; 'a.docx' is an office document$"
+    ):
+        site.registrar.register("a.docx | frame 1")
+    make_odt(site.media / "a.odt")
+    with pytest.raises(ProcessingError, match="'a.odt' is an ODT document$"):
+        site.registrar.register("a.odt | frame 1")
+    monkeypatch.setattr(soffice, "find", lambda: None)
+    with pytest.raises(UnsupportedSourceError, match="'a.docx' is an office document, and this server lacks"):
+        site.registrar.register("a.docx | fit 10x")
+
+
+# ---- network isolation ---------------------------------------------------------------------
+
+
+def test_network_isolation_is_found_with_a_minimal_path_and_reported(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    soffice._sandbox.cache_clear()
+    try:
+        assert soffice.network_isolated(), "unshare -rn not found outside PATH"
+        assert office.available()["libreoffice:network"] is True
+        monkeypatch.setattr(soffice, "_works", lambda command: "unshare" not in command[0])
+        soffice._sandbox.cache_clear()
+        assert not soffice.network_isolated()
+        assert office.available()["libreoffice:network"] is False
+        reported = {found.engine: found.why for found in engines.missing()}
+        assert "user namespaces" in reported["libreoffice:network"]
+        assert "links from untrusted places blocked" in reported["libreoffice:network"]
+    finally:
+        soffice._sandbox.cache_clear()
+
+
+# ---- local files a document links to -------------------------------------------------------
+
+
+_MAGENTA = (255, 0, 255)
+
+
+def _magenta_pixels(image: Image.Image) -> int:
+    red, green, blue = image.convert("RGB").split()
+    near = [
+        Image.eval(red, lambda v: 255 if v > 200 else 0),
+        Image.eval(green, lambda v: 255 if v < 80 else 0),
+        Image.eval(blue, lambda v: 255 if v > 200 else 0),
+    ]
+    both = ImageChops.multiply(ImageChops.multiply(near[0], near[1]), near[2])
+    return both.histogram()[255]
+
+
+def test_local_files_a_document_links_to_are_never_drawn(site, tmp_path):
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (200, 200), _MAGENTA).save(secret)
+    url = secret.as_uri()
+    document = docx.Document()
+    document.add_paragraph("A linked local picture follows")
+    picture = io.BytesIO()
+    Image.new("RGB", (20, 20), "white").save(picture, "PNG")
+    document.add_picture(picture)
+    relation = document.part.relate_to(url, RELATIONSHIP_TYPE.IMAGE, is_external=True)
+    blip = document.element.body.findall(".//" + qn("a:blip"))[0]
+    del blip.attrib[qn("r:embed")]
+    blip.set(qn("r:link"), relation)
+    document.save(site.media / "local.docx")
+    make_odt(
+        site.media / "local.odt",
+        body=(
+            '<text:p>A linked local picture<draw:frame svg:width="5cm" svg:height="5cm" '
+            'text:anchor-type="as-char">'
+            f'<draw:image xlink:href="{url}" xlink:type="simple" xlink:show="embed" xlink:actuate="onLoad"/>'
+            "</draw:frame></text:p>"
+        ),
+    )
+    (site.media / "local.rtf").write_text(
+        r"{\rtf1\ansi{\fonttbl\f0 DejaVu Sans;}\f0\fs48 A picture:\par"
+        r"{\field{\*\fldinst INCLUDEPICTURE \"" + str(secret) + r"\" \\d}{\fldrslt }}\par}"
+    )
+    for name in ("local.docx", "local.odt", "local.rtf"):
+        _, image = site.make(name)
+        assert dark_share(image) > 0.0002, name
+        assert _magenta_pixels(image) == 0, f"{name} drew the linked local file"

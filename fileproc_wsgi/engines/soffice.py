@@ -111,10 +111,10 @@ def _sandbox() -> tuple[str, ...]:
     setpriv comes second: entering a user namespace changes the process's credentials,
     which clears a parent-death signal set before it."""
     prefix: list[str] = []
-    setpriv, unshare = _tool("setpriv"), _tool("unshare")
-    if unshare and _works([unshare, "-rn", "--", "true"]):
+    setpriv, unshare, true = _tool("setpriv"), _tool("unshare"), _tool("true") or "true"
+    if unshare and _works([unshare, "-rn", "--", true]):
         prefix += [unshare, "-rn", "--"]
-    if setpriv and _works([*prefix, setpriv, "--pdeathsig", "KILL", "--", "true"]):
+    if setpriv and _works([*prefix, setpriv, "--pdeathsig", "KILL", "--", true]):
         prefix += [setpriv, "--pdeathsig", "KILL", "--"]
     return tuple(prefix)
 
