@@ -59,6 +59,10 @@ def read_settings(path: str) -> dict[str, Any]:
         values["database_url"] = f"sqlite:///{os.path.join(base, '.fileproc', 'fileproc.db')}"
     if not values.get("storage"):
         values["storage"] = os.path.join(base, ".fileproc", "results")
+    # The office PDF cache too, and a relative one is taken from the file like the others.
+    document_cache = values.get("document_cache") or os.path.join(".fileproc", "documents")
+    if isinstance(document_cache, str):
+        values["document_cache"] = os.path.join(base, os.path.expanduser(document_cache))
     if isinstance(values.get("database_url"), str):
         values["database_url"] = absolute_database_url(values["database_url"], base)
     if isinstance(values.get("storage"), str):

@@ -614,3 +614,33 @@ def test_migrate_upgrades_the_store_on_its_own_database_alias_only(tmp_path):
         "fileproc_jobs:"
         not in _manage(project, "flush", "--database", "jobs", "--no-input", "-v", "2").stdout
     )
+
+
+def test_the_document_cache_default_depends_on_neither_the_directory_nor_media_root(tmp_path, monkeypatch):
+    databases = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": tmp_path / "site.db"}}
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    places = []
+    for directory in (tmp_path, tmp_path / "media"):
+        directory.mkdir(exist_ok=True)
+        monkeypatch.chdir(directory)
+        with override_settings(DATABASES=databases, MEDIA_ROOT=str(tmp_path / "media"), FILEPROCESSOR={}):
+            places.append(conf.config_from_settings().document_cache)
+    assert places == [str(tmp_path / "cache" / "fileproc" / "documents")] * 2
+    with override_settings(
+        DATABASES=databases, MEDIA_ROOT=str(tmp_path / "media"), FILEPROCESSOR={"document_cache": "/srv/pdfs"}
+    ):
+        assert conf.config_from_settings().document_cache == "/srv/pdfs"
+
+
+def test_a_settings_file_keeps_the_document_cache_beside_it(tmp_path, monkeypatch):
+    from fileproc_wsgi.settings_file import config_from_file
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "fileproc.toml").write_text('document_cache = "pdfs"\n')
+    (tmp_path / "other.toml").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert config_from_file(str(site / "fileproc.toml"), {}).document_cache == str(site / "pdfs")
+    monkeypatch.chdir(site)
+    other = config_from_file(str(tmp_path / "other.toml"), {})
+    assert other.document_cache == str(tmp_path / ".fileproc" / "documents")

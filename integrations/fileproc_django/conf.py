@@ -133,6 +133,8 @@ def config_from_settings() -> Config:
         defaults["database_url"] = database_url_from_settings()
     if "storage" not in given and local:
         defaults["storage"] = storage_from_settings()
+    if "document_cache" not in given:
+        defaults["document_cache"] = document_cache_default()
     roots = _with_default_root(given)
     if roots is not None:
         values = {key: value for key, value in values.items() if str(key).lower() != "source_roots"}
@@ -260,6 +262,19 @@ def storage_from_settings() -> str:
             "fileproc_django.E004",
         )
     return os.path.join(os.path.abspath(media_root), "fileproc")
+
+
+def document_cache_default() -> str:
+    """The office PDF cache when FILEPROCESSOR names none: the user's cache directory
+    (``$XDG_CACHE_HOME/fileproc/documents``, else ``~/.cache/fileproc/documents``).
+
+    Not under the working directory (``manage.py`` and the server run from different
+    places), not under MEDIA_ROOT (served to anyone: a PDF of every document would be
+    public), not beside a SQLite file (the store may be PostgreSQL). It is a cache, each
+    PDF made again from its document when missing: the user's cache directory is private
+    to the server's user and meant for exactly that."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(os.path.abspath(base), "fileproc", "documents")
 
 
 def cache_alias_from_settings() -> str | None:

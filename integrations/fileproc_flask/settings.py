@@ -62,6 +62,11 @@ def _with_app_paths(app, values: dict[str, Any]) -> dict[str, Any]:
     database_url = values.get("database_url") or f"sqlite:///{os.path.join(home, 'fileproc.db')}"
     values["database_url"] = _sqlite_under(app.instance_path, database_url)
 
+    # The office PDF cache beside them, private (the instance folder is never served).
+    document_cache = values.get("document_cache") or os.path.join(home, "documents")
+    if isinstance(document_cache, (str, os.PathLike)):
+        values["document_cache"] = os.path.join(app.instance_path, os.fspath(document_cache))
+
     storage = values.get("storage") or os.path.join(home, "results")
     if isinstance(storage, (str, os.PathLike)):
         values["storage"] = storage_url(os.fspath(storage), app.instance_path)
