@@ -447,6 +447,9 @@ for name in sys.argv[1:]:
     if name == "no-libreoffice":  # a host without the LibreOffice packages
         from fileproc_wsgi.engines import soffice
         soffice.find = lambda: None
+    elif name == "no-user-namespaces":  # as under Docker's default seccomp profile
+        from fileproc_wsgi.engines import soffice
+        soffice._works = lambda command: "unshare" not in command[0]
     else:
         sys.modules[name] = None
 from django.core.management import execute_from_command_line
@@ -473,6 +476,11 @@ execute_from_command_line(["manage.py", "check"])
                 ("W022", "apt-get install --no-install-recommends libreoffice-writer-nogui"),
             ],
             id="each-library-its-own-id",
+        ),
+        pytest.param(
+            ("no-user-namespaces",),
+            [("W025", "allow unprivileged user namespaces")],
+            id="office-without-a-network-namespace",
         ),
     ],
 )
