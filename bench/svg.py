@@ -10,6 +10,9 @@ What it measures
                 ``Image.open`` of the PNG it returns, only when resvg-py is installed
                 (this project does not depend on it)
     and the whole pipeline once: ``produce(parse("logo.svg | fit 256x"), ...)``.
+    Then a 40x30 logo enlarged to 600x450, as ``upscale | fit 600x`` gives it: drawn at
+    600x450 (what the engine does), against the baseline of drawing it at 40x30 and
+    resampling with Lanczos (what it did before, and what a raster source gets).
 
     In-process, one untimed warm-up each, then the median of ``--runs`` (fewer at 4096 px).
     resvg draws the blurred shadow; LunaSVG leaves filter effects out.
@@ -100,6 +103,29 @@ def _pipeline_ms(data: bytes, runs: int) -> float:
     return statistics.median(times) * 1000
 
 
+_SMALL_LOGO = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="40" height="30">'
+    b'<circle cx="20" cy="15" r="12" fill="red"/><text x="4" y="28" font-size="8">logo</text></svg>'
+)
+
+
+def _enlarged_ms(runs: int) -> tuple[float, float]:
+    """(drawn at 600x450, drawn at 40x30 then resampled), median milliseconds."""
+    from pillow_lunasvg import _lunasvg
+
+    def drawn():
+        document = _lunasvg.load(_SMALL_LOGO)
+        return Image.frombytes("RGBA", (600, 450), document.render(600, 450, 15.0))
+
+    def resampled():
+        document = _lunasvg.load(_SMALL_LOGO)
+        small = Image.frombytes("RGBA", (40, 30), document.render(40, 30, 1.0))
+        return small.resize((600, 450), Image.Resampling.LANCZOS)
+
+    makers = (drawn, resampled)
+    return tuple(_median_ms(lambda data, side, make=make: make(), b"", 0, runs) for make in makers)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
@@ -118,6 +144,11 @@ def main() -> None:
         cells = " ".join(f"{milliseconds:9.1f} ms" for milliseconds in times)
         print(f"{side:>6} {cells}")
     print(f"pipeline 'logo.svg | fit 256x' to PNG: {_pipeline_ms(data, arguments.runs):.1f} ms")
+    drawn, resampled = _enlarged_ms(arguments.runs)
+    print(
+        f"40x30 logo to 600x450: drawn at that size {drawn:.2f} ms; drawn small and resampled "
+        f"(baseline) {resampled:.2f} ms; ratio {drawn / resampled:.2f}x"
+    )
 
 
 if __name__ == "__main__":
