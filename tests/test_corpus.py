@@ -43,49 +43,53 @@ WORKERS = 2
 SHOWN_PER_KIND = 40
 
 
-def cache_directory() -> Path:
+def sdist_folder(project: str, version: str, folder: tuple[str, ...]) -> Path:
+    """``folder`` (e.g. ``("Tests", "images")``) of ``project``'s source distribution at
+    ``version``, fetched once with pip into a cache outside the repository and reused. The
+    test fails, never skips, when it cannot be fetched."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "fileproc-tests" / f"pillow-{PIL.__version__}-images"
-
-
-def pillow_images() -> Path:
-    """``Tests/images`` of the installed Pillow's source distribution, fetched once."""
-    target = cache_directory()
+    target = Path(base) / "fileproc-tests" / f"{project}-{version}-{folder[-1]}"
     if (target / ".complete").exists():
         return target
-    with tempfile.TemporaryDirectory(prefix="fileproc-pillow-sdist-") as download:
-        # --no-binary for Pillow alone: its build requirements may come as wheels, which
-        # pip needs to read the sdist's metadata.
+    with tempfile.TemporaryDirectory(prefix=f"fileproc-{project}-sdist-") as download:
+        # --no-binary for this project alone: its build requirements may come as wheels,
+        # which pip needs to read the sdist's metadata.
         done = subprocess.run(
             [
                 sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet",
-                "--no-deps", "--no-binary", "pillow", "--dest", download, f"pillow=={PIL.__version__}",
+                "--no-deps", "--no-binary", project, "--dest", download, f"{project}=={version}",
             ],
             capture_output=True, text=True, timeout=600, check=False,
         )  # fmt: skip
-        archives = list(Path(download).glob("pillow-*.tar.gz"))
+        archives = list(Path(download).glob("*.tar.gz"))
         if done.returncode != 0 or len(archives) != 1:
             pytest.fail(
-                f"could not download Pillow's sdist with pip:\n{done.stdout}{done.stderr}", pytrace=False
+                f"could not download {project}'s sdist with pip:\n{done.stdout}{done.stderr}", pytrace=False
             )
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
+        depth = 1 + len(folder)
         with tarfile.open(archives[0]) as archive:
             for member in archive:
                 parts = Path(member.name).parts
-                if not member.isfile() or len(parts) < 4 or parts[1:3] != ("Tests", "images"):
+                if not member.isfile() or len(parts) <= depth or parts[1:depth] != folder:
                     continue
-                if any(part in ("", ".", "..") for part in parts[3:]):
+                if any(part in ("", ".", "..") for part in parts[depth:]):
                     continue
-                destination = partial.joinpath(*parts[3:])
+                destination = partial.joinpath(*parts[depth:])
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 with archive.extractfile(member) as source, open(destination, "wb") as out:
                     shutil.copyfileobj(source, out)
-        (partial / ".complete").write_text(PIL.__version__)
+        (partial / ".complete").write_text(version)
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)
     return target
+
+
+def pillow_images() -> Path:
+    """``Tests/images`` of the installed Pillow's source distribution, fetched once."""
+    return sdist_folder("pillow", PIL.__version__, ("Tests", "images"))
 
 
 def corpus_files(root: Path) -> list[Path]:

@@ -20,10 +20,7 @@ import gc
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -31,7 +28,7 @@ from pathlib import Path
 import pillow_heif
 import pytest
 
-from test_corpus import report, run_corpus
+from test_corpus import report, run_corpus, sdist_folder
 
 pytestmark = [pytest.mark.corpus, pytest.mark.timeout(300)]
 
@@ -39,48 +36,9 @@ SUFFIXES = {".heic", ".heif", ".hif"}
 TOTAL_SECONDS = 60.0
 
 
-def cache_directory() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "fileproc-tests" / f"pillow-heif-{pillow_heif.__version__}-images"
-
-
 def heif_images() -> Path:
     """``tests/images`` of the installed pillow-heif's source distribution, fetched once."""
-    target = cache_directory()
-    if (target / ".complete").exists():
-        return target
-    with tempfile.TemporaryDirectory(prefix="fileproc-pillow-heif-sdist-") as download:
-        done = subprocess.run(
-            [
-                sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet",
-                "--no-deps", "--no-binary", "pillow-heif", "--dest", download,
-                f"pillow-heif=={pillow_heif.__version__}",
-            ],
-            capture_output=True, text=True, timeout=600, check=False,
-        )  # fmt: skip
-        archives = list(Path(download).glob("pillow_heif-*.tar.gz"))
-        if done.returncode != 0 or len(archives) != 1:
-            pytest.fail(
-                f"could not download pillow-heif's sdist with pip:\n{done.stdout}{done.stderr}", pytrace=False
-            )
-        partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        with tarfile.open(archives[0]) as archive:
-            for member in archive:
-                parts = Path(member.name).parts
-                if not member.isfile() or len(parts) < 4 or parts[1:3] != ("tests", "images"):
-                    continue
-                if any(part in ("", ".", "..") for part in parts[3:]):
-                    continue
-                destination = partial.joinpath(*parts[3:])
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                with archive.extractfile(member) as source, open(destination, "wb") as out:
-                    shutil.copyfileobj(source, out)
-        (partial / ".complete").write_text(pillow_heif.__version__)
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
-    return target
+    return sdist_folder("pillow-heif", pillow_heif.__version__, ("tests", "images"))
 
 
 def heif_files(root: Path) -> list[Path]:
@@ -126,7 +84,7 @@ def judge(site, index: int, path: Path) -> tuple[list[list[str]], list[str]]:
             warnings.simplefilter("always", ResourceWarning)
             outcome = first_request(site, text)
             gc.collect()
-        shown = text.replace(name, str(path.relative_to(cache_directory())))
+        shown = text.replace(name, str(path.relative_to(heif_images())))
         kinds.append(outcome.kind)
         problems += [[kind, shown, detail] for kind, detail in outcome.problems]
         if outcome.kind != "made" and repr(name) not in outcome.reason:
