@@ -92,6 +92,7 @@ def test_registering_new_kinds_loads_no_native_decoder_in_the_web_process(tmp_pa
     import test_heif
     import test_jxl
     import test_raw
+    from fileproc_wsgi import samples
 
     picture = Image.new("RGB", (300, 200), (200, 0, 0))
     media = tmp_path / "media"
@@ -105,8 +106,10 @@ def test_registering_new_kinds_loads_no_native_decoder_in_the_web_process(tmp_pa
     }
     for name, data in files.items():
         (media / name).write_bytes(data)
+    samples.write_letter(str(media / "letter.docx"))  # an A4 page: 595x842 pt
     done = subprocess.run(
-        [sys.executable, "-W", "error::ResourceWarning", "-c", REGISTER_EACH, str(tmp_path), *files],
+        [sys.executable, "-W", "error::ResourceWarning", "-c", REGISTER_EACH, str(tmp_path),
+         *files, "letter.docx"],
         input=json.dumps(sorted(NATIVE_DECODERS)),
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -114,5 +117,6 @@ def test_registering_new_kinds_loads_no_native_decoder_in_the_web_process(tmp_pa
     found = json.loads(done.stdout.strip().splitlines()[-1])
     # DNG's size came from LibRaw in a worker; the others from headers read here.
     heights = {"photo.heic": 67, "burst.heic": 50, "camera.dng": 67, "image.jxl": 67, "logo.svg": 50}
+    heights["letter.docx"] = 142
     assert found["sizes"] == heights
     assert found["native"] == []

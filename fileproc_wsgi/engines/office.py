@@ -38,7 +38,7 @@ from PIL import Image
 
 from .. import formats
 from ..errors import LimitError, MissingLibraryError, ProcessingError, UnsupportedSourceError
-from . import pdf, safexml, soffice
+from . import safexml, soffice
 from .vector import natural_size, render_size
 
 FORMATS = frozenset({"ZIP", "ODT", "ODS", "ODP", "OLE2", "RTF"})
@@ -154,6 +154,8 @@ def decode(
     promised = natural_size(*document.page)
     subject = _page_subject(instructions, reference, document.kind)
     target = render_size(instructions, promised, subject, config)
+    from . import pdf  # PDFium, only where a page is rendered: never at registration
+
     if not pdf.available()["pdf"]:
         from . import advice
 
