@@ -57,6 +57,8 @@ TEST = [
     "python-docx>=1.1",
     "openpyxl>=3.1",
     "python-pptx>=1.0",
+    # Camera raw fixtures: the raw tests write DNG files themselves (no camera files ship).
+    "tifffile>=2024.1",
     # Every engine is tested for real: a missing one fails the suite rather than skipping.
     *PDF,
     *VIDEO,
