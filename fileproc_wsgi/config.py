@@ -67,6 +67,13 @@ class Config:
     presign_seconds: int = 0
     redirect_status: int = 301
     serve_results: bool = False
+    # Once a result is made, print its storage URL rather than the /_fp/ URL (no redirect
+    # for the browser); never for presigned URLs or with serve_results.
+    final_urls: bool = True
+    # Threads per process that start making a page's new registrations as soon as the page
+    # has written them, before the browser asks; None: one per CPU core this process may
+    # use (at most max_concurrent_jobs), 0: only on request.
+    background_jobs: int | None = None
     wait_timeout: float = 10.0
     lease_seconds: float = 60.0
     retry_after: int = 5
@@ -199,8 +206,14 @@ class Config:
                 f"max_job_memory: expected bytes, at least {_MIN_JOB_MEMORY} (a worker's libraries alone "
                 f"take about 300 MiB of address space), got {self.max_job_memory!r}"
             )
-        if not isinstance(self.isolate_jobs, bool):
-            raise ConfigError(f"isolate_jobs: expected True or False, got {self.isolate_jobs!r}")
+        for name in ("isolate_jobs", "final_urls", "serve_results"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected True or False, got {getattr(self, name)!r}")
+        jobs = self.background_jobs
+        if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0):
+            raise ConfigError(
+                f"background_jobs: expected a whole number of threads, 0 for none, got {jobs!r}"
+            )
 
     def check_page(self, page: int | None) -> None:
         """Raise :class:`LimitError` for a ``page N`` beyond ``max_source_frames``.
@@ -361,6 +374,8 @@ def parse_setting(variable: str, field: dataclasses.Field, text: str) -> Any:
     try:
         if kind == "int":
             return int(text)
+        if kind == "int | None":
+            return int(text) if text.strip() else None
         if kind == "float":
             return float(text)
         if kind == "bool":

@@ -31,6 +31,12 @@ FORMAT_OF_EXTENSION = {extension: name for name, extension in EXTENSIONS.items()
 ANIMATED_FORMATS = frozenset({"gif", "webp"})
 """Output formats that keep an animated source animated; the others take its first frame."""
 DEFAULT_QUALITY = {"jpeg": 85, "webp": 80, "avif": 60}
+ENCODER_OPTIONS: dict[str, dict] = {
+    "jpeg": {"subsampling": "4:2:0", "optimize": True},
+    "webp": {"method": 4},
+    "avif": {"speed": 6},
+}
+"""Pillow's options for each lossy format beside its quality."""
 # Source formats every current browser shows, kept as the output when none is asked for.
 _BROWSER_FORMATS = {"JPEG": "jpeg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "AVIF": "avif"}
 
@@ -58,15 +64,21 @@ def encode(
     params: dict = {}
     if name == "jpeg":
         image = flatten(image, background)
-        params = {"quality": quality, "optimize": True, "progressive": bool(options and options.progressive)}
+        params = {**ENCODER_OPTIONS["jpeg"], "quality": quality}
+        if options and options.progressive:
+            params["progressive"] = True
     elif name == "png":
         params = {"compress_level": 6}
     elif name == "webp":
-        params = {"quality": quality, "method": 4, "lossless": bool(options and options.lossless)}
+        params = {
+            **ENCODER_OPTIONS["webp"],
+            "quality": quality,
+            "lossless": bool(options and options.lossless),
+        }
     elif name == "avif":
         if image.mode in ("L", "LA"):
             image = image.convert("RGBA" if has_alpha(image) else "RGB")
-        params = {"quality": 100 if options and options.lossless else quality, "speed": 6}
+        params = {**ENCODER_OPTIONS["avif"], "quality": 100 if options and options.lossless else quality}
         if options and options.lossless:
             params["subsampling"] = "4:4:4"
     elif name == "gif":

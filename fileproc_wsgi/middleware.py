@@ -12,10 +12,8 @@ has gone missing. Errors are turned into responses in one place, ``_error_respon
 no traceback ever reaches a client.
 
 Last access (``accessed_at``, which ``fileproc gc`` reads) is recorded cheaply: a request
-adds its path to an in-process set (the warm hit's only extra cost), and one background
-thread per process writes each processor's set every ``access_flush_seconds`` with one
-batched :meth:`~fileproc_wsgi.store.InstructionStore.touch`. Never a write per request,
-and no request waits for one; a process that exits loses at most that interval.
+adds its path to an in-process set (the warm hit's only extra cost), written in batches
+by :mod:`fileproc_wsgi.access`.
 """
 
 from __future__ import annotations
@@ -24,12 +22,13 @@ import logging
 import os
 import threading
 import time
-import weakref
 from http import HTTPStatus
 
 from webob import Request, Response
 
 from . import remote
+from .access import FLUSHER
+from .background import BackgroundJobs, default_threads
 from .cache import Generation
 from .config import Config
 from .encode import CONTENT_TYPES, EXTENSIONS, FORMAT_OF_EXTENSION
@@ -76,6 +75,15 @@ class FileProcessor:
         self.store = store or InstructionStore(self.config.database_url)
         self.storage = storage or open_storage(self.config)
         self.processor = Processor(self.config, self.store, self.storage)
+        threads = self.config.background_jobs
+        self.background = BackgroundJobs(
+            self.processor.ensure,
+            self.store.find,
+            threads=default_threads(self.config.max_concurrent_jobs) if threads is None else threads,
+            made=self._made,
+        )
+        if isinstance(registrar, Registrar):
+            registrar.pair(self.storage, self.background.submit)
         self._mount = self.config.prefix + "/"
         self._redirect_status = _status_line(self.config.redirect_status)
         self._redirect_cache_control = IMMUTABLE if self.config.redirect_status in _PERMANENT else "no-cache"
@@ -86,7 +94,7 @@ class FileProcessor:
         self._generation = Generation(self.store, self.config.source_check_interval, self._forget_redirects)
         self._accessed: set[str] = set()  # paths requested since the last flush
         self._outage_logged = float("-inf")
-        self._flush_at = 0.0  # set by the flusher thread, which starts on the first request made
+        self.flush_at = 0.0  # set by the flusher, which this joins on the first request made
 
     access_flush_seconds = 60.0
 
@@ -153,9 +161,10 @@ class FileProcessor:
                 f"{checksum} is registered as .{EXTENSIONS[job.output_format]}, not .{extension}"
             )
         job = self.processor.ensure(job)
+        self._made(job.checksum, job.result_key)
         self._accessed.add(request.path_info)
-        if not self._flush_at:
-            _FLUSHER.add(self)
+        if not self.flush_at:
+            FLUSHER.add(self)
         if self.config.serve_results and getattr(self.storage, "local", False):
             return self._serve_file(job.result_key)
         location = self.storage.url(job.result_key)
@@ -208,8 +217,19 @@ class FileProcessor:
         if isinstance(self.registrar, Registrar):
             return self.registrar
         if self._endpoint_registrar is None:  # built on first use: most sites never register remotely
-            self._endpoint_registrar = Registrar(self.config, store=self.store)
+            registrar = Registrar(self.config, store=self.store)
+            registrar.pair(self.storage, self.background.submit)
+            self._endpoint_registrar = registrar
         return self._endpoint_registrar
+
+    def _made(self, checksum: str, result_key: str | None) -> None:
+        """Tell the registrars of this process that a result is stored: their pages print
+        its own URL from the next render on."""
+        if not result_key:
+            return
+        for registrar in (self.registrar, self._endpoint_registrar):
+            if isinstance(registrar, Registrar):
+                registrar.made(checksum, result_key)
 
     def _redirect(self, headers: list[tuple[str, str]]):
         """The redirect with these headers, as a WSGI application."""
@@ -311,44 +331,6 @@ class FileProcessor:
         if isinstance(error, _MethodNotAllowed):
             response.allow = error.methods
         return response
-
-
-class _AccessFlusher:
-    """One daemon thread per process that flushes every registered processor's accesses
-    when due; processors are held weakly, and a forked child starts its own thread."""
-
-    tick = 1.0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._processors: weakref.WeakSet[FileProcessor] = weakref.WeakSet()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-
-    def add(self, processor: FileProcessor) -> None:
-        with self._lock:
-            processor._flush_at = time.monotonic() + processor.access_flush_seconds
-            self._processors.add(processor)
-            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, name="fileproc-access", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.tick)
-            now = time.monotonic()
-            with self._lock:
-                due = [processor for processor in self._processors if processor._flush_at <= now]
-            for processor in due:
-                processor._flush_at = now + processor.access_flush_seconds
-                try:
-                    processor.flush_access()
-                except Exception:  # never let the thread die
-                    log.exception("fileproc_wsgi: recording last access failed")
-
-
-_FLUSHER = _AccessFlusher()
 
 
 class _FileBody:

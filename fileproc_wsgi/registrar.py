@@ -10,6 +10,15 @@ per ``source_check_interval``, which is how a replaced source gets a new checksu
 the same interval the store's generation is read, and every remembered registration
 forgotten when ``purge`` or ``gc --delete`` has removed something since.
 
+Once a result is made, its registration prints the result's own URL (local files, or S3
+with a public URL; never a presigned one) instead of ``/_fp/<checksum>``, so the browser
+skips a redirect. The registrar learns it without a query per render: from the
+middleware serving it in the same process (:meth:`Registrar.made`), or by asking the
+store which of its remembered registrations are done, once per
+``source_check_interval`` (a second at least) and a bounded number at a time. A render
+printing a final URL records an access (:mod:`fileproc_wsgi.access`), since the
+browser never asks ``/_fp/`` for it and ``fileproc gc`` must not take it for unused.
+
 The checksum of a result that animates (:func:`result_checksum`) carries one more salt
 than the rest: such results used to be first frames, so their URLs change while every
 other URL stays what it was.
@@ -19,17 +28,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
+import logging
 import shutil
 import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
 from typing import BinaryIO
 
 from . import engines
+from .access import FLUSHER
 from .cache import Generation, SharedCache
 from .config import Config
 from .encode import ANIMATED_FORMATS, CONTENT_TYPES, EXTENSIONS, choose_format
@@ -39,19 +51,29 @@ from .operations import Background
 from .pool import IsolatedJobs
 from .representation import Representation
 from .sources import LocalSource, Sources
+from .storage import open_storage
 from .store import InstructionStore
+
+log = logging.getLogger(__name__)
+
+# The least time between two asks of which remembered registrations are done, and how
+# many are asked at once (the oldest first; the rest wait their turn).
+_MADE_INTERVAL = 1.0
+_MADE_BATCH = 500
 
 
 class _Entry:
-    """A remembered registration; ``checked`` is when its source was last seen unchanged."""
+    """A remembered registration; ``checked`` is when its source was last seen unchanged,
+    ``final`` whether its representation prints the result's own URL."""
 
-    __slots__ = ("source", "version", "representation", "checked")
+    __slots__ = ("source", "version", "representation", "checked", "final")
 
     def __init__(self, source: LocalSource, version: str, representation: Representation):
         self.source = source
         self.version = version
         self.representation = representation
         self.checked = time.monotonic()
+        self.final = False
 
 
 class _Reads(contextlib.ExitStack):
@@ -88,7 +110,11 @@ class Registrar:
     transaction, when the block ends; :class:`~fileproc_wsgi.middleware.FileProcessor`
     given this registrar wraps every request of the application in such a block, so a
     page with a hundred new thumbnails costs one commit, made before the page is sent.
+    That middleware is also paired with it (:meth:`pair`): the jobs of the new rows start in the
+    background as soon as they are written, and results it makes reach the page at once.
     """
+
+    access_flush_seconds = 60.0
 
     def __init__(self, config: Config | None = None, *, store: InstructionStore | None = None, cache=None):
         self.config = config or Config()
@@ -104,6 +130,17 @@ class Registrar:
         self._native_probes: dict[tuple, engines.SourceInfo | FileProcError] = {}
         self._isolated: IsolatedJobs | None = None
         self._lock = threading.Lock()
+        # Final URLs: permanent storage URLs only (a presigned one expires), and not when
+        # the middleware serves the bytes at the /_fp/ URL itself.
+        self._final_urls = self.config.final_urls and not self.config.serve_results
+        self._storage = None  # opened when first needed, unless the middleware lends its own
+        self._start_jobs: Callable[[list[str]], None] | None = None
+        self._unmade: OrderedDict[str, list[_Entry]] = OrderedDict()  # checksum -> entries
+        self._made_due = 0.0
+        self._made_interval = max(self._check_interval, _MADE_INTERVAL)
+        self._asking = threading.Lock()
+        self._accessed: set[str] = set()  # checksums printed with a final URL since the last flush
+        self.flush_at = 0.0  # set by the flusher, which this joins when a first URL is final
         # purge and gc --delete remove rows and results: forget every registration then.
         self._generation = Generation(self.store, self._check_interval, self._forget)
 
@@ -111,6 +148,8 @@ class Registrar:
         """The representation of ``text``; raises InstructionError, SourceError or
         another FileProcError naming what is wrong."""
         generation = self._generation.check()
+        if self._unmade and time.monotonic() >= self._made_due:
+            self._ask_made()
         entry = self._warm(text)
         if entry is not None:
             return entry.representation
@@ -121,6 +160,8 @@ class Registrar:
     def register_many(self, texts: Iterable[str]) -> list[Representation]:
         """Representations of several texts, the new ones written in one transaction."""
         generation = self._generation.check()
+        if self._unmade and time.monotonic() >= self._made_due:
+            self._ask_made()
         found: list[Representation | None] = []
         cold: list[_Cold] = []
         with _Reads() as reads:
@@ -154,6 +195,81 @@ class Registrar:
         """Close the database connections (a registrar that has its own store)."""
         self.store.dispose()
 
+    def pair(self, storage, start_jobs: Callable[[list[str]], None] | None = None) -> None:
+        """Called by the middleware that makes this registrar's results in this process:
+        final URLs come from its ``storage``, and the checksums of the rows each write
+        adds go to ``start_jobs``, which starts making them before anyone asks."""
+        self._storage = storage
+        self._start_jobs = start_jobs
+
+    def made(self, checksum: str, result_key: str) -> None:
+        """The result of ``checksum`` is stored under ``result_key``: registrations
+        remembered with its ``/_fp/`` URL print the result's own URL from now on."""
+        if not self._final_urls:
+            return
+        with self._lock:
+            entries = self._unmade.pop(checksum, None)
+        if not entries:
+            return
+        url = self._final_url(result_key)
+        if url is None:
+            return
+        for entry in entries:
+            entry.representation = dataclasses.replace(entry.representation, url=url)
+            entry.final = True
+        if not self.flush_at:
+            FLUSHER.add(self)
+
+    def flush_access(self) -> int:
+        """Write the last access of every result printed with its own URL since the last
+        flush (one batched ``touch``); how many. The flusher thread calls it by itself."""
+        checksums, self._accessed = self._accessed, set()
+        if not checksums:
+            return 0
+        try:
+            self.store.touch(checksums)
+        except FileProcError as error:
+            log.warning("fileproc_wsgi: could not record last access: %s", error)
+            return 0
+        return len(checksums)
+
+    def _final_url(self, result_key: str) -> str | None:
+        """The result's own URL, or None when the storage's URLs expire (then never asked again)."""
+        if self._storage is None:
+            try:
+                self._storage = open_storage(self.config)
+            except FileProcError as error:
+                log.warning("fileproc_wsgi: result URLs stay %s/...: %s", self.config.prefix, error)
+                self._final_urls = False
+                return None
+        if getattr(self._storage, "temporary_urls", False):
+            self._final_urls = False
+            with self._lock:
+                self._unmade.clear()
+            return None
+        return self._storage.url(result_key)
+
+    def _ask_made(self) -> None:
+        """Ask the store which of the oldest remembered ``/_fp/`` registrations are done
+        (one query, one thread at a time); the rest wait for the next interval."""
+        if not self._asking.acquire(blocking=False):
+            return
+        try:
+            self._made_due = time.monotonic() + self._made_interval
+            with self._lock:
+                checksums = list(itertools.islice(self._unmade, _MADE_BATCH))
+                for checksum in checksums:  # asked: to the back of the line
+                    self._unmade.move_to_end(checksum)
+            try:
+                done = self.store.results(checksums)
+            except FileProcError:
+                return  # an outage: the pages keep their /_fp/ URLs, which still work
+            for checksum, key in done.items():
+                if key:
+                    self.made(checksum, key)
+        finally:
+            self._asking.release()
+
     def _warm(self, text: str) -> _Entry | None:
         # The hot path of every warm template block: kept to a dict lookup, a clock read
         # and, once per source_check_interval, one stat.
@@ -174,6 +290,8 @@ class Registrar:
             self._lru.move_to_end(text)
         except KeyError:  # evicted by another thread meanwhile
             pass
+        if entry.final:
+            self._accessed.add(entry.representation.checksum)
         return entry
 
     def _cold(self, text: str, reads: _Reads) -> _Cold:
@@ -320,14 +438,15 @@ class Registrar:
         # neither this process nor the shared cache keeps answering with them.
         generation = self._generation.value
         try:
-            if rows:
-                self.store.add_many(rows)
+            added = self.store.add_new(rows) if rows else []
         except BaseException:
             with self._lock:
                 for item in cold:
                     self._lru.pop(item.text, None)
             raise
         self._remember(cold, generation)
+        if added and self._start_jobs is not None:
+            self._start_jobs(added)
         if self.cache is not None and generation is not None:
             for item in cold:
                 if item.row:
@@ -338,15 +457,32 @@ class Registrar:
     def _forget(self) -> None:
         with self._lock:
             self._lru = OrderedDict()
+            self._unmade = OrderedDict()
 
     def _remember(self, cold: list[_Cold], generation: int | None) -> None:
         with self._lock:
             if generation != self._generation.value:
                 return  # worked out before a purge or gc that the process has seen since
             for item in cold:
+                replaced = self._lru.get(item.text)
+                if replaced is not None:
+                    self._unlist(replaced)
                 self._lru[item.text] = item.entry
+                if self._final_urls and not item.entry.final:
+                    if not self._unmade:  # nothing was waiting: none of these is made yet
+                        self._made_due = time.monotonic() + self._made_interval
+                    self._unmade.setdefault(item.entry.representation.checksum, []).append(item.entry)
             while len(self._lru) > self.config.cache_size:
-                self._lru.popitem(last=False)
+                self._unlist(self._lru.popitem(last=False)[1])
+
+    def _unlist(self, entry: _Entry) -> None:
+        """Stop watching for the result of an entry no longer remembered (lock held)."""
+        checksum = entry.representation.checksum
+        entries = self._unmade.get(checksum)
+        if entries is not None and entry in entries:
+            entries.remove(entry)
+            if not entries:
+                del self._unmade[checksum]
 
 
 # Each registrar's open batch in the current context (thread, task), by registrar. One

@@ -21,7 +21,9 @@ timestamp further than :data:`REPLAY_WINDOW` seconds from its clock. A replay in
 window is harmless: registering is idempotent and answers only what the caller already had.
 
 The client keeps one persistent connection per thread, remembers answers for ``ttl``
-seconds (the server, not the client, sees the source change), and after a failure to
+seconds (the server, not the client, sees the source change), an answer still pointing
+at ``/_fp/`` for at most :data:`PENDING_TTL` (the server prints the result's own URL once
+it is made, and the page should too), and after a failure to
 reach the server fails fast for a few seconds, so a page with fifty thumbnails does not
 wait fifty timeouts while the processing server is down.
 """
@@ -48,6 +50,7 @@ from .representation import Representation
 log = logging.getLogger(__name__)
 
 REPLAY_WINDOW = 300
+PENDING_TTL = 5.0
 MAX_TEXTS = 1000
 TIMESTAMP_HEADER = "X-Fileproc-Timestamp"
 SIGNATURE_HEADER = "X-Fileproc-Signature"
@@ -229,19 +232,27 @@ class RemoteRegistrar:
             shared = self.cache.get(_cache_key(text))
             if shared is not None and shared[0] > time.time():
                 representation = Representation(*shared[1])
-                self._keep(text, representation, now)
+                self._keep(text, representation, now, min(self._ttl, shared[0] - time.time()))
                 return representation
         return None
 
     def _remember(self, text: str, representation: Representation, now: float) -> None:
-        self._keep(text, representation, now)
+        ttl = self._ttl_of(representation)
+        self._keep(text, representation, now, ttl)
         if self.cache is not None:
             fields = tuple(getattr(representation, name) for name in _FIELDS)
-            self.cache.set(_cache_key(text), (time.time() + self._ttl, fields))
+            self.cache.set(_cache_key(text), (time.time() + ttl, fields))
 
-    def _keep(self, text: str, representation: Representation, now: float) -> None:
+    def _ttl_of(self, representation: Representation) -> float:
+        """How long an answer is kept: shorter while it points at the server's ``/_fp/``
+        URL, which becomes the result's own URL once the server has made it."""
+        if representation.url.startswith(f"{self.url}/{representation.checksum}."):
+            return min(self._ttl, PENDING_TTL)
+        return self._ttl
+
+    def _keep(self, text: str, representation: Representation, now: float, ttl: float) -> None:
         with self._lock:
-            self._answers[text] = (now + self._ttl, representation)
+            self._answers[text] = (now + ttl, representation)
             self._answers.move_to_end(text)
             while len(self._answers) > self._cache_size:
                 self._answers.popitem(last=False)

@@ -257,6 +257,10 @@ class InstructionStore:
         Each row has the keyword arguments of :meth:`add` plus ``checksum`` and
         ``instructions``.
         """
+        return len(self.add_new(rows))
+
+    def add_new(self, rows: Iterable[dict[str, Any]]) -> list[str]:
+        """:meth:`add_many`, returning the checksums of the rows that were new."""
         now = self._clock()
         values: dict[str, dict[str, Any]] = {}
         for row in rows:
@@ -276,21 +280,21 @@ class InstructionStore:
                 },
             )
         if not values:
-            return 0
+            return []
         if self._row_values is None:  # a driver of another parameter style: let SQLAlchemy write it
             with self._begin() as connection:
-                return len(connection.execute(self._insert_if_absent, list(values.values())).all())
+                return list(connection.execute(self._insert_if_absent, list(values.values())).scalars())
         # Written here rather than compiled: SQLAlchemy's first compile and first run of
         # this statement cost a new process 2 ms, more than the rest of its first
         # registration. The same SQL on both databases; 10 parameters a row.
-        added = 0
+        added: list[str] = []
         rows = list(values.values())
         with self._begin() as connection:
             for start in range(0, len(rows), _INSERT_ROWS):
                 chunk = rows[start : start + _INSERT_ROWS]
                 statement = _INSERT.format(values=", ".join([self._row_values] * len(chunk)))
                 parameters = tuple(row[column] for row in chunk for column in _INSERT_COLUMNS)
-                added += len(connection.exec_driver_sql(statement, parameters).all())
+                added.extend(connection.exec_driver_sql(statement, parameters).scalars())
         return added
 
     def find(self, checksum: str) -> Job | None:
@@ -513,6 +517,19 @@ class InstructionStore:
         with self._outage_as_unavailable(), self.engine.connect() as connection:
             value = connection.exec_driver_sql(_GENERATION).scalar()
         return value or 0
+
+    def results(self, checksums: Iterable[str]) -> dict[str, str]:
+        """The result key of each of ``checksums`` that is done: ``{checksum: key}``."""
+        found: dict[str, str] = {}
+        self.create_tables()
+        # A read that commits nothing: a page's new registrations stay its only commit.
+        with self._outage_as_unavailable(), self.engine.connect() as connection:
+            for chunk in _chunks(checksums):
+                statement = sa.select(jobs.c.checksum, jobs.c.result_key).where(
+                    jobs.c.state == "done", jobs.c.checksum.in_(chunk)
+                )
+                found.update((checksum, key) for checksum, key in connection.execute(statement))
+        return found
 
     def existing(self, checksums: Iterable[str]) -> set[str]:
         """Those of ``checksums`` that have a row."""

@@ -176,19 +176,29 @@ def _get(url: str):
     return http_get(int(match.group(1)), match.group(2))
 
 
-def _page_image(port: int) -> tuple[str, Image.Image]:
-    """Render the page, follow its image URL to the end; (the URL, the image)."""
+def _page_image(port: int) -> tuple[str, int, Image.Image]:
+    """Render the page and follow its image URL to the end, as a browser would:
+    (the URL, the status it answered, the image)."""
     status, _, page = http_get(port, "/")
     assert status == 200
     url = re.search(r'src="([^"]+)"', page.decode()).group(1)
-    status, headers, body = http_get(port, url)
-    assert status == 301, body
-    location = headers["Location"]
-    if location.startswith("/"):
-        location = f"http://127.0.0.1:{port}{location}"
-    status, _, body = _get(location)
-    assert status == 200, f"{location} answered {status}"
-    return url, Image.open(io.BytesIO(body))
+    first, image = _follow(port, url)
+    return url, first, image
+
+
+def _follow(port: int, url: str) -> tuple[int, Image.Image]:
+    """(the first status, the image at the end) of a URL a page printed."""
+    absolute = f"http://127.0.0.1:{port}{url}" if url.startswith("/") else url
+    status, headers, body = _get(absolute)
+    first = status
+    if status == 301:
+        location = headers["Location"]
+        if location.startswith("/"):
+            location = f"http://127.0.0.1:{port}{location}"
+        status, _, body = _get(location)
+        assert status == 200, f"{location} answered {status}"
+    assert status == 200, f"{url} answered {status}: {body[:200]!r}"
+    return first, Image.open(io.BytesIO(body))
 
 
 @contextlib.contextmanager
@@ -263,9 +273,11 @@ def test_after_a_removal_by_another_process_the_page_leads_to_a_real_image(tmp_p
                 [sys.executable, str(tmp_path / "server.py"), str(port)], port=port, cwd=tmp_path, env=env
             )
         )
-        url, image = _page_image(port)
+        url, status, image = _page_image(port)
+        assert (status, image.size) == (301, (40, 20)), "cold: the /_fp/ URL, made on request"
+        final, status, image = _page_image(port)
+        assert final != url and status == 200, "warm: the result's own URL, no redirect"
         assert image.size == (40, 20)
-        assert _page_image(port)[0] == url, "warm: the same page, the same URL, the cached redirect"
 
         # gc counts a result as unused from its last recorded request: make that the past.
         time.sleep(0.05)
@@ -279,7 +291,13 @@ def test_after_a_removal_by_another_process_the_page_leads_to_a_real_image(tmp_p
         assert removed.returncode == 0, removed.stderr
         assert re.search(r"\b1 row\b|: 1 \(", removed.stdout), removed.stdout
 
+        # A page cached before the removal holds the final URL. The middleware serves local
+        # results and makes a registered one again when its file is gone (gc keeps the
+        # row); a purged row, a web server's or a bucket's missing file are a 404.
+        status, _, _ = _get(final if final.startswith("http") else f"http://127.0.0.1:{port}{final}")
+        assert status == (200 if (storage, command[0]) == ("local", "gc") else 404)
+
         _settle()
-        again, image = _page_image(port)
+        again, status, image = _page_image(port)
         assert image.size == (40, 20), "the page leads to a real image, not to what was removed"
-        assert again == url, "the source is unchanged, so is its URL"
+        assert (again, status) == (url, 301), "the result is gone: the page prints the /_fp/ URL again"

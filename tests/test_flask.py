@@ -35,6 +35,7 @@ PAGE = '{% fileprocessor alt="a photo" %}photo.jpg | fit 120x120{% endfileproces
 def create_app():
     app = Flask(__name__, root_path=HERE, instance_path=os.path.join(HERE, "instance"))
     app.config["UPLOAD_FOLDER"] = os.path.join(HERE, "uploads")
+    app.config.from_prefixed_env()  # FLASK_FILEPROC_* variables, as many sites do
     fileproc.init_app(app)
     app.get("/")(lambda: render_template_string(PAGE))
     return app
@@ -422,7 +423,8 @@ def test_flask_fileproc_stats_from_another_directory_sees_the_apps_store(site, t
     assert not (elsewhere / ".fileproc").exists() and not (elsewhere / "instance").exists()
 
 
-def test_flask_fileproc_warm_makes_registered_jobs_from_the_apps_source_roots(site, tmp_path):
+def test_flask_fileproc_warm_makes_registered_jobs_from_the_apps_source_roots(site, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLASK_FILEPROC_BACKGROUND_JOBS", "0")  # left for `fileproc warm` to make
     app = site.make()
     [(url, *_)] = _IMG.findall(app.test_client().get("/").get_data(as_text=True))
     elsewhere = tmp_path / "elsewhere"

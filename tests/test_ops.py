@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from webob import Request
 
-from fileproc_wsgi import ops
+from fileproc_wsgi import access, ops
 from fileproc_wsgi.config import Config
 from fileproc_wsgi.middleware import FileProcessor
 from fileproc_wsgi.registrar import Registrar
@@ -224,9 +224,7 @@ def test_the_flusher_thread_writes_by_itself(site, monkeypatch):
     processor = FileProcessor(None, config, store=store, storage=storage)
     processor.access_flush_seconds = 0.1
     monkeypatch.setattr(type(processor).__mro__[0], "access_flush_seconds", 0.1)
-    from fileproc_wsgi import middleware
-
-    monkeypatch.setattr(middleware._AccessFlusher, "tick", 0.05)
+    monkeypatch.setattr(access.AccessFlusher, "tick", 0.05)
     assert Request.blank(made.url).get_response(processor).status_int == 301
     deadline = time.monotonic() + 10
     while store.get(made.checksum).accessed_at is None:

@@ -235,7 +235,11 @@ def decode(handle, found: str, reference: str, instructions, config):
         image.load()
         if found in _CANVAS_FORMATS and image.size != canvas:
             image = image.crop((0, 0, *canvas))  # before turning: the canvas is the stored size
-        image = ImageOps.exif_transpose(image)
+        if orientation != 1 or frames != 1 or found == "PNG":
+            # exif_transpose copies even an upright image: a still is used as decoded.
+            # An animation's first frame must be a copy (the next seek reuses its
+            # pixels), and a PNG may state its orientation after the pixels.
+            image = ImageOps.exif_transpose(image)
     except MemoryError:
         raise  # the boundary names the memory limit
     except Exception as error:

@@ -1,0 +1,67 @@
+"""Last access, recorded cheaply: ``accessed_at`` is what ``fileproc gc`` reads.
+
+A result is in use when a page prints it or a browser asks for it. The middleware and the
+registrar each add what they served to an in-process set (the warm path's only extra
+cost), and one daemon thread per process writes each one's set every
+``access_flush_seconds`` with one batched
+:meth:`~fileproc_wsgi.store.InstructionStore.touch`. Never a write per request or render,
+and nothing waits for one; a process that exits loses at most that interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Recorder(Protocol):
+    """What the flusher drives: ``flush_access()`` when ``flush_at`` (monotonic) has come."""
+
+    access_flush_seconds: float
+    flush_at: float
+
+    def flush_access(self) -> int: ...
+
+
+class AccessFlusher:
+    """One daemon thread per process that flushes every added recorder when due;
+    recorders are held weakly, and a forked child starts its own thread."""
+
+    tick = 1.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def add(self, recorder: Recorder) -> None:
+        with self._lock:
+            recorder.flush_at = time.monotonic() + recorder.access_flush_seconds
+            self._recorders.add(recorder)
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="fileproc-access", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.tick)
+            now = time.monotonic()
+            with self._lock:
+                due = [recorder for recorder in self._recorders if recorder.flush_at <= now]
+            for recorder in due:
+                recorder.flush_at = now + recorder.access_flush_seconds
+                try:
+                    recorder.flush_access()
+                except Exception:  # never let the thread die
+                    log.exception("fileproc_wsgi: recording last access failed")
+
+
+FLUSHER = AccessFlusher()
