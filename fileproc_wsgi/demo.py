@@ -203,8 +203,9 @@ code {{ display: block; margin-top: .25rem; font-size: 13px; color: #334155; whi
 .error {{ color: #b91c1c; }}
 </style></head>
 <body><h1>fileproc_wsgi demo</h1>
-<p>Every picture below was registered while this page rendered (no pixel touched) and made
-by the middleware on the browser's first request for it.</p>
+<p>Every picture below was registered while this page rendered (no pixel touched). Its job
+started in the background once the page was written, or on the browser's first request for
+it; once made, this page links to the file itself (reload to see: no redirect).</p>
 <main>
 {cards}
 </main></body></html>

@@ -1,8 +1,9 @@
 """The examples in a real browser: headless Chromium (Playwright driving the system's
 ``/usr/bin/chromium``) against each example served by waitress on 127.0.0.1.
 
-For each page: rendering it processes nothing; every picture then loads through a
-redirect and shows at the size the page predicted; afterwards each result is in storage.
+For each page: a cold page points every picture at its ``/_fp/`` URL, and each loads
+through a redirect at the size the page predicted, its result then in storage. Once made,
+the page prints each result's own URL: a fresh browser loads it with no redirect at all.
 A screenshot of each page is kept in ``test-artifacts/`` (or ``$FILEPROC_TEST_ARTIFACTS``).
 """
 
@@ -12,6 +13,7 @@ import os
 import pathlib
 import re
 import sys
+import time
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -21,6 +23,8 @@ from support import CHROMIUM, CHROMIUM_FLAGS, free_port, http_get, pip_install_t
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ARTIFACTS = pathlib.Path(os.environ.get("FILEPROC_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 _CHECKSUM = re.compile(r"/_fp/([0-9a-f]{32})\.([a-z]+)$")
+_RESULT = re.compile(r"/([0-9a-f]{32})\.([a-z]+)$")  # a result's own URL ends with its name
+_FP_URL = re.compile(r"/_fp/[0-9a-f]{32}\.[a-z]+\b")
 
 # name, command (run in the test's directory), results directory relative to it
 EXAMPLES = [
@@ -97,11 +101,28 @@ def _expected_width(image: dict) -> int:
     return int(image["width"])
 
 
+def _load(browser, url: str, screenshot: str) -> tuple[list[dict], dict[str, int]]:
+    """Load ``url`` in a fresh browser context (nothing cached): every <img> once done, and
+    the status of each response by URL."""
+    context = browser.new_context(viewport={"width": 1280, "height": 4000})
+    statuses: dict[str, int] = {}
+    page = context.new_page()
+    page.on("response", lambda response: statuses.setdefault(response.url, response.status))
+    page.goto(url, wait_until="load")
+    page.wait_for_function("Array.from(document.images).every(img => img.complete)", timeout=30_000)
+    images = page.evaluate(_IMAGES)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
+    context.close()
+    return images, statuses
+
+
 @pytest.mark.parametrize(("command", "results"), EXAMPLES)
-def test_every_picture_loads_through_the_redirect(
+def test_every_picture_loads_through_the_redirect_then_from_its_own_url(
     browser, example_plugin, tmp_path, request, command, results
 ):
     port = free_port()
+    name = request.node.callspec.id
     with serving([*command, "--port", str(port)], port=port, cwd=tmp_path, env=example_plugin, timeout=60):
         status, _, body = http_get(port, "/")
         assert status == 200
@@ -111,23 +132,31 @@ def test_every_picture_loads_through_the_redirect(
         # the plugin's, the SVG's and the Word document's among them, is a picture.
         errors = re.findall(r'<p class="error">(.*?)</p>', page_html)
         assert all("missing.jpg" in error for error in errors), errors
-        assert _results(tmp_path / results) == set(), "rendering the page processed something"
+        sources = re.findall(r'<img src="([^"]+)"', page_html)
+        assert all(_CHECKSUM.search(src) for src in sources), "a cold page points at /_fp/ URLs"
 
-        redirected: dict[str, int] = {}
-        page = browser.new_page(viewport={"width": 1280, "height": 4000})
-        page.on("response", lambda response: redirected.setdefault(response.url, response.status))
-        page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
-        page.wait_for_function("Array.from(document.images).every(img => img.complete)", timeout=30_000)
-        images = page.evaluate(_IMAGES)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / f"browser-{request.node.callspec.id}.png"), full_page=True)
-        page.close()
+        cold, redirected = _load(browser, f"http://127.0.0.1:{port}/", f"browser-{name}.png")
+        made = _results(tmp_path / results)
+        assert cold
+        for image in cold:
+            where = _CHECKSUM.search(image["current"])
+            assert where, f"{image['current']} is not a fileproc URL"
+            assert redirected.get(image["current"]) == 301, f"{image['current']} did not redirect"
+            assert image["pixels"] == _expected_width(image), image
+            assert where.group(1) in made, f"{image['current']} has no result in storage"
 
-    made = _results(tmp_path / results)
-    assert images
-    for image in images:
-        where = _CHECKSUM.search(image["current"])
-        assert where, f"{image['current']} is not a fileproc URL"
-        assert redirected.get(image["current"]) == 301, f"{image['current']} did not redirect"
+        # Every result is made now: within a second at most, the page prints their own URLs.
+        deadline = time.monotonic() + 10
+        while _FP_URL.search(http_get(port, "/")[2].decode()):
+            assert time.monotonic() < deadline, "the page still prints /_fp/ URLs"
+            time.sleep(0.1)
+        warm, statuses = _load(browser, f"http://127.0.0.1:{port}/", f"browser-{name}-warm.png")
+
+    assert len(warm) == len(cold)
+    for image in warm:
+        where = _RESULT.search(image["current"])
+        assert where and not _CHECKSUM.search(image["current"]), f"{image['current']} is not a result's own URL"
+        assert statuses.get(image["current"]) == 200, f"{image['current']} answered {statuses.get(image['current'])}"
         assert image["pixels"] == _expected_width(image), image
-        assert where.group(1) in made, f"{image['current']} has no result in storage"
+        assert where.group(1) in made
+    assert 301 not in statuses.values(), "no redirect once the results are made"
