@@ -136,9 +136,10 @@ def _clip_picture(progress: float, width: int, height: int) -> Image.Image:
 def write_drawing(path: str) -> None:
     """An SVG badge: a gradient, a rounded frame and a star, sized by its width, height
     and viewBox as a designer's export is."""
+    corners = zip(range(10), [70, 28] * 5, strict=True)
+    angles = [(index * math.pi / 5, radius) for index, radius in corners]
     points = " ".join(
-        f"{160 + radius * math.sin(index * math.pi / 5):.1f},{120 - radius * math.cos(index * math.pi / 5):.1f}"
-        for index, radius in zip(range(10), [70, 28] * 5, strict=True)
+        f"{160 + radius * math.sin(angle):.1f},{120 - radius * math.cos(angle):.1f}" for angle, radius in angles
     )
     svg = f"""<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" width="320" height="240" viewBox="0 0 320 240">

@@ -155,8 +155,9 @@ def test_every_picture_loads_through_the_redirect_then_from_its_own_url(
     assert len(warm) == len(cold)
     for image in warm:
         where = _RESULT.search(image["current"])
-        assert where and not _CHECKSUM.search(image["current"]), f"{image['current']} is not a result's own URL"
-        assert statuses.get(image["current"]) == 200, f"{image['current']} answered {statuses.get(image['current'])}"
+        url = image["current"]
+        assert where and not _CHECKSUM.search(url), f"{url} is not a result's own URL"
+        assert statuses.get(url) == 200, f"{url} answered {statuses.get(url)}"
         assert image["pixels"] == _expected_width(image), image
         assert where.group(1) in made
     assert 301 not in statuses.values(), "no redirect once the results are made"

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import urllib.request
 import time
+import urllib.request
 
 import boto3
 import pytest
@@ -33,12 +33,12 @@ _SRCSET_URL = re.compile(r'([^\s",]+) \d+w')
 
 
 def _config(tmp_path, **settings) -> Config:
-    media = tmp_path / "media"
-    if not (media / "photo.jpg").exists():
-        write(media, "photo.jpg", halves(800, 600), quality=90)
+    folder = tmp_path / "media"
+    if not (folder / "photo.jpg").exists():
+        write(folder, "photo.jpg", halves(800, 600), quality=90)
     settings.setdefault("database_url", f"sqlite:///{tmp_path / 'fp.db'}")
     settings.setdefault("storage", str(tmp_path / "results"))
-    settings.setdefault("source_roots", {"default": str(media)})
+    settings.setdefault("source_roots", {"default": str(folder)})
     settings.setdefault("background_jobs", 0)  # made on request, unless a test says otherwise
     return Config(**settings)
 
@@ -89,7 +89,7 @@ def test_a_jinja2_page_prints_final_urls_once_its_results_are_made(tmp_path):
     assert page.render() == warm, "stays a dictionary lookup"
 
 
-def test_a_django_page_prints_final_urls_once_its_results_are_made(tmp_path, fileprocessor):
+def test_a_django_page_prints_final_urls_once_its_results_are_made(tmp_path, fileprocessor):  # noqa: F811
     block = "{% fileprocessor %}photo.jpg | fit 300x{% endfileprocessor %}"
     with override_settings(FILEPROCESSOR={**fileprocessor, "background_jobs": 0}):
         app = fileproc_django.wrap(None)
@@ -125,7 +125,10 @@ def test_a_result_never_requested_keeps_its_fp_url(tmp_path):
 
 @pytest.mark.parametrize(
     "settings",
-    [pytest.param({"final_urls": False}, id="final_urls-off"), pytest.param({"serve_results": True}, id="serve")],
+    [
+        pytest.param({"final_urls": False}, id="final_urls-off"),
+        pytest.param({"serve_results": True}, id="serve"),
+    ],
 )
 def test_final_urls_can_be_turned_off(tmp_path, settings):
     registrar = Registrar(_config(tmp_path, **settings))
@@ -186,7 +189,8 @@ def test_s3_results_are_printed_at_their_bucket_url(tmp_path, aws):
 
 def test_presigned_results_keep_their_fp_url(tmp_path, aws):
     with _bucket(tmp_path, public=False) as (endpoint, bucket):
-        config = _config(tmp_path, storage=f"s3://{bucket}/thumbs", s3_endpoint_url=endpoint, presign_seconds=60)
+        storage = f"s3://{bucket}/thumbs"
+        config = _config(tmp_path, storage=storage, s3_endpoint_url=endpoint, presign_seconds=60)
         registrar = Registrar(config)
         app = FileProcessor(None, config, registrar=registrar)
         cold = registrar.register("photo.jpg | fit 64x")

@@ -8,7 +8,6 @@ directory, registered in a real SQLite store.
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import pathlib
 import re

@@ -4,7 +4,6 @@ soft failures."""
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import os
 import pathlib
