@@ -138,9 +138,7 @@ def write_drawing(path: str) -> None:
     and viewBox as a designer's export is."""
     corners = zip(range(10), [70, 28] * 5, strict=True)
     angles = [(index * math.pi / 5, radius) for index, radius in corners]
-    points = " ".join(
-        f"{160 + radius * math.sin(angle):.1f},{120 - radius * math.cos(angle):.1f}" for angle, radius in angles
-    )
+    points = " ".join(f"{160 + r * math.sin(angle):.1f},{120 - r * math.cos(angle):.1f}" for angle, r in angles)
     svg = f"""<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" width="320" height="240" viewBox="0 0 320 240">
   <defs>
