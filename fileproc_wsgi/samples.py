@@ -136,9 +136,8 @@ def _clip_picture(progress: float, width: int, height: int) -> Image.Image:
 def write_drawing(path: str) -> None:
     """An SVG badge: a gradient, a rounded frame and a star, sized by its width, height
     and viewBox as a designer's export is."""
-    corners = zip(range(10), [70, 28] * 5, strict=True)
-    angles = [(index * math.pi / 5, radius) for index, radius in corners]
-    points = " ".join(f"{160 + r * math.sin(angle):.1f},{120 - r * math.cos(angle):.1f}" for angle, r in angles)
+    corners = [(index * math.pi / 5, radius) for index, radius in zip(range(10), [70, 28] * 5, strict=True)]
+    points = " ".join(f"{160 + r * math.sin(a):.1f},{120 - r * math.cos(a):.1f}" for a, r in corners)
     svg = f"""<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" width="320" height="240" viewBox="0 0 320 240">
   <defs>
