@@ -323,9 +323,12 @@ def first_request(site: Site, text: str, *, fmt: str | None = None, tolerance: i
         outcome.problem("exception escaped the request", f"{type(error).__name__}: {error}")
         return outcome
     outcome.status = response.status_int
-    if response.status_int == 301:
+    # Once made, the registrar prints the result's own URL: a 200 with the image itself.
+    final = not representation.url.startswith(f"{site.config.prefix}/{representation.checksum}")
+    made = response.status_int == 301 or (response.status_int == 200 and final)
+    if made:
         try:
-            result = ask(response.location)
+            result = ask(response.location) if response.status_int == 301 else response
             image = decode(result.body)
         except Exception as error:  # noqa: BLE001
             outcome.problem("result not readable", f"{type(error).__name__}: {error}")
