@@ -50,6 +50,13 @@ class AccessFlusher:
                 self._thread = threading.Thread(target=self._run, name="fileproc-access", daemon=True)
                 self._thread.start()
 
+    def remove(self, recorder: Recorder) -> None:
+        """Flush ``recorder`` one last time and forget it (it is closing)."""
+        with self._lock:
+            self._recorders.discard(recorder)
+        recorder.flush_at = 0.0
+        recorder.flush_access()
+
     def _run(self) -> None:
         while True:
             time.sleep(self.tick)

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from .errors import FileProcError
+from .pool import usable_cores
 from .store import Job
 
 log = logging.getLogger(__name__)
@@ -32,13 +33,9 @@ _IDLE_SECONDS = 60.0
 
 
 def default_threads(max_concurrent_jobs: int) -> int:
-    """One thread per CPU core this process may use, at most ``max_concurrent_jobs``: the
-    jobs run in worker processes, so more threads would only queue them on the cores."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, max_concurrent_jobs))
+    """One thread per CPU core this process may use, at most ``max_concurrent_jobs``: a
+    job runs only in one of the process's turns (:func:`.pool.job_turns`), one per core."""
+    return max(1, min(usable_cores(), max_concurrent_jobs))
 
 
 class BackgroundJobs:
@@ -93,6 +90,17 @@ class BackgroundJobs:
             self._condition.notify(queued)
         return queued
 
+    def close(self, timeout: float = 10.0) -> None:
+        """Drop what waits, queue nothing more, and wait up to ``timeout`` seconds for the
+        jobs being made to finish (their threads then end)."""
+        with self._condition:
+            self._threads = 0
+            for checksum in self._queue:
+                self._queued.discard(checksum)
+            self._queue.clear()
+            self._condition.notify_all()
+            self._condition.wait_for(lambda: not self._running, timeout)
+
     def pending(self) -> int:
         """How many checksums wait or are being made."""
         with self._condition:
@@ -105,8 +113,9 @@ class BackgroundJobs:
         while True:
             with self._condition:
                 while not self._queue:
-                    if not self._condition.wait(_IDLE_SECONDS) and not self._queue:
+                    if not self._threads or (not self._condition.wait(_IDLE_SECONDS) and not self._queue):
                         self._running -= 1
+                        self._condition.notify_all()  # close() may be waiting for the last one
                         return
                 checksum = self._queue.popleft()
             try:

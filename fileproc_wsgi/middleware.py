@@ -18,6 +18,7 @@ by :mod:`fileproc_wsgi.access`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -76,12 +77,12 @@ class FileProcessor:
         self.storage = storage or open_storage(self.config)
         self.processor = Processor(self.config, self.store, self.storage)
         threads = self.config.background_jobs
-        self.background = BackgroundJobs(
-            self.processor.ensure,
-            self.store.find,
-            threads=default_threads(self.config.max_concurrent_jobs) if threads is None else threads,
-            made=self._made,
-        )
+        if threads is None:
+            threads = default_threads(self.config.max_concurrent_jobs)
+        ensure = functools.partial(self.processor.ensure, background=True)
+        self.background = BackgroundJobs(ensure, self.store.find, threads=threads, made=self._made)
+        # Workers for the first page's jobs start importing now, while the server starts.
+        self.processor.warm(threads)
         if isinstance(registrar, Registrar):
             registrar.pair(self.storage, self.background.submit)
         self._mount = self.config.prefix + "/"
@@ -241,6 +242,15 @@ class FileProcessor:
             return [b""]
 
         return redirect
+
+    def close(self) -> None:
+        """Stop making results in the background (queued jobs are left to requests), write
+        the last accesses not written yet, and close the database connections: what a
+        server or a test calls when this middleware is done with. A request after it
+        still works (the store reconnects)."""
+        self.background.close()
+        FLUSHER.remove(self)
+        self.store.dispose()
 
     def flush_access(self) -> int:
         """Write the last-access time of every result requested since the last flush (one

@@ -246,6 +246,19 @@ class WorkerPool:
         log.warning("fileproc_wsgi: worker %d %s mid-job", worker.process.pid, how)
         return WorkerLostError(f"the worker process making this result {how}; it will be tried again")
 
+    def warm(self, count: int) -> int:
+        """Start workers until ``count`` are alive, so a server's first jobs do not wait
+        for the engines' imports; how many were started. Never waits for them."""
+        with self._lock:
+            if self._closed:
+                return 0
+            missing = count - len(self._busy) - sum(w.process.poll() is None for w in self._idle)
+            for _ in range(missing):
+                worker = self._start()
+                worker.idle_since = time.monotonic()
+                self._idle.append(worker)
+        return max(0, missing)
+
     def _acquire(self) -> _Worker:
         now = time.monotonic()
         with self._lock:
@@ -394,6 +407,63 @@ def _has_fileno(stream) -> bool:
 
 _pool: WorkerPool | None = None
 _pool_lock = threading.Lock()
+_turns: tuple[int, JobTurns] | None = None
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class JobTurns:
+    """Turns to run a job, one per usable core: jobs are CPU-bound, so a job beyond the
+    cores only slows the others down (and starts one more worker, about 0.2 s of a core).
+    A request that waits for a turn goes before the background: a job a browser is
+    waiting for is never queued behind one made ahead of time."""
+
+    def __init__(self, count: int):
+        self._free = count
+        self._requests_waiting = 0
+        self._condition = threading.Condition()
+
+    def acquire(self, timeout: float, *, background: bool = False) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            if not background:
+                self._requests_waiting += 1
+            try:
+                while not self._free or (background and self._requests_waiting):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._condition.wait(remaining)
+                self._free -= 1
+                return True
+            finally:
+                if not background:
+                    self._requests_waiting -= 1
+                    self._condition.notify_all()  # the background may go now
+
+    def release(self) -> None:
+        with self._condition:
+            self._free += 1
+            self._condition.notify_all()
+
+
+def job_turns() -> JobTurns:
+    """This process's :class:`JobTurns`, shared by all its Processors (a forked child gets
+    its own)."""
+    global _turns
+    turns = _turns
+    if turns is None or turns[0] != os.getpid():
+        with _pool_lock:
+            if _turns is None or _turns[0] != os.getpid():
+                _turns = (os.getpid(), JobTurns(usable_cores()))
+            turns = _turns
+    return turns[1]
 
 
 def shared_pool() -> WorkerPool:
@@ -411,8 +481,8 @@ def shared_pool() -> WorkerPool:
 def _forget_after_fork() -> None:
     """In a forked child: the parent's workers are the parent's. Drop their sockets (so a
     worker still sees its web process leave) without a word to them."""
-    global _pool, _pool_lock
-    pool, _pool, _pool_lock = _pool, None, threading.Lock()
+    global _pool, _pool_lock, _turns
+    pool, _pool, _pool_lock, _turns = _pool, None, threading.Lock(), None
     if pool is not None:
         for worker in [*pool._idle, *pool._busy]:
             worker.connection.close()

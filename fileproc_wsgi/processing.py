@@ -6,8 +6,10 @@ across processes and hosts the store's claim (a conditional UPDATE with a lease 
 fencing token) decides who works, and the rest wait a bounded time for the result.
 
 Limits that belong to a job rather than to its source are kept here: at most
-``max_concurrent_jobs`` jobs run at once in one Processor (one per process in practice),
-and a request that would start one more is refused at once, never queued; each job has
+``max_concurrent_jobs`` jobs are under way at once in one Processor (one per process in
+practice), and a request that would start one more is refused at once, never queued; of
+those, one per usable CPU core runs at a time (:func:`.pool.job_turns`, shared by the
+process's Processors) and the rest wait for a turn, up to ``wait_timeout``; each job has
 ``max_processing_seconds``. With ``isolate_jobs`` (the default) :func:`produce` runs in a
 worker process (:mod:`.pool`) that is killed at that time; in the web process it is
 checked between the stages of :func:`produce`.
@@ -75,10 +77,12 @@ class Processor:
         self._flights_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(config.max_concurrent_jobs)
 
-    def ensure(self, job: Job, *, redo: bool = False) -> Job:
+    def ensure(self, job: Job, *, redo: bool = False, background: bool = False) -> Job:
         """The finished version of ``job`` (as just read from the store), made first if needed.
 
-        ``redo`` makes a finished result again (its file has gone missing). Raises
+        ``redo`` makes a finished result again (its file has gone missing);
+        ``background`` jobs (made before anyone asks) take a turn only when no request
+        waits for one. Raises
         RecordedFailureError for a failure on record, and UnavailableError when another
         worker still holds the job past ``wait_timeout``.
         """
@@ -91,7 +95,7 @@ class Processor:
             job = self.store.get(job.checksum)  # another thread may have finished it meanwhile
             if job.state == "done" and not (redo and not self.storage.exists(job.result_key)):
                 return job
-            return self._claim_or_wait(job, redo, deadline)
+            return self._claim_or_wait(job, redo, deadline, background)
 
     @contextlib.contextmanager
     def _single_flight(self, checksum: str, deadline: float):
@@ -124,23 +128,25 @@ class Processor:
             retry_after=self.config.retry_after,
         )
 
-    def _claim_or_wait(self, job: Job, redo: bool, deadline: float) -> Job:
+    def _claim_or_wait(self, job: Job, redo: bool, deadline: float, background: bool = False) -> Job:
         pause = 0.02
         while True:
             # Never blocks: a request beyond max_concurrent_jobs is answered at once rather
             # than queued behind work it cannot speed up.
             if self._slots.acquire(blocking=False):
                 try:
-                    token = self.store.claim(
-                        job.checksum, lease=self.config.lease_seconds, redo=redo and job.state == "done"
-                    )
-                    if token is not None:
-                        try:
-                            return self._run(job, token)
-                        except LeaseLostError:
-                            log.warning(
-                                "lease on %s expired while processing; another worker took over", job.checksum
-                            )
+                    with self._turn(deadline, background):
+                        token = self.store.claim(
+                            job.checksum, lease=self.config.lease_seconds, redo=redo and job.state == "done"
+                        )
+                        if token is not None:
+                            try:
+                                return self._run(job, token)
+                            except LeaseLostError:
+                                log.warning(
+                                    "lease on %s expired while processing; another worker took over",
+                                    job.checksum,
+                                )
                 finally:
                     self._slots.release()
             elif not self._held_elsewhere(job):
@@ -156,6 +162,25 @@ class Processor:
             # Another process holds the lease: poll gently until it finishes.
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, 0.2)  # 0.5 s made a herd arrive up to half a second late
+
+    @contextlib.contextmanager
+    def _turn(self, deadline: float, background: bool):
+        """Hold one of the process's turns (one per core) while the job is claimed and
+        made: an accepted job beyond the cores waits for one here, up to ``deadline``,
+        instead of running beside the others on the same cores."""
+        turns = pool.job_turns()
+        if not turns.acquire(max(0.0, deadline - time.monotonic()), background=background):
+            raise self._busy()
+        try:
+            yield
+        finally:
+            turns.release()
+
+    def warm(self, workers: int) -> None:
+        """Start ``workers`` worker processes now (isolated jobs only), so the first jobs
+        do not wait for their imports."""
+        if self._isolated is not None and workers > 0:
+            pool.shared_pool().warm(workers)
 
     def _held_elsewhere(self, job: Job) -> bool:
         """Whether another worker holds a live claim on ``job``: waiting for its result

@@ -192,7 +192,9 @@ class Registrar:
                 self._write(pending)
 
     def close(self) -> None:
-        """Close the database connections (a registrar that has its own store)."""
+        """Write the last accesses not written yet and close the database connections.
+        A closed registrar may still be used: it reconnects when it has to."""
+        FLUSHER.remove(self)
         self.store.dispose()
 
     def pair(self, storage, start_jobs: Callable[[list[str]], None] | None = None) -> None:

@@ -103,7 +103,8 @@ class Site:
         return representation, image
 
     def close(self) -> None:
-        self.store.dispose()
+        self.app.close()
+        self.registrar.close()
 
 
 def free_port() -> int:

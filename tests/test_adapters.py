@@ -66,7 +66,7 @@ JINJA2_ENVIRONMENTS = [
 def registrar(fileprocessor):  # noqa: F811 - the fixture imported above
     registrar = Registrar(Config.from_mapping(fileprocessor))
     yield registrar
-    registrar.store.dispose()
+    registrar.close()
 
 
 @pytest.mark.parametrize(("delimiters", "autoescape"), JINJA2_ENVIRONMENTS)

@@ -1025,7 +1025,7 @@ def _clocked(make_site, clock: _Clock, **settings):
     """A site (in the test's directory: sites made here share database, sources and
     results, like hosts of one installation) whose store reads ``clock``."""
     site = make_site(**settings)
-    site.store.dispose()
+    site.close()
     site.store = InstructionStore(site.config.database_url, clock=clock)
     site.registrar = Registrar(site.config, store=site.store)
     site.app = FileProcessor(None, site.config, store=site.store)

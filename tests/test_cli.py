@@ -201,7 +201,7 @@ def test_a_failure_seen_by_the_server_is_shown_and_retried(env, tmp_path):
         assert Request.blank(representation["url"]).get_response(app).status_int == 301
         assert _shown(env, representation["checksum"])["state"] == "done"
     finally:
-        app.store.dispose()
+        app.close()
 
 
 def test_migrate_brings_a_new_database_to_the_schema_and_is_idempotent(env):

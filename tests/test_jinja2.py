@@ -46,7 +46,7 @@ def registrar(tmp_path):
         )
     )
     yield registrar
-    registrar.store.dispose()
+    registrar.close()
 
 
 @pytest.fixture(params=ENVIRONMENTS)
@@ -213,7 +213,7 @@ def test_list_values_and_a_new_registrar_are_rendered_afresh(env, registrar, tmp
         assert page.render(widths="300").startswith('<img src="/other/')
         assert other.store.count_by_state() == {"pending": 2}
     finally:
-        other.store.dispose()
+        other.close()
 
 
 def test_widths_give_a_srcset_of_real_widths(env, registrar):

@@ -248,7 +248,7 @@ def test_database_outage_is_503(tmp_path):
     assert response.headers["Retry-After"]
     assert response.headers["Cache-Control"] == "no-store"
     assert "database unavailable" in response.text
-    app.store.dispose()
+    app.close()
 
 
 class _EmptiedBetweenLookAndRead(dict):

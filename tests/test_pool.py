@@ -288,7 +288,8 @@ from fileproc_wsgi.registrar import Registrar
 
 directory = sys.argv[1]
 config = Config(source_roots={"default": directory}, database_url=f"sqlite:///{directory}/db.sqlite",
-                storage=directory + "/results", worker_max_jobs=int(sys.argv[2]))
+                storage=directory + "/results", worker_max_jobs=int(sys.argv[2]),
+                background_jobs=0)  # no page's jobs in the background: no workers started ahead
 Image.new("RGB", (60, 40), "red").save(directory + "/a.png")
 registrar = Registrar(config)
 app = FileProcessor(None, config, store=registrar.store)
@@ -333,3 +334,99 @@ def test_a_worker_is_reused_until_worker_max_jobs_and_none_outlives_its_web_proc
     assert seen == [[a], [a], [b], [b], [b], [c]] and len({a, b, c}) == 3
     time.sleep(0.2)
     assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)  # stopped at interpreter exit
+
+
+_PAGE_SCRIPT = """
+import os, sys, threading, time
+from PIL import Image
+from webob import Request
+from fileproc_wsgi.config import Config
+from fileproc_wsgi.middleware import FileProcessor
+from fileproc_wsgi.pool import usable_cores
+from fileproc_wsgi.registrar import Registrar
+
+directory, background = sys.argv[1], int(sys.argv[2])
+config = Config(source_roots={"default": directory}, database_url=f"sqlite:///{directory}/db.sqlite",
+                storage=directory + "/results", background_jobs=background)
+Image.effect_noise((1200, 900), 60).convert("RGB").save(directory + "/a.png")
+registrar = Registrar(config)
+app = FileProcessor(None, config, store=registrar.store)
+def workers():
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                parent = int(stat.read().rpartition(")")[2].split()[1])
+            with open(f"/proc/{pid}/cmdline") as cmdline:
+                if parent == os.getpid() and "fileproc_wsgi.pool" in cmdline.read():
+                    found.add(int(pid))
+        except OSError:
+            pass
+    return found
+before = workers()
+urls = [registrar.register(f"a.png | fit {width}x | format jpeg").url for width in range(10, 18)]
+most, statuses = 0, []
+def ask(url):
+    statuses.append(Request.blank(url).get_response(app).status_int)
+threads = [threading.Thread(target=ask, args=(url,)) for url in urls]
+for thread in threads:
+    thread.start()
+while any(thread.is_alive() for thread in threads):
+    most = max(most, len(workers()))
+    time.sleep(0.005)
+print(repr((len(before), most, sorted(statuses), usable_cores())), flush=True)
+"""
+
+
+def _page_of_new_jobs(tmp_path, background: int) -> tuple[int, int, list[int], int]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PAGE_SCRIPT, str(tmp_path), str(background)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return eval(done.stdout)  # noqa: S307 - a tuple of numbers this test printed
+
+
+def test_a_page_of_new_jobs_runs_one_per_core_and_starts_no_more_workers(tmp_path):
+    # Eight browser requests at once for eight new results: each is made (no 503), one per
+    # core at a time; the others wait for a turn instead of starting more workers.
+    before, most, statuses, cores = _page_of_new_jobs(tmp_path, background=0)
+    assert statuses == [301] * 8
+    assert before == 0, "background_jobs=0: no worker is started ahead"
+    assert most <= cores, f"{most} workers alive at once on {cores} cores"
+
+
+def test_a_server_starts_its_workers_before_its_first_page(tmp_path):
+    before, most, statuses, _ = _page_of_new_jobs(tmp_path, background=2)
+    assert before == 2, "a worker per background thread starts with the server, not with the first job"
+    assert statuses == [301] * 8
+    assert most <= 2
+
+
+def test_a_request_waiting_for_a_turn_goes_before_the_background():
+    import threading
+
+    from fileproc_wsgi.pool import JobTurns
+
+    turns = JobTurns(1)
+    assert turns.acquire(1.0)
+    order = []
+
+    def take(name: str, background: bool) -> None:
+        assert turns.acquire(10.0, background=background)
+        order.append(name)
+        turns.release()
+
+    queued = threading.Thread(target=take, args=("made ahead", True))
+    queued.start()
+    time.sleep(0.1)  # the background waits first
+    asked = threading.Thread(target=take, args=("asked for", False))
+    asked.start()
+    time.sleep(0.1)
+    turns.release()
+    queued.join(10)
+    asked.join(10)
+    assert order == ["asked for", "made ahead"]

@@ -82,7 +82,7 @@ _HOST_WITHOUT_PDFIUM = textwrap.dedent(
     )
     app = FileProcessor(None, config)
     response = Request.blank(url).get_response(app)
-    app.store.dispose()
+    app.close()
     answer = {"status": response.status_int, "retry_after": response.headers.get("Retry-After")}
     print(json.dumps({**answer, "text": response.text}))
     """

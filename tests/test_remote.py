@@ -353,7 +353,7 @@ def test_registrar_for_follows_the_config(tmp_path, settings, expected):
     if expected == "RemoteRegistrar":
         assert registrar.url == "https://img.example.com/_fp"
     else:
-        registrar.store.dispose()
+        registrar.close()
 
 
 @pytest.mark.parametrize(
