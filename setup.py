@@ -111,6 +111,10 @@ setup(
             "sorl-thumbnail>=12.10",
             "easy-thumbnails>=2.9",
             *DJANGO,
+            # bench/quality.py: bytes at equal quality (SSIM and SSIMULACRA2 scores).
+            "scikit-image>=0.24",
+            "ssimulacra2>=0.3",
+            "playwright>=1.45",  # bench/pageload.py loads the gallery in the system's Chromium
         ],
     },
     entry_points={"console_scripts": ["fileproc = fileproc_wsgi.cli:main"]},
