@@ -455,7 +455,8 @@ def measure_stages(path: Path, runs: int) -> Stages:
     )
 
 
-def _median_ms(work: Callable[[], object], runs: int) -> float:
+def median_ms(work: Callable[[], object], runs: int) -> float:
+    """Median milliseconds of ``runs`` calls of ``work``, after one untimed call."""
     work()
     times = []
     for _ in range(runs):
@@ -502,7 +503,7 @@ def measure_alternatives(
         ("copy of the decoded image (what exif_transpose costs)", decoded.copy),
     ]  # fmt: skip
     with ThreadPoolExecutor(2) as threads:
-        resampled = [(what, _median_ms(work, runs)) for what, work in resamples]
+        resampled = [(what, median_ms(work, runs)) for what, work in resamples]
     result = decoded.resize(EXPECTED, lanczos, reducing_gap=3.0)
     from fileproc_wsgi.encode import DEFAULT_QUALITY
 
@@ -523,7 +524,7 @@ def measure_alternatives(
 
         return work
 
-    encoded = [(what, _median_ms(encoder(params), runs), len(encoder(params)())) for what, params in settings]
+    encoded = [(what, median_ms(encoder(params), runs), len(encoder(params)())) for what, params in settings]
     return resampled, encoded
 
 

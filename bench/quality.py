@@ -408,16 +408,6 @@ def equal_quality(setting: Setting, image: Image.Image, reference: Reference, ta
     return min(passing, key=lambda point: len(point.data))
 
 
-def median_ms(work: Callable[[], object], runs: int) -> float:
-    work()  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
 @dataclass
 class Thumbnails:
     """One source's thumbnails: ours (lossless and per format) and pyvips' (the same)."""
@@ -482,6 +472,7 @@ def make_thumbnails(source: Source, directory: Path) -> Thumbnails:
 
 def pyvips_avif_ms(image: Image.Image, runs: int) -> float:
     import pyvips
+    from images import median_ms
 
     pixels = np.asarray(image)
     vips = pyvips.Image.new_from_memory(pixels.tobytes(), image.width, image.height, 3, "uchar")
@@ -572,6 +563,8 @@ def print_shipped(thumbnails: list[Thumbnails]) -> None:
 def equal_quality_row(setting: Setting, group: list[Thumbnails], runs: int, *, own: bool = False) -> Row:
     """``setting`` at equal quality on one class of sources, and its encode time at the
     default quality (not timed again with ``own``)."""
+    from images import median_ms
+
     from fileproc_wsgi.encode import DEFAULT_QUALITY
 
     quality = DEFAULT_QUALITY[setting.format]

@@ -17,6 +17,8 @@ import time
 import weakref
 from typing import Protocol
 
+from .errors import FileProcError
+
 log = logging.getLogger(__name__)
 
 
@@ -69,6 +71,19 @@ class AccessFlusher:
                     recorder.flush_access()
                 except Exception:  # never let the thread die
                     log.exception("fileproc_wsgi: recording last access failed")
+
+
+def touch(store, checksums: set[str]) -> int:
+    """Write ``checksums``' last access now (one batched ``touch``); how many were written.
+    A store that cannot be reached costs a warning: an access is not worth an error."""
+    if not checksums:
+        return 0
+    try:
+        store.touch(checksums)
+    except FileProcError as error:
+        log.warning("fileproc_wsgi: could not record last access: %s", error)
+        return 0
+    return len(checksums)
 
 
 FLUSHER = AccessFlusher()

@@ -27,7 +27,7 @@ from http import HTTPStatus
 
 from webob import Request, Response
 
-from . import remote
+from . import access, remote
 from .access import FLUSHER
 from .background import BackgroundJobs, default_threads
 from .cache import Generation
@@ -257,15 +257,7 @@ class FileProcessor:
         batched ``touch``); how many were written. The flusher thread calls it by itself."""
         paths, self._accessed = self._accessed, set()
         checksums = {path[len(self._mount) :].partition(".")[0] for path in paths}
-        checksums = {checksum for checksum in checksums if is_checksum(checksum)}
-        if not checksums:
-            return 0
-        try:
-            self.store.touch(checksums)
-        except FileProcError as error:
-            log.warning("fileproc_wsgi: could not record last access: %s", error)
-            return 0
-        return len(checksums)
+        return access.touch(self.store, {checksum for checksum in checksums if is_checksum(checksum)})
 
     def _expiring_redirect(self, location: str):
         """A redirect to a URL that expires (presigned): temporary, never stored by a cache

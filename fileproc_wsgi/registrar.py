@@ -40,7 +40,7 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import BinaryIO
 
-from . import engines
+from . import access, engines
 from .access import FLUSHER
 from .cache import Generation, SharedCache
 from .config import Config
@@ -226,14 +226,7 @@ class Registrar:
         """Write the last access of every result printed with its own URL since the last
         flush (one batched ``touch``); how many. The flusher thread calls it by itself."""
         checksums, self._accessed = self._accessed, set()
-        if not checksums:
-            return 0
-        try:
-            self.store.touch(checksums)
-        except FileProcError as error:
-            log.warning("fileproc_wsgi: could not record last access: %s", error)
-            return 0
-        return len(checksums)
+        return access.touch(self.store, checksums)
 
     def _final_url(self, result_key: str) -> str | None:
         """The result's own URL, or None when the storage's URLs expire (then never asked again)."""

@@ -278,6 +278,22 @@ def test_pool_settings_come_from_the_environment():
 
 # --------------------------------------------------------------------------- workers' lives
 
+# The pids of the script's own job workers, for the scripts below.
+_WORKERS = """
+def workers():
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                parent = int(stat.read().rpartition(")")[2].split()[1])
+            with open(f"/proc/{pid}/cmdline") as cmdline:
+                if parent == os.getpid() and "fileproc_wsgi.pool" in cmdline.read():
+                    found.add(int(pid))
+        except OSError:
+            pass
+    return found
+"""
+
 _SCRIPT = """
 import os, sys
 from PIL import Image
@@ -293,25 +309,13 @@ config = Config(source_roots={"default": directory}, database_url=f"sqlite:///{d
 Image.new("RGB", (60, 40), "red").save(directory + "/a.png")
 registrar = Registrar(config)
 app = FileProcessor(None, config, store=registrar.store)
-def workers():
-    found = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                parent = int(stat.read().rpartition(")")[2].split()[1])
-            with open(f"/proc/{pid}/cmdline") as cmdline:
-                if parent == os.getpid() and "fileproc_wsgi.pool" in cmdline.read():
-                    found.add(int(pid))
-        except OSError:
-            pass
-    return found
-seen = []
+{workers}seen = []
 for width in range(10, 10 + int(sys.argv[3])):
     response = Request.blank(registrar.register(f"a.png | fit {width}x").url).get_response(app)
     assert response.status_int == 301, response.text
     seen.append(sorted(workers()))
 print(seen, flush=True)
-"""
+""".replace("{workers}", _WORKERS)
 
 
 def _workers_seen(tmp_path, max_jobs: int, jobs: int) -> tuple[list, set[int]]:
@@ -351,19 +355,7 @@ config = Config(source_roots={"default": directory}, database_url=f"sqlite:///{d
 Image.effect_noise((1200, 900), 60).convert("RGB").save(directory + "/a.png")
 registrar = Registrar(config)
 app = FileProcessor(None, config, store=registrar.store)
-def workers():
-    found = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                parent = int(stat.read().rpartition(")")[2].split()[1])
-            with open(f"/proc/{pid}/cmdline") as cmdline:
-                if parent == os.getpid() and "fileproc_wsgi.pool" in cmdline.read():
-                    found.add(int(pid))
-        except OSError:
-            pass
-    return found
-before = workers()
+{workers}before = workers()
 urls = [registrar.register(f"a.png | fit {width}x | format jpeg").url for width in range(10, 18)]
 most, statuses = 0, []
 def ask(url):
@@ -375,7 +367,7 @@ while any(thread.is_alive() for thread in threads):
     most = max(most, len(workers()))
     time.sleep(0.005)
 print(repr((len(before), most, sorted(statuses), usable_cores())), flush=True)
-"""
+""".replace("{workers}", _WORKERS)
 
 
 def _page_of_new_jobs(tmp_path, background: int) -> tuple[int, int, list[int], int]:
