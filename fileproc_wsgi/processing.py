@@ -170,7 +170,10 @@ class Processor:
         instead of running beside the others on the same cores."""
         turns = pool.job_turns()
         if not turns.acquire(max(0.0, deadline - time.monotonic()), background=background):
-            raise self._busy()
+            raise UnavailableError(
+                "this server's cores are busy making other results; ask again shortly",
+                retry_after=self.config.retry_after,
+            )
         try:
             yield
         finally:

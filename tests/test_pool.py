@@ -399,8 +399,6 @@ def test_a_server_starts_its_workers_before_its_first_page(tmp_path):
 
 
 def test_a_request_waiting_for_a_turn_goes_before_the_background():
-    import threading
-
     from fileproc_wsgi.pool import JobTurns
 
     turns = JobTurns(1)
@@ -422,3 +420,22 @@ def test_a_request_waiting_for_a_turn_goes_before_the_background():
     queued.join(10)
     asked.join(10)
     assert order == ["asked for", "made ahead"]
+
+
+def test_a_job_that_finds_no_free_core_within_wait_timeout_is_a_503_then_made(make_site):
+    from fileproc_wsgi.pool import job_turns, usable_cores
+
+    site = make_site(wait_timeout=0.3, background_jobs=0)
+    write(site.media, "photo.png", halves(80, 40))
+    url = site.registrar.register("photo.png | fit 20x").url
+    turns = job_turns()
+    taken = [turns.acquire(1.0) for _ in range(usable_cores())]  # other jobs hold every core
+    try:
+        assert all(taken)
+        busy = site.get(url)
+        assert busy.status_int == 503 and busy.headers["Retry-After"]
+        assert "cores are busy making other results" in busy.text
+    finally:
+        for _ in taken:
+            turns.release()
+    assert site.get(url).status_int == 301, "made once a core is free"
