@@ -201,9 +201,14 @@ def build(
 
 
 def _register(registrar, text, attributes, arguments, widths, formats, densities) -> Rendition:
-    texts = [text, *(f"{text}\nformat {name}" for name in formats)]
-    if densities:
-        scaled: list[tuple[float, int]] = []  # (density, index of its first text)
+    texts = [text]
+    for name in formats:
+        texts.append(f"{text}\nformat {name}")
+    for width in sorted(set(widths)):
+        texts.append(f"{text}\nfit {width}x")
+        texts.extend(f"{text}\nformat {name}\nfit {width}x" for name in formats)
+    scaled: list[tuple[float, int]] = []  # (density, index of its first text)
+    if len(densities) > 1:
         instructions = parse(text)
         for density in densities[1:]:
             canonical = instructions.at_density(density)
@@ -211,25 +216,28 @@ def _register(registrar, text, attributes, arguments, widths, formats, densities
                 scaled.append((density, len(texts)))
                 texts.append(canonical)
                 texts.extend(f"{canonical}\nformat {name}" for name in formats)
-        registered = registrar.register_many(texts)
-        by_format = dict(zip(formats, registered[1:], strict=False))
-        return _with_densities(registered[0], attributes, registered, by_format, formats, scaled)
-    with registrar.batch():  # one write for the block, as for one register_many
-        image, *alternatives = registrar.register_many(texts)
-        # The result itself stands in for a width it already has, and for widths it cannot
-        # reach (a source smaller than asked): "up to 2000" then means "as large as it
-        # gets". Only the widths below it are registered: each registration is a job.
-        ordered = sorted(set(widths))
-        below = [width for width in ordered if image.width is None or width < image.width]
-        steps = ("", *(f"format {name}\n" for name in formats))
-        variants = registrar.register_many([f"{text}\n{s}fit {width}x" for width in below for s in steps])
-    by_format = dict(zip(formats, alternatives, strict=True))
-    srcset_of: dict[str | None, list[Representation]] = {name: [] for name in (None, *formats)}
-    step = 1 + len(formats)
-    for position in range(0, len(variants), step):
-        for name, variant in zip((None, *formats), variants[position : position + step], strict=True):
-            srcset_of[name].append(variant)
-    if image.width is not None and len(below) < len(ordered):
+    registered = registrar.register_many(texts)
+    image = registered[0]
+
+    by_format = {name: registered[1 + index] for index, name in enumerate(formats)}
+    if densities:
+        return _with_densities(image, attributes, registered, by_format, formats, scaled)
+    # The result itself stands in for a width it already has, and for widths it cannot
+    # reach (a source smaller than asked): "up to 2000" then means "as large as it gets".
+    ordered = sorted(set(widths))
+    kept = [width for width in ordered if image.width is None or width < image.width]
+    if image.width is not None and len(kept) < len(ordered):
+        kept.append(image.width)
+    srcset_of: dict[str | None, list[Representation]] = {None: [], **{name: [] for name in formats}}
+    position = 1 + len(formats)
+    for width in ordered:
+        variants = registered[position : position + 1 + len(formats)]
+        position += 1 + len(formats)
+        if width in kept and width != image.width:
+            srcset_of[None].append(variants[0])
+            for name, variant in zip(formats, variants[1:], strict=True):
+                srcset_of[name].append(variant)
+    if image.width in kept:
         srcset_of[None].append(image)
         for name in formats:
             srcset_of[name].append(by_format[name])

@@ -79,14 +79,15 @@ def test_flask_example_shows_pictures_and_initials_where_there_is_none(tmp_path)
             result = client.get(redirect.location)
             assert result.status_code == 200
             assert decode(result.data).size == (int(width), int(height))
-        # The rest of the page (srcset widths, <picture> sources) is made in the background.
+        # The rest of the page (srcset widths, <picture> sources) is made in the background,
+        # with the one width the source cannot reach (registered, printed as the image).
         page_urls = set(re.findall(r"/_fp/[0-9a-f]{32}\.\w+", text))
         assert len(page_urls) == 11  # 7 <img>, two smaller srcset widths, AVIF and WebP
         deadline = time.monotonic() + 30
-        while len(list(results.glob("*/*"))) < len(page_urls) and time.monotonic() < deadline:
+        while len(list(results.glob("*/*"))) < len(page_urls) + 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         made = {f"/_fp/{path.name}" for path in results.glob("*/*")}
-        assert made == page_urls, "every picture of the page is made once, and nothing else"
+        assert page_urls <= made and len(made) == len(page_urls) + 1, "every registration made once"
     finally:
         example.fileproc.close(app)
 
@@ -164,7 +165,8 @@ def test_django_example_shows_its_models_photos_from_its_own_database(tmp_path):
         # test did not ask for in the background, once each.
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
-        made = len({url for url, _, _ in images} | set(srcset))
+        # With the one width the showcase cannot reach: registered, printed as the image.
+        made = len({url for url, _, _ in images} | set(srcset)) + 1
         deadline = time.monotonic() + 30
         while "jobs: 0 pending, 0 working" not in (stats := _stats(site, elsewhere)):
             assert time.monotonic() < deadline, stats
