@@ -11,13 +11,15 @@ a server that silently ignores ``If-None-Match`` has the same race.
 Redirects go to ``public_url`` + key when one is configured (a CDN or a public bucket;
 it is the URL the prefix is served at, as it is the results directory's for local storage),
 to a presigned GET URL when ``presign_seconds`` > 0 (a private bucket), and otherwise to the
-object's own URL on the endpoint. Every failure to reach or use the bucket becomes an
+object's own URL on the endpoint: the one boto3 resolved, however it was given
+(``s3_endpoint_url``, ``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, ``endpoint_url`` in the
+AWS config file), by path on a server other than AWS's. Every failure to reach or use the bucket becomes an
 :class:`UnavailableError` with one line saying why, so a request gets a 503 to retry.
 """
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from .config import Config
 from .encode import CONTENT_TYPES, FORMAT_OF_EXTENSION
@@ -42,18 +44,36 @@ def make_client(endpoint_url: str, region: str, *, read_timeout: float, what: st
         from botocore.config import Config as BotoConfig
     except ImportError:
         raise ConfigError(f"{what}: s3:// needs boto3 (pip install 'fileproc_wsgi[s3]')") from None
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint_url or None,
-        region_name=region or None,
-        config=BotoConfig(
-            signature_version="s3v4",
-            connect_timeout=5,
-            read_timeout=read_timeout,
-            retries={"max_attempts": 2, "mode": "standard"},
-            s3={"addressing_style": "path" if endpoint_url else "auto"},
-        ),
-    )
+
+    def client_for(endpoint: str):
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint or None,
+            region_name=region or None,
+            config=BotoConfig(
+                signature_version="s3v4",
+                connect_timeout=5,
+                read_timeout=read_timeout,
+                retries={"max_attempts": 2, "mode": "standard"},
+                s3={"addressing_style": "path" if endpoint else "auto"},
+            ),
+        )
+
+    client = client_for(endpoint_url)
+    # boto3 finds an endpoint by itself too (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3,
+    # endpoint_url in the AWS config file): a server other than AWS's, however it was
+    # given, is addressed by path like one given in s3_endpoint_url.
+    if not endpoint_url and custom_endpoint(client):
+        client = client_for(custom_endpoint(client))
+    return client
+
+
+def custom_endpoint(client) -> str:
+    """The endpoint ``client`` talks to, unless it is AWS's own ('' then): results on it
+    are linked to by path, ``<endpoint>/<bucket>/<key>``."""
+    url = client.meta.endpoint_url.rstrip("/")
+    host = urlsplit(url).hostname or ""
+    return "" if host.endswith((".amazonaws.com", ".amazonaws.com.cn")) else url
 
 
 class S3Storage:
@@ -67,7 +87,6 @@ class S3Storage:
             raise ConfigError(f"storage: expected 's3://bucket/prefix', got {config.storage!r}")
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.endpoint_url = config.s3_endpoint_url.rstrip("/")
         # Config fills public_url with the local files/ route when none is given; that route
         # serves nothing for a bucket, so it counts as no public URL here.
         default = f"{config.prefix}/files/"
@@ -76,7 +95,10 @@ class S3Storage:
         self.presign_seconds = 0 if self.public_url else config.presign_seconds
         # A presigned URL expires: the middleware must not cache it or redirect permanently.
         self.temporary_urls = self.presign_seconds > 0
-        self.client = make_client(self.endpoint_url, config.s3_region, read_timeout=30, what="storage")
+        self.client = make_client(
+            config.s3_endpoint_url.rstrip("/"), config.s3_region, read_timeout=30, what="storage"
+        )
+        self.endpoint_url = custom_endpoint(self.client)  # as boto3 resolved it, however given
         self.region = self.client.meta.region_name
         self._conditional = True
 

@@ -5,13 +5,13 @@ A bucket is usable as a source when its exact name is an entry of ``allowed_host
 every place a source may come from: web hosts for http(s) URLs, buckets for ``s3://``
 references. Nothing else is read, however much more the credentials could reach.
 
-The client is configured as the S3 result storage's is: ``s3_endpoint_url`` and
-``s3_region`` from the configuration, credentials from the standard AWS variables, files
-or instance role. ``version`` is the object's ETag and size from one ``HEAD`` (no
-download), so an object replaced under the same key gets a new checksum at its next
-registration check. ``open`` checks ``Content-Length`` against ``max_source_bytes``, then
-streams the body into a temporary file counting the bytes, and deletes that file when the
-handle is closed.
+The client is configured as the S3 result storage's is: ``s3_endpoint_url`` (or the
+endpoint boto3 finds in ``AWS_ENDPOINT_URL`` and the AWS config file) and ``s3_region``,
+credentials from the standard AWS variables, files or instance role. ``version`` is the
+object's ETag and size from one ``HEAD`` (no download), so an object replaced under the
+same key gets a new checksum at its next registration check. ``open`` checks
+``Content-Length`` against ``max_source_bytes``, then streams the body into a temporary
+file counting the bytes, and deletes that file when the handle is closed.
 
 A missing object (or bucket) is a :class:`SourceNotFoundError`, a refusal (access denied,
 a bad key) a :class:`SourceError`, and an endpoint that cannot be reached, answers 5xx or
@@ -21,6 +21,7 @@ throttles an :class:`UnavailableError`, so the job is retried later.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tempfile
 import threading
@@ -34,7 +35,7 @@ _DENIED = ("403", "AccessDenied", "AllAccessDisabled", "AccountProblem")
 _CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken")
 _BUSY = ("SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable", "503")
 
-_clients: dict[tuple[str, str, float], object] = {}
+_clients: dict[tuple[str, str, float, int], object] = {}
 _clients_lock = threading.Lock()
 
 
@@ -53,8 +54,12 @@ class S3Settings:
         return cls(buckets, config.s3_endpoint_url.rstrip("/"), config.s3_region, config.download_timeout)
 
     def client(self):
-        """One boto3 client per endpoint and region, made on first use (clients are thread-safe)."""
-        key = (self.endpoint_url, self.region, self.timeout)
+        """One boto3 client per endpoint, region and AWS environment, made on first use
+        (clients are thread-safe). A client keeps the endpoint and credentials it found when
+        made: AWS_* variables set later (a deploy's credentials, ``AWS_ENDPOINT_URL``) get
+        a client of their own."""
+        aws = hash(frozenset(item for item in os.environ.items() if item[0].startswith("AWS_")))
+        key = (self.endpoint_url, self.region, self.timeout, aws)
         client = _clients.get(key)
         if client is None:
             with _clients_lock:
@@ -156,7 +161,9 @@ class S3Source:
                 f"{where}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or a profile)"
             )
         if isinstance(error, (ConnectionError, HTTPClientError, ReadTimeoutError, OSError)):
-            endpoint = self.settings.endpoint_url or "of AWS"
+            from .s3 import custom_endpoint
+
+            endpoint = custom_endpoint(self.settings.client()) or "of AWS"
             return UnavailableError(
                 f"{where}: cannot reach the S3 endpoint {endpoint} ({type(error).__name__})"
             )

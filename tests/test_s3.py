@@ -51,11 +51,28 @@ def bucket(s3_endpoint, monkeypatch):
     return name
 
 
+@pytest.fixture(params=["s3_endpoint_url", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS config file"])
+def endpoint_given(request, s3_endpoint, tmp_path, monkeypatch):
+    """The endpoint, given each way boto3 reads one: every test of this module runs with
+    each, and only the first is fileproc_wsgi's own setting."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
+        monkeypatch.delenv(name, raising=False)
+    way = request.param
+    if way == "s3_endpoint_url":
+        return {"s3_endpoint_url": s3_endpoint}
+    if way == "AWS config file":
+        (tmp_path / "aws-config").write_text(f"[default]\nendpoint_url = {s3_endpoint}\n")
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    else:
+        monkeypatch.setenv(way, s3_endpoint)
+    return {}
+
+
 @pytest.fixture
-def s3_site(make_site, bucket, s3_endpoint):
+def s3_site(make_site, bucket, endpoint_given):
     def make(**settings):
         settings.setdefault("storage", f"s3://{bucket}/results")
-        settings.setdefault("s3_endpoint_url", s3_endpoint)
+        settings = {**endpoint_given, **settings}
         site = make_site(**settings)
         write(site.media, "photo.png", halves(60, 40))
         return site

@@ -167,3 +167,21 @@ def test_credentials_set_after_a_worker_started_reach_the_next_job(
         monkeypatch.setenv(name, value)
     response = site.get(site.registrar.register(f"s3://{bucket}/photos/photo.png | fit 30x").url)
     assert response.status_int == 301, response.text
+
+
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"])
+def test_an_endpoint_given_only_in_the_environment_is_the_one_read(
+    make_site, bucket, s3_endpoint, monkeypatch, variable
+):
+    monkeypatch.setenv(variable, s3_endpoint)
+    site = make_site(allowed_hosts=(bucket,), remote_source_check_interval=0)
+    representation = site.registrar.register(f"s3://{bucket}/photos/photo.png | fit 30x")
+    assert (representation.width, representation.height) == (30, 20)
+    response = site.get(representation.url)
+    assert response.status_int == 301, response.text
+    assert decode(site.get(response.location).body).size == (30, 20)
+
+    down = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv(variable, down)  # moved: the next client reads the new one
+    with pytest.raises(UnavailableError, match=f"cannot reach the S3 endpoint {down}"):
+        sources(bucket, "").resolve(f"s3://{bucket}/photos/photo.png").version()
