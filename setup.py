@@ -75,12 +75,20 @@ setup(
     description="Thumbnails for any WSGI app: registered while rendering, processed on first request",
     long_description=README.read_text(encoding="utf-8") if README.is_file() else "",
     long_description_content_type="text/markdown",
+    license="BSD-3-Clause",
     python_requires=">=3.11",
     packages=packages,
     package_dir=package_dir,
     include_package_data=True,
     # The Alembic environment's template: revisions and env.py are modules already.
-    package_data={"fileproc_wsgi.migrations": ["script.py.mako"]},
+    # py.typed: the packages carry their own type annotations (PEP 561).
+    package_data={
+        "fileproc_wsgi": ["py.typed"],
+        "fileproc_wsgi.migrations": ["script.py.mako"],
+        "fileproc_django": ["py.typed"],
+        "fileproc_jinja2": ["py.typed"],
+        "fileproc_flask": ["py.typed"],
+    },
     zip_safe=False,
     install_requires=[
         "WebOb>=1.8",
