@@ -19,7 +19,7 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Literal, NamedTuple, overload
 
 from . import plugins
 from .errors import InstructionError, ProcessingError
@@ -143,6 +143,8 @@ def _lex_quoted(line: str, number: int, steps: list[list[_Token]]) -> None:
     position = 0
     while position < len(line):
         match = _LEXEME.match(line, position)
+        # Every character starts one of the alternatives (a lone quote is one).
+        assert match is not None
         position = match.end()
         kind = match.lastgroup
         if kind is None:
@@ -261,6 +263,14 @@ def _side(text: str, token: _Token, step: str, what: str) -> int | None:
     if not 1 <= value <= MAX_SIDE:
         raise _fail(f"{what} must be from 1 to {MAX_SIDE} pixels, got {token.text!r}", token, step)
     return value
+
+
+@overload
+def _size(token: _Token, step: str, *, both: Literal[True]) -> tuple[int, int]: ...
+
+
+@overload
+def _size(token: _Token, step: str, *, both: bool) -> tuple[int | None, int | None]: ...
 
 
 def _size(token: _Token, step: str, *, both: bool) -> tuple[int | None, int | None]:
@@ -424,18 +434,19 @@ def _build_fill(step: str, args: _Args) -> Operation:
                 token,
                 step,
             )
-        focus = tuple(_ranged(token._replace(text=part), step, "focus", 0, 1) for part in parts)
-    return Fill(width, height, gravity=gravity, focus=focus)  # type: ignore[arg-type]
+        x, y = (_ranged(token._replace(text=part), step, "focus", 0, 1) for part in parts)
+        focus = (x, y)
+    return Fill(width, height, gravity=gravity, focus=focus)
 
 
 def _build_pad(step: str, args: _Args) -> Operation:
     width, height = _size(args.positional[0], step, both=True)
     color = _color(args.keys["color"], step) if "color" in args.keys else None
-    return Pad(width, height, color=color)  # type: ignore[arg-type]
+    return Pad(width, height, color=color)
 
 
 def _build_resize(step: str, args: _Args) -> Operation:
-    return Resize(*_size(args.positional[0], step, both=True))  # type: ignore[arg-type]
+    return Resize(*_size(args.positional[0], step, both=True))
 
 
 def _build_crop(step: str, args: _Args) -> Operation:
@@ -462,7 +473,8 @@ def _build_crop(step: str, args: _Args) -> Operation:
             raise _fail(f"crop X and Y must not be negative, got {token.text!r}", token, step)
     if values[2] <= 0 or values[3] <= 0:
         raise _fail(f"crop width and height must be greater than 0, got {token.text!r}", token, step)
-    return Crop(*values, percent=percent[0])
+    x, y, width, height = values
+    return Crop(x, y, width, height, percent=percent[0])
 
 
 def _build_rotate(step: str, args: _Args) -> Operation:
@@ -643,7 +655,7 @@ def _plugin_entry(word: str) -> tuple[_Spec, _Builder] | None:
     plugin = plugins.find_operation(word)
     if plugin is None:
         return None
-    kind: type[PluginOperation] = plugin.target  # type: ignore[assignment]
+    kind: type[PluginOperation] = plugin.target
     spec = _Spec(kind.usage, kind.least, kind.most, keys=kind.keys, flags=kind.flags)
 
     def build(step: str, args: _Args) -> Operation:
@@ -884,7 +896,13 @@ class Instructions:
                 sides = [_times(side, density) for side in (step.width, step.height)]
                 if any(side is not None and side > MAX_SIDE for side in sides):
                     return None
-                step = dataclasses.replace(step, width=sides[0], height=sides[1])
+                if isinstance(step, Fit):
+                    step = dataclasses.replace(step, width=sides[0], height=sides[1])
+                else:
+                    # Fill, Pad and Resize always have both sides, so both scaled ones too.
+                    width, height = sides
+                    assert width is not None and height is not None
+                    step = dataclasses.replace(step, width=width, height=height)
                 resampled = True
             elif resampled and isinstance(step, Crop) and not step.percent:
                 step = dataclasses.replace(
@@ -967,7 +985,9 @@ def _read_as_steps(tokens: list[_Token]) -> bool:
     starts = [index for index, token in enumerate(tokens) if _is_step(token)]
     for start, stop in zip(starts, [*starts[1:], len(tokens)], strict=True):
         word = tokens[start].text.lower()
-        spec, build = _entry(word)
+        entry = _entry(word)
+        assert entry is not None  # _is_step saw a step's word
+        spec, build = entry
         try:
             build(word, _split(word, tokens[start], tokens[start + 1 : stop], spec))
         except InstructionError:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 from PIL import Image, ImageChops, ImageFilter
 
@@ -38,9 +38,15 @@ GRAVITY_NAMES = (*GRAVITIES, SMART)
 OUTPUT_FORMATS = ("jpeg", "png", "webp", "avif", "gif")
 WHITE = "#ffffff"
 
+
+class _Resample(TypedDict):
+    resample: Image.Resampling
+    reducing_gap: float
+
+
 # reducing_gap lets Pillow shrink by an integer factor (cheap box reduce) before the
 # final Lanczos pass; 3.0 keeps the result indistinguishable from a full Lanczos.
-_RESAMPLE = {"resample": Image.Resampling.LANCZOS, "reducing_gap": 3.0}
+_RESAMPLE: _Resample = {"resample": Image.Resampling.LANCZOS, "reducing_gap": 3.0}
 
 
 def has_alpha(image: Image.Image) -> bool:
@@ -126,7 +132,8 @@ class PluginOperation(Operation):
         super().__init_subclass__(**kwargs)
         own = cls.__dict__.get("apply")
         if own is not None and not getattr(own, "_checked", False):
-            cls.apply = _checked_apply(own)
+            # Replacing the method is the point; mypy refuses `cls.apply = ...` outright.
+            setattr(cls, "apply", _checked_apply(own))  # noqa: B010
 
     @classmethod
     def parse(cls, arguments) -> PluginOperation:
@@ -156,7 +163,7 @@ def _checked_apply(apply):
             )
         return result
 
-    checked._checked = True  # type: ignore[attr-defined]
+    vars(checked)["_checked"] = True
     checked.__doc__ = apply.__doc__
     checked.__name__ = apply.__name__
     return checked
@@ -187,6 +194,7 @@ class Fit(Operation):
         # The bounding side is exactly the box side, never off by a rounding error.
         if self.width and scale == self.width / width:
             return self.width, max(1, round(height * scale))
+        assert self.height  # the width did not bound the box, so the height did
         return max(1, round(width * scale)), self.height
 
     def apply(self, image: Image.Image) -> Image.Image:
@@ -305,9 +313,11 @@ def _best_centre(profile: Image.Image, length: int, fraction: float) -> float | 
     ``length`` values that has the largest sum, in the profile's pixels; None when the
     middle window is as good as any (then the crop is exactly centred)."""
     pixels = profile.load()
+    assert pixels is not None  # None only for an image without pixel data
     sums = [0.0]
     for index in range(length):
-        sums.append(sums[-1] + pixels[index, 0])
+        # Mode F: each pixel is a float, which Pillow's annotation (any mode) cannot say.
+        sums.append(sums[-1] + pixels[index, 0])  # type: ignore[operator]
     window = min(length, max(1, round(fraction * length)))
     scores = [sums[start + window] - sums[start] for start in range(length - window + 1)]
     good = max(scores) * (1 - _ATTENTION_TIE)

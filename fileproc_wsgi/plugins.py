@@ -28,13 +28,14 @@ other way round.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import os
 import re
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .operations import RESERVED_WORDS, PluginOperation
 
@@ -58,7 +59,9 @@ class Plugin:
     group: str
     distribution: str
     version: str
-    target: object
+    # A PluginOperation subclass or an engine (a module, or any object with its parts):
+    # checked against its group's contract when loaded, used by duck typing after that.
+    target: Any
 
     @property
     def identity(self) -> str:
@@ -207,7 +210,7 @@ def _warn_installed_twice(used: Mapping[str, Distribution]) -> None:
         key = _normal(dist.metadata["Name"] or "")
         if key in used:
             # A folder on the path twice (as '' and by name) is one installation.
-            where = os.path.realpath(dist.locate_file(""))
+            where = os.path.realpath(str(dist.locate_file("")))
             found.setdefault(key, {})[(dist.version, where)] = None
     for key, dists in found.items():
         if len(dists) < 2:
@@ -247,7 +250,7 @@ def _check_operation(name: str, target: object, builtins: frozenset[str], taken:
         names = getattr(target, what)
         if not isinstance(names, tuple) or not all(isinstance(n, str) and _WORD.fullmatch(n) for n in names):
             raise _ContractError(f"its {what} {names!r} are not a tuple of lowercase words")
-    if target.parse.__func__ is PluginOperation.parse.__func__:
+    if inspect.getattr_static(target, "parse") is inspect.getattr_static(PluginOperation, "parse"):
         raise _ContractError("it does not implement parse(arguments)")
 
 

@@ -16,6 +16,7 @@ never as a SQLAlchemy exception.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import os
@@ -23,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -155,11 +156,12 @@ class InstructionStore:
             .on_conflict_do_nothing(index_elements=["checksum"])
             .returning(jobs.c.checksum)
         )
-        if engine.dialect.name == "sqlite" and engine.dialect.dbapi.sqlite_version_info < (3, 35):
+        dbapi = engine.dialect.dbapi
+        if engine.dialect.name == "sqlite" and dbapi is not None and dbapi.sqlite_version_info < (3, 35):
             # Registering needs INSERT ... RETURNING: said here, not as a syntax error on a page.
             raise ConfigError(
                 f"database_url: SQLite 3.35 or later is needed, this Python's is "
-                f"{engine.dialect.dbapi.sqlite_version}; use a newer Python or PostgreSQL"
+                f"{dbapi.sqlite_version}; use a newer Python or PostgreSQL"
             )
         placeholder = _PLACEHOLDERS.get(engine.dialect.paramstyle)
         self._row_values = (
@@ -441,7 +443,7 @@ class InstructionStore:
     # Operations (``fileproc warm``, ``gc``, ``stats``, ``purge``): scans paged by checksum,
     # so memory stays flat however many rows there are.
 
-    def claimable(self, *, after: str | None = None, limit: int = 500) -> list[Job]:
+    def claimable(self, *, after: str | None = None, limit: int = 500) -> builtins.list[Job]:
         """Rows a worker could take now (pending, failed and due for retry, working with an
         expired lease), up to ``limit``, ordered by checksum after ``after``. Pending rows
         whose result ``fileproc gc`` removed (they have a ``completed_at``) are left out:
@@ -455,11 +457,11 @@ class InstructionStore:
                 sa.select(sa.func.count()).select_from(jobs).where(self._claimable_condition())
             ).scalar_one()
 
-    def stale(self, before: float, *, after: str | None = None, limit: int = 500) -> list[Job]:
+    def stale(self, before: float, *, after: str | None = None, limit: int = 500) -> builtins.list[Job]:
         """Done rows last requested (or, never requested, completed) before ``before``."""
         return self._page(self._stale_condition(before), after, limit)
 
-    def evict_stale(self, checksums: Iterable[str], before: float) -> list[tuple[str, str]]:
+    def evict_stale(self, checksums: Iterable[str], before: float) -> builtins.list[tuple[str, str]]:
         """Set those of ``checksums`` still done and stale back to pending, without a result;
         ``(checksum, result_key)`` of each, whose file the caller deletes. A row requested
         since it was listed stays done. The row is kept, so its URL (wherever it is still
@@ -497,11 +499,11 @@ class InstructionStore:
                 _advance_generation(connection)
         return evicted
 
-    def delete(self, checksums: Iterable[str]) -> list[tuple[str, str | None]]:
+    def delete(self, checksums: Iterable[str]) -> builtins.list[tuple[str, str | None]]:
         """Delete these rows whatever their state; ``(checksum, result_key)`` of each."""
         return self._delete(sa.true(), checksums)
 
-    def by_source(self, source: str, *, after: str | None = None, limit: int = 500) -> list[Job]:
+    def by_source(self, source: str, *, after: str | None = None, limit: int = 500) -> builtins.list[Job]:
         """Rows whose instructions read ``source`` (the reference exactly as registered)."""
         return self._page(jobs.c.source == source, after, limit)
 
@@ -591,14 +593,14 @@ class InstructionStore:
             jobs.c.state == "done", sa.func.coalesce(jobs.c.accessed_at, jobs.c.completed_at) < before
         )
 
-    def _page(self, condition, after: str | None, limit: int) -> list[Job]:
+    def _page(self, condition, after: str | None, limit: int) -> builtins.list[Job]:
         statement = sa.select(jobs).where(condition).order_by(jobs.c.checksum).limit(limit)
         if after is not None:
             statement = statement.where(jobs.c.checksum > after)
         with self._begin() as connection:
             return [Job(**row) for row in connection.execute(statement).mappings()]
 
-    def _delete(self, condition, checksums: Iterable[str]) -> list[tuple[str, str | None]]:
+    def _delete(self, condition, checksums: Iterable[str]) -> builtins.list[tuple[str, str | None]]:
         deleted: list[tuple[str, str | None]] = []
         with self._begin() as connection:
             for chunk in _chunks(checksums):
@@ -731,8 +733,10 @@ def _sqlite_has_store(path: str) -> bool:
     return bool(names & {VERSION_TABLE, jobs.name})
 
 
-def _is_file(database: str | None) -> bool:
-    return bool(database) and database != ":memory:" and not database.startswith("file:")
+def _is_file(database: str | None) -> TypeGuard[str]:
+    if not database:
+        return False
+    return database != ":memory:" and not database.startswith("file:")
 
 
 def _advance_generation(connection: Connection) -> None:
