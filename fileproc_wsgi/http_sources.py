@@ -335,7 +335,8 @@ class _Download:
             raise UnavailableError(
                 f"source {self.reference!r}: cannot resolve {host} ({error.strerror or error})"
             ) from None
-        addresses = list(dict.fromkeys(info[4][0] for info in found))
+        # An IPv4 or IPv6 address is text (typeshed's sockaddr also has other families' ints).
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
         if not self.settings.allow_private_addresses:
             for address in addresses:
                 # One non-global address refuses the host: a name that sometimes points

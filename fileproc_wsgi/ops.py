@@ -89,7 +89,7 @@ def warm(
             due = progress is not None and now - last_progress[0] >= progress_interval
             if due:
                 last_progress[0] = now
-        if due:
+        if due and progress is not None:
             progress(report)
 
     def work() -> None:

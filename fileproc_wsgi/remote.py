@@ -300,7 +300,7 @@ class RemoteRegistrar:
         for attempt in (1, 2):
             connection = getattr(self._local, "connection", None)
             fresh = connection is None or connection not in self._connections  # closed meanwhile
-            if fresh:
+            if connection is None or fresh:
                 connection = self._connection_class(*self._address, timeout=self._timeout)
                 self._local.connection = connection
                 with self._lock:

@@ -81,11 +81,12 @@ class Rendition:
     @functools.cached_property
     def html(self) -> HTML:
         extra = dict(self.attributes)
+        sizes = self.sizes or "100vw"
         if self.densities:
             extra["srcset"] = _density_srcset(self.srcset, self.densities)
         elif self.srcset:
             extra["srcset"] = _srcset(self.srcset)
-            extra["sizes"] = self.sizes or "100vw"
+            extra["sizes"] = sizes
         img = self.image.render(extra)
         if not self.sources:
             return img
@@ -95,8 +96,8 @@ class Rendition:
                 srcset = escape(_density_srcset(variants, self.densities))
                 parts.append(f'<source type="{content_type}" srcset="{srcset}">')
             elif self.srcset:
-                srcset, sizes = escape(_srcset(variants)), escape(extra["sizes"])
-                parts.append(f'<source type="{content_type}" srcset="{srcset}" sizes="{sizes}">')
+                srcset = escape(_srcset(variants))
+                parts.append(f'<source type="{content_type}" srcset="{srcset}" sizes="{escape(sizes)}">')
             else:  # one candidate of the <img>'s own size: a bare URL, no width descriptor
                 parts.append(f'<source type="{content_type}" srcset="{escape(variants[0].url)}">')
         parts.append(img)
