@@ -85,4 +85,4 @@ def test_an_outage_is_retried_once_its_backoff_has_passed(site, tmp_path):
     assert waiting.status_int == 503 and int(waiting.headers["Retry-After"]) == 30
     clock[0] += 31
     assert Request.blank(url).get_response(app).status_int == 301
-    store.dispose()
+    app.close()
