@@ -9,8 +9,31 @@ The public names are imported lazily, so that ``import fileproc_wsgi.instruction
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each is imported when used
+    from .config import Config
+    from .errors import (
+        ConfigError,
+        FileProcError,
+        InstructionError,
+        LimitError,
+        NotRegisteredError,
+        ProcessingError,
+        SourceError,
+        SourceNotFoundError,
+        UnavailableError,
+        UnsupportedSourceError,
+    )
+    from .instructions import Instructions, parse
+    from .middleware import FileProcessor
+    from .registrar import Registrar, registrar_for
+    from .remote import RemoteRegistrar
+    from .representation import Representation
+    from .store import InstructionStore
+    from .tags import Rendition
 
 _EXPORTS = {
     "Config": "config",
@@ -34,7 +57,28 @@ _EXPORTS = {
     "NotRegisteredError": "errors",
     "UnavailableError": "errors",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Config",
+    "ConfigError",
+    "FileProcError",
+    "FileProcessor",
+    "InstructionError",
+    "InstructionStore",
+    "Instructions",
+    "LimitError",
+    "NotRegisteredError",
+    "ProcessingError",
+    "Registrar",
+    "RemoteRegistrar",
+    "Rendition",
+    "Representation",
+    "SourceError",
+    "SourceNotFoundError",
+    "UnavailableError",
+    "UnsupportedSourceError",
+    "parse",
+    "registrar_for",
+]
 
 
 def __getattr__(name: str):

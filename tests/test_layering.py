@@ -120,3 +120,19 @@ def test_registering_new_kinds_loads_no_native_decoder_in_the_web_process(tmp_pa
     heights["letter.docx"] = 142
     assert found["sizes"] == heights
     assert found["native"] == []
+
+
+def test_every_public_name_is_exported_for_type_checkers_too():
+    # The names are imported lazily at run time; a TYPE_CHECKING block names each for
+    # type checkers and IDEs. The two lists must not drift apart.
+    import ast
+
+    import fileproc_wsgi
+
+    with open(fileproc_wsgi.__file__, encoding="utf-8") as source:
+        tree = ast.parse(source.read())
+    (checked,) = [n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.dump(n.test)]
+    names = {alias.name for node in checked.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert names == set(fileproc_wsgi.__all__) == set(fileproc_wsgi._EXPORTS)
+    for name in fileproc_wsgi.__all__:
+        assert getattr(fileproc_wsgi, name).__name__ == name
