@@ -47,6 +47,7 @@ TEST = [
     "Flask>=3.0",
     "playwright>=1.45",
     "gunicorn>=22",  # the multi-process tests run real pre-forking servers
+    "prometheus-client>=0.20",  # tests/test_metrics.py scrapes a real server's metrics
     "boto3>=1.34",
     "django-storages[s3]>=1.14",  # Django sources on S3 through django-storages' S3Storage
     "moto[server]>=5",  # a real S3-compatible HTTP server for the tests (moto_server)
@@ -110,6 +111,8 @@ setup(
         "flask": ["Flask>=3.0", *JINJA2],
         "s3": ["boto3>=1.34"],
         "postgresql": ["psycopg[binary]>=3.1"],
+        # fileproc_wsgi.metrics: Prometheus metrics, and spans when OpenTelemetry is there.
+        "metrics": ["prometheus-client>=0.20", "opentelemetry-api>=1.20"],
         "test": TEST,
         # bin/dev test runs the Django tests again on the oldest supported Django (tox.ini).
         "dev": ["tox>=4.11"],

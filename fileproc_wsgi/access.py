@@ -5,7 +5,9 @@ registrar each add what they served to an in-process set (the warm path's only e
 cost), and one daemon thread per process writes each one's set every
 ``access_flush_seconds`` with one batched
 :meth:`~fileproc_wsgi.store.InstructionStore.touch`. Never a write per request or render,
-and nothing waits for one; a process that exits loses at most that interval.
+and nothing waits for one; a process that exits loses at most that interval. The same
+thread hands the warm paths' counts over to the metrics once a tick
+(:func:`fileproc_wsgi.metrics.publish`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Protocol
 
 from .errors import FileProcError
@@ -42,15 +45,27 @@ class AccessFlusher:
         self._recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._ticks: list[Callable[[], None]] = []
 
     def add(self, recorder: Recorder) -> None:
         with self._lock:
             recorder.flush_at = time.monotonic() + recorder.access_flush_seconds
             self._recorders.add(recorder)
-            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, name="fileproc-access", daemon=True)
-                self._thread.start()
+            self._start()
+
+    def every_tick(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` from the thread once a tick as well (the metrics' hand-over
+        of the warm paths' counts); added once however often it is asked."""
+        with self._lock:
+            if callback not in self._ticks:
+                self._ticks.append(callback)
+            self._start()
+
+    def _start(self) -> None:
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="fileproc-access", daemon=True)
+            self._thread.start()
 
     def remove(self, recorder: Recorder) -> None:
         """Flush ``recorder`` one last time and forget it (it is closing)."""
@@ -71,6 +86,11 @@ class AccessFlusher:
                     recorder.flush_access()
                 except Exception:  # never let the thread die
                     log.exception("fileproc_wsgi: recording last access failed")
+            for callback in self._ticks:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("fileproc_wsgi: %r failed in the flusher thread", callback)
 
 
 def touch(store, checksums: set[str]) -> int:

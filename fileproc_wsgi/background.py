@@ -106,6 +106,10 @@ class BackgroundJobs:
         with self._condition:
             return len(self._queued)
 
+    def waiting(self) -> int:
+        """How many checksums wait for a thread (the metrics' queue length)."""
+        return len(self._queue)
+
     def _busy_count(self) -> int:
         return len(self._queued) - len(self._queue)
 

@@ -14,6 +14,7 @@ root naming a storage (``"django:default"``) is kept as written.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import itertools
 import json
 import os
@@ -105,6 +106,12 @@ class Config:
     # evicted past document_cache_bytes). Under ./.fileproc/ like the other defaults.
     document_cache: str = ""
     document_cache_bytes: int = 1024 * 1024 * 1024
+    # Prometheus metrics (fileproc_wsgi.metrics, the "metrics" extra): the URL path the
+    # middleware answers them at ("/metrics", "/_fp/metrics"); "" serves none. Only to
+    # clients whose REMOTE_ADDR is one of metrics_allowed (addresses or networks,
+    # "10.0.0.0/8"); any other gets a 404, as if the path were not there.
+    metrics_path: str = ""
+    metrics_allowed: tuple[str, ...] = ("127.0.0.1", "::1")
 
     def __post_init__(self) -> None:
         prefix = "/" + self.prefix.strip("/")
@@ -145,6 +152,20 @@ class Config:
             if not _HOST.match(host):
                 raise ConfigError(f"allowed_hosts: {host!r} is not a host name or '*.domain'")
         self._set("allowed_hosts", hosts)
+
+        if self.metrics_path and not re.fullmatch(r"/[A-Za-z0-9._~/-]+", self.metrics_path):
+            raise ConfigError(
+                f"metrics_path: expected a URL path such as '/metrics', got {self.metrics_path!r}"
+            )
+        clients = self.metrics_allowed
+        clients = clients.split(",") if isinstance(clients, str) else clients
+        try:
+            networks = tuple(str(ipaddress.ip_network(c.strip(), strict=False)) for c in clients if c.strip())
+        except (ValueError, TypeError, AttributeError):
+            raise ConfigError(
+                f"metrics_allowed: expected IP addresses or networks ('10.0.0.0/8'), got {clients!r}"
+            ) from None
+        self._set("metrics_allowed", networks)
 
         if self.redirect_status not in REDIRECT_STATUSES:
             raise ConfigError(

@@ -27,7 +27,7 @@ from http import HTTPStatus
 
 from webob import Request, Response
 
-from . import access, remote
+from . import access, metrics, remote
 from .access import FLUSHER
 from .background import BackgroundJobs, default_threads
 from .cache import Generation
@@ -96,12 +96,23 @@ class FileProcessor:
         self._accessed: set[str] = set()  # paths requested since the last flush
         self._outage_logged = float("-inf")
         self.flush_at = 0.0  # set by the flusher, which this joins on the first request made
+        # Warm redirects answered: a plain int on the warm path, handed to the metrics by
+        # metrics.publish (an increment lost to a thread switch costs a count, no more).
+        self.warm_hits = 0
+        self._metrics_path = self.config.metrics_path or None
+        metrics.hand_over(self, "warm_hits")
+        metrics.watch_queue(self.background)
+        if metrics.wanted(self.config):
+            metrics.enable()
+        self._health = _Health(self.store, self.storage)
 
     access_flush_seconds = 60.0
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         if not path.startswith(self._mount) and path != self.config.prefix:
+            if path == self._metrics_path and self._metrics_allowed(environ):
+                return self._answer(Request(environ), self._metrics)(environ, start_response)
             if self.app is None:
                 return self._error_response(NotRegisteredError("not found"))(environ, start_response)
             if self.registrar is None:
@@ -115,16 +126,20 @@ class FileProcessor:
                 headers = self._redirects.get(path)
             if headers is not None:
                 self._accessed.add(path)
+                self.warm_hits += 1
                 start_response(self._redirect_status, headers)
                 return [b""]
+        return self._answer(Request(environ), self._dispatch)(environ, start_response)
+
+    def _answer(self, request: Request, handler):
+        """``handler(request)``'s answer, or its error's: never a traceback."""
         try:
-            response = self._dispatch(Request(environ), path[len(self._mount) :])
+            return handler(request)
         except FileProcError as error:
-            response = self._error_response(error)
+            return self._error_response(error)
         except Exception:
-            log.exception("fileproc_wsgi: unexpected error answering %s", path)
-            response = self._error_response(FileProcError("internal error"))
-        return response(environ, start_response)
+            log.exception("fileproc_wsgi: unexpected error answering %s", request.path_info)
+            return self._error_response(FileProcError("internal error"))
 
     def _call_app_in_batch(self, environ, start_response):
         result = None
@@ -140,8 +155,16 @@ class FileProcessor:
             log.error("fileproc_wsgi: could not save this page's registrations: %s", error)
         return result
 
-    def _dispatch(self, request: Request, name: str):
+    def _dispatch(self, request: Request):
         """A WSGI application answering the request (a Response, or the redirect)."""
+        name = request.path_info[len(self._mount) :]
+        if request.path_info == self._metrics_path:
+            if not self._metrics_allowed(request.environ):
+                raise NotRegisteredError("not found")
+            return self._metrics(request)
+        if name == "health":
+            self._allow(request, _READ_METHODS)
+            return self._health.response()
         if name == "register":
             if not self.config.secret:
                 raise NotRegisteredError("remote registration is off here: it needs a secret")
@@ -211,6 +234,20 @@ class FileProcessor:
         )
         reply = remote.answer(self._local_registrar(), remote.texts_of(body))
         response = Response(body=reply, content_type="application/json", charset=None)
+        response.cache_control = "no-store"
+        return response
+
+    def _metrics_allowed(self, environ) -> bool:
+        return metrics.allowed(environ.get("REMOTE_ADDR", ""), self.config.metrics_allowed)
+
+    def _metrics(self, request: Request) -> Response:
+        """``GET <metrics_path>``: every metric, in Prometheus' text format."""
+        self._allow(request, _READ_METHODS)
+        if not metrics.enable():
+            raise UnavailableError("metrics are off here: prometheus_client is not installed")
+        body, content_type = metrics.exposition()
+        response = Response(body=body, charset=None)
+        response.headers["Content-Type"] = content_type
         response.cache_control = "no-store"
         return response
 
@@ -291,7 +328,8 @@ class FileProcessor:
             try:
                 handle = open(self.storage.path(key), "rb")  # noqa: SIM115
             except FileNotFoundError:
-                raise UnavailableError("the result could not be stored; ask again shortly") from None
+                error = UnavailableError("the result could not be stored; ask again shortly")
+                raise metrics.reason(error, "storage") from None
         try:
             info = os.fstat(handle.fileno())
         except OSError:
@@ -330,9 +368,86 @@ class FileProcessor:
         if isinstance(error, UnavailableError):
             response.retry_after = error.retry_after
             self._log_outage(error)
+            metrics.unavailable(error)
         if isinstance(error, _MethodNotAllowed):
             response.allow = error.methods
         return response
+
+
+class _Health:
+    """``GET <prefix>/health``: ``200 ok`` when the database answers one short query and
+    the result storage is reachable, each within :attr:`seconds`; else ``503`` naming
+    which did not. A check that hangs (a network that drops packets) is not started again
+    while it hangs: the next asks find it still running and answer 503 at once."""
+
+    seconds = 1.0
+
+    def __init__(self, store: InstructionStore, storage):
+        self.checks = {"database": store.generation, "storage": functools.partial(_reach, storage)}
+        self._running: dict[str, tuple[threading.Thread, list[str]]] = {}
+        self._lock = threading.Lock()
+        self._logged = float("-inf")
+
+    def response(self) -> Response:
+        deadline = time.monotonic() + self.seconds
+        started = [(name, self._start(name)) for name in self.checks]
+        failed = []
+        for name, (thread, outcome) in started:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                failed.append((name, f"no answer within {self.seconds:g} s"))
+            elif outcome:
+                failed.append((name, outcome[0]))
+        if failed:
+            now = time.monotonic()
+            if now - self._logged >= _OUTAGE_LOG_SECONDS:
+                self._logged = now
+                log.warning("fileproc_wsgi: health: %s", "; ".join(f"{name}: {why}" for name, why in failed))
+            body = "unavailable: " + ", ".join(name for name, _ in failed)
+        else:
+            body = "ok"
+        response = Response(
+            status=503 if failed else 200,
+            content_type="text/plain",
+            charset="utf-8",
+            body=(body + "\n").encode(),
+        )
+        response.cache_control = "no-store"
+        return response
+
+    def _start(self, name: str) -> tuple[threading.Thread, list[str]]:
+        """The thread running check ``name`` (the one still hanging, if any) and the list it
+        puts its failure in."""
+        with self._lock:
+            running = self._running.get(name)
+            if running is not None and running[0].is_alive():
+                return running
+            outcome: list[str] = []
+
+            def run():
+                try:
+                    self.checks[name]()
+                except Exception as error:  # whatever it is, the check failed: no traceback
+                    outcome.append(str(error).partition("\n")[0] or type(error).__name__)
+
+            thread = threading.Thread(target=run, name=f"fileproc-health-{name}", daemon=True)
+            self._running[name] = (thread, outcome)
+            thread.start()
+            return thread, outcome
+
+
+def _reach(storage) -> None:
+    """Raise unless the result storage can be reached: a local directory (or, before the
+    first result, the nearest path above it that exists, which must be a directory)
+    writable by this process; any other storage asked whether one key exists (one request)."""
+    if getattr(storage, "local", False):
+        path = storage.directory
+        while not os.path.exists(path) and os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+        if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+            raise UnavailableError("result storage unavailable: its directory cannot be written")
+        return
+    storage.exists("fileproc-health-check")
 
 
 class _FileBody:

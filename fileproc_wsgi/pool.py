@@ -111,7 +111,13 @@ class IsolatedJobs:
         self._blob = pickle.dumps(values)
 
     def run(
-        self, text: str, output_format: str, deadline: float, *, source_path: str | None = None
+        self,
+        text: str,
+        output_format: str,
+        deadline: float,
+        *,
+        source_path: str | None = None,
+        stats: dict | None = None,
     ) -> tuple[bytes, int, int]:
         """``(data, width, height)`` of the job with canonical instructions ``text``, made
         in a worker; raises the job's FileProcError, :class:`TimeLimitError` when it runs
@@ -120,8 +126,9 @@ class IsolatedJobs:
 
         ``source_path`` is the file the web process found (or spooled) for the source,
         which the worker then reads under the source's reference; without it the worker
-        resolves the reference itself."""
-        return shared_pool().run(self._blob, self.config, text, output_format, deadline, source_path)
+        resolves the reference itself. ``stats`` is given what the worker measured of the
+        job (:func:`.processing.produce`), made or refused."""
+        return shared_pool().run(self._blob, self.config, text, output_format, deadline, source_path, stats)
 
     def probe(self, text: str, source_path: str, seconds: float = PROBE_SECONDS) -> tuple:
         """:func:`.engines.probe` of the source of ``text`` (read from ``source_path``)
@@ -158,20 +165,22 @@ class WorkerPool:
         output_format: str,
         deadline: float,
         source_path: str | None = None,
+        stats: dict | None = None,
     ) -> tuple[bytes, int, int]:
         """Run one job in a worker; see :meth:`IsolatedJobs.run`."""
         seconds = deadline - time.monotonic()
         request = ("job", blob, text, output_format, source_path, seconds)
-        return self._request(request, config, seconds, text, functools.partial(_time_limit, config))
+        return self._request(request, config, seconds, text, functools.partial(_time_limit, config), stats)
 
     def probe(self, blob: bytes, config: Config, text: str, source_path: str, seconds: float) -> tuple:
         """Read a header in a worker; see :meth:`IsolatedJobs.probe`."""
         request = ("probe", blob, text, None, source_path, seconds)
         return self._request(request, config, seconds, text, functools.partial(_probe_time_limit, seconds))
 
-    def _request(self, request: tuple, config: Config, seconds: float, text: str, expired):
+    def _request(self, request: tuple, config: Config, seconds: float, text: str, expired, stats=None):
         """Send ``request`` to a worker and return what it made; ``expired(what)`` is the
-        TimeLimitError for a request that ran past ``seconds``."""
+        TimeLimitError for a request that ran past ``seconds``. ``stats`` is updated with
+        what the worker measured."""
         for _ in range(_HANDOFF_ATTEMPTS):
             if seconds <= 0:
                 raise expired("before a worker took it")
@@ -190,7 +199,9 @@ class WorkerPool:
             if reply is None:  # it said goodbye (idle) as the job arrived: nobody ran the job
                 self._discard(worker)
                 continue
-            kind, payload, retiring = reply
+            kind, payload, retiring, measured = reply
+            if stats is not None and measured:
+                stats.update(measured)
             if retiring:
                 self._discard(worker)
                 self._spare()
@@ -425,6 +436,7 @@ class JobTurns:
     waiting for is never queued behind one made ahead of time."""
 
     def __init__(self, count: int):
+        self.count = count
         self._free = count
         self._requests_waiting = 0
         self._condition = threading.Condition()
@@ -452,6 +464,9 @@ class JobTurns:
             self._free += 1
             self._condition.notify_all()
 
+    def in_use(self) -> int:
+        return self.count - self._free
+
 
 def job_turns() -> JobTurns:
     """This process's :class:`JobTurns`, shared by all its Processors (a forked child gets
@@ -464,6 +479,15 @@ def job_turns() -> JobTurns:
                 _turns = (os.getpid(), JobTurns(usable_cores()))
             turns = _turns
     return turns[1]
+
+
+def state() -> tuple[int, int, int]:
+    """(idle workers, busy workers, job turns in use) of this process, for the metrics;
+    starts neither a pool nor its turns."""
+    pool, turns = _pool, _turns
+    idle, busy = pool.size() if pool is not None and pool.pid == os.getpid() else (0, 0)
+    in_use = turns[1].in_use() if turns is not None and turns[0] == os.getpid() else 0
+    return idle, busy, in_use
 
 
 def shared_pool() -> WorkerPool:
@@ -527,7 +551,7 @@ def serve(fd: int) -> None:
     connection = Connection(fd)
     unlimited = resource.getrlimit(resource.RLIMIT_AS)
     try:
-        connection.send_bytes(pickle.dumps(("ready", None, False)))
+        connection.send_bytes(pickle.dumps(("ready", None, False, None)))
     except OSError:
         return
     configs: dict[bytes, tuple[Config, Sources]] = {}
@@ -535,7 +559,7 @@ def serve(fd: int) -> None:
     while True:
         try:
             if not connection.poll(IDLE_SECONDS):
-                connection.send_bytes(pickle.dumps(("retired", None, True)))
+                connection.send_bytes(pickle.dumps(("retired", None, True, None)))
                 return
             kind, blob, text, output_format, source_path, seconds, memory, max_jobs = pickle.loads(
                 connection.recv_bytes()
@@ -543,6 +567,7 @@ def serve(fd: int) -> None:
         except (EOFError, OSError):  # the web process has gone or closed the pool
             return
         deadline = time.monotonic() + seconds
+        stats: dict = {}
         made += 1
         retiring = made >= max_jobs
         hard = unlimited[1]
@@ -567,26 +592,27 @@ def serve(fd: int) -> None:
             if kind == "probe":
                 with source.open(config.max_source_bytes) as handle:
                     info = engines.probe(handle, source.reference, instructions, config)
-                reply = ("done", dataclasses.astuple(info), retiring)
+                reply = ("done", dataclasses.astuple(info), retiring, None)
             else:
-                result = produce(instructions, source, output_format, config, deadline=deadline)
-                reply = ("done", (result.data, result.width, result.height), retiring)
+                result = produce(instructions, source, output_format, config, deadline=deadline, stats=stats)
+                reply = ("done", (result.data, result.width, result.height), retiring, stats)
         except FileProcError as error:
-            reply = ("refused", describe(error), retiring)
+            reply = ("refused", describe(error), retiring, stats)
         except MemoryError:
             reply = (
                 "refused",
                 describe(LimitError(f"this job needs more memory than max_job_memory={memory} bytes allows")),
                 True,  # a heap that ran dry may be left in a state best not reused
+                stats,
             )
         except Exception:
             import traceback
 
-            reply = ("bug", traceback.format_exc(), retiring)
+            reply = ("bug", traceback.format_exc(), retiring, stats)
         finally:
             resource.setrlimit(resource.RLIMIT_AS, unlimited)
         if _resident_bytes() > RSS_CEILING:
-            reply = (*reply[:2], True)
+            reply = (reply[0], reply[1], True, reply[3])
         try:
             connection.send_bytes(pickle.dumps(reply))
         except OSError:  # the web process left mid-job

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from PIL import Image
 
-from . import engines, plugins, pool
+from . import engines, formats, metrics, plugins, pool
 from .config import Config
 from .encode import ANIMATED_FORMATS, CONTENT_TYPES, EXTENSIONS, animation_frame, encode, encode_animation
 from .engines.boundary import failure
@@ -91,23 +93,30 @@ class Processor:
         if job.state == "failed" and (job.retry_at is None or job.retry_at > self.store.now()):
             raise failure_of(job, self.store.now())
         deadline = time.monotonic() + self.config.wait_timeout
-        with self._single_flight(job.checksum, deadline):
+        with self._single_flight(job.checksum, deadline) as queued:
             job = self.store.get(job.checksum)  # another thread may have finished it meanwhile
             if job.state == "done" and not (redo and not self.storage.exists(job.result_key)):
+                if queued:
+                    metrics.waited("made")
                 return job
+            if queued and job.state == "failed":
+                metrics.waited("refused" if job.retry_at is None else "failed")
             return self._claim_or_wait(job, redo, deadline, background)
 
     @contextlib.contextmanager
     def _single_flight(self, checksum: str, deadline: float):
-        """Hold the in-process lock for ``checksum``: one thread works, the rest queue."""
+        """Hold the in-process lock for ``checksum``: one thread works, the rest queue.
+        Yields whether this thread queued behind another."""
         with self._flights_lock:
             flight = self._flights.setdefault(checksum, _Flight())
             flight.users += 1
         try:
-            if not flight.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            queued = not flight.lock.acquire(blocking=False)
+            if queued and not flight.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                metrics.waited("timeout")
                 raise self._busy()
             try:
-                yield
+                yield queued
             finally:
                 flight.lock.release()
         finally:
@@ -117,19 +126,22 @@ class Processor:
                     del self._flights[checksum]
 
     def _busy(self) -> UnavailableError:
-        return UnavailableError(
+        error = UnavailableError(
             "the result is still being made; ask again shortly", retry_after=self.config.retry_after
         )
+        return metrics.reason(error, "busy")
 
     def _overloaded(self) -> UnavailableError:
-        return UnavailableError(
+        error = UnavailableError(
             f"this server is busy making other results (max_concurrent_jobs="
             f"{self.config.max_concurrent_jobs}); ask again shortly",
             retry_after=self.config.retry_after,
         )
+        return metrics.reason(error, "overloaded")
 
     def _claim_or_wait(self, job: Job, redo: bool, deadline: float, background: bool = False) -> Job:
         pause = 0.02
+        waited = False  # on another process's claim
         while True:
             # Never blocks: a request beyond max_concurrent_jobs is answered at once rather
             # than queued behind work it cannot speed up.
@@ -141,6 +153,8 @@ class Processor:
                         )
                         if token is not None:
                             try:
+                                if waited:
+                                    metrics.waited("lost")  # its lease ran out: made here
                                 return self._run(job, token)
                             except LeaseLostError:
                                 log.warning(
@@ -151,13 +165,20 @@ class Processor:
                     self._slots.release()
             elif not self._held_elsewhere(job):
                 raise self._overloaded()
+            waited = True
             job = self.store.get(job.checksum)
             if job.state == "done":
+                if waited:
+                    metrics.waited("made")
                 return job
             if job.state == "failed":
+                if waited:
+                    metrics.waited("refused" if job.retry_at is None else "failed")
                 raise failure_of(job, self.store.now())
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                if waited:
+                    metrics.waited("timeout")
                 raise self._busy()
             # Another process holds the lease: poll gently until it finishes.
             time.sleep(min(pause, remaining))
@@ -170,10 +191,11 @@ class Processor:
         instead of running beside the others on the same cores."""
         turns = pool.job_turns()
         if not turns.acquire(max(0.0, deadline - time.monotonic()), background=background):
-            raise UnavailableError(
+            error = UnavailableError(
                 "this server's cores are busy making other results; ask again shortly",
                 retry_after=self.config.retry_after,
             )
+            raise metrics.reason(error, "cores")
         try:
             yield
         finally:
@@ -191,12 +213,33 @@ class Processor:
         return job.state == "working" and job.lease_until is not None and job.lease_until >= self.store.now()
 
     def _run(self, job: Job, token: int) -> Job:
+        """Make and store the claimed job; its metrics and log line are written when it ends."""
+        started = time.monotonic()
+        stats: dict = {}
+        with metrics.span("fileproc.job", checksum=job.checksum, source=job.source):
+            try:
+                done = self._make_and_store(job, token, stats)
+            except BaseException as error:
+                stats["total"] = time.monotonic() - started
+                reason = str(error).partition("\n")[0] if isinstance(error, FileProcError) else "bug"
+                attempt = job.attempts + 1
+                metrics.job_finished(job.checksum, stats, _outcome(error), attempt=attempt, reason=reason)
+                raise
+        stats["total"] = time.monotonic() - started
+        metrics.job_finished(job.checksum, stats, "made", attempt=job.attempts + 1)
+        return done
+
+    def _make_and_store(self, job: Job, token: int, stats: dict) -> Job:
         try:
-            result = self.make(job, deadline=time.monotonic() + self.config.max_processing_seconds)
+            result = self.make(
+                job, deadline=time.monotonic() + self.config.max_processing_seconds, stats=stats
+            )
+            stats["bytes_out"] = len(result.data)
             key = result_key(job.checksum, EXTENSIONS[job.output_format])
             # A worker that stalled past its lease must not overwrite the file the worker
             # that took over may have finished (their bytes can differ during a deploy).
             # One read narrows that window to the write itself; completion stays fenced.
+            storing = time.monotonic()
             current = self.store.find(job.checksum)
             if current is None or current.token != token:
                 raise LeaseLostError(f"lease on {job.checksum} was taken over before storing")
@@ -228,6 +271,7 @@ class Processor:
             height=result.height,
             result_bytes=len(result.data),
         )
+        stats["store"] = time.monotonic() - storing
         return self.store.get(job.checksum)
 
     def _fail_for_now(self, job: Job, token: int, error: Exception) -> NoReturn:
@@ -248,35 +292,68 @@ class Processor:
         # database, a library missing on this host) or a bug, never a property of the
         # source: the engines' boundaries have made those permanent refusals already.
         detail = getattr(error, "detail", None)  # the backend's own words, for the log
-        raise UnavailableError(reason, retry_after=max(1, round(delay)), detail=detail) from None
+        answer = UnavailableError(reason, retry_after=max(1, round(delay)), detail=detail)
+        raise metrics.reason(answer, _unavailable_reason(error)) from None
 
-    def make(self, job: Job, *, deadline: float | None = None) -> Result:
+    def make(self, job: Job, *, deadline: float | None = None, stats: dict | None = None) -> Result:
         """Decode, transform and encode the job's source, without touching the store.
 
         A size predicted at registration is checked first, so a limit lowered since then
-        refuses the job before its source is opened.
+        refuses the job before its source is opened. ``stats`` is given what was measured
+        (see :func:`produce`), and the source's kind.
         """
+        stats = {} if stats is None else stats
         if job.width is not None and job.height is not None:
             self.config.check_result_size(job.width, job.height)
         instructions = parse(job.instructions)
         if self._isolated is None:
             source = self.sources.resolve(instructions.source)
-            return produce(instructions, source, job.output_format, self.config, deadline=deadline)
+            stats["source"] = _SOURCE_KINDS.get(type(source).__name__, "other")
+            return produce(
+                instructions, source, job.output_format, self.config, deadline=deadline, stats=stats
+            )
         if deadline is None:
             deadline = time.monotonic() + self.config.max_processing_seconds
-        return Result(*self._run_isolated(job, instructions.source, deadline))
+        return Result(*self._run_isolated(job, instructions.source, deadline, stats))
 
-    def _run_isolated(self, job: Job, reference: str, deadline: float) -> tuple[bytes, int, int]:
+    def _run_isolated(self, job: Job, reference: str, deadline: float, stats: dict) -> tuple[bytes, int, int]:
         """Resolve here, where every storage kind is loaded, and hand the worker a file:
         a local file's path, or a storage's file spooled to a private temporary file
         (counted in the job's time). An http(s) or s3:// source is fetched by the worker."""
         source = self.sources.resolve(reference)
+        stats["source"] = _SOURCE_KINDS.get(type(source).__name__, "other")
+        run = functools.partial(
+            self._isolated.run, job.instructions, job.output_format, deadline, stats=stats
+        )
         if isinstance(source, LocalSource):
-            return self._isolated.run(job.instructions, job.output_format, deadline, source_path=source.path)
+            return run(source_path=source.path)
         if isinstance(source, StorageSource):
             with source.spooled(self.config.max_source_bytes, deadline) as path:
-                return self._isolated.run(job.instructions, job.output_format, deadline, source_path=path)
-        return self._isolated.run(job.instructions, job.output_format, deadline)
+                return run(source_path=path)
+        return run()
+
+
+_SOURCE_KINDS = {"LocalSource": "local", "StorageSource": "storage", "HttpSource": "http", "S3Source": "s3"}
+
+
+def _unavailable_reason(error: Exception) -> str:
+    """What the 503 of a job that failed for now with ``error`` is counted under."""
+    if isinstance(error, UnavailableError):
+        return metrics.reason_of(error)
+    if isinstance(error, TimeLimitError):
+        return "time-limit"
+    if isinstance(error, MissingLibraryError):
+        return "missing-library"
+    return "error"
+
+
+def _outcome(error: BaseException) -> str:
+    """How a job that raised ``error`` ended, for its metrics and log line."""
+    if isinstance(error, LeaseLostError):
+        return "lost"
+    if isinstance(error, FileProcError) and not isinstance(error, UnavailableError):
+        return "refused"
+    return "failed"
 
 
 @dataclasses.dataclass(slots=True)
@@ -299,6 +376,7 @@ def produce(
     config: Config,
     *,
     deadline: float | None = None,
+    stats: dict | None = None,
 ) -> Result:
     """The pipeline itself: engine → operations → encoder, within the config's limits.
 
@@ -315,13 +393,20 @@ def produce(
     first frame and keeps it for all, so the result does not jitter.
 
     ``deadline`` (a :func:`time.monotonic` time; by default ``max_processing_seconds``
-    from now) is checked between stages, and between frames.
+    from now) is checked between stages, and between frames. ``stats`` is given the
+    engine, the source's bytes and the seconds of each stage as they end (an
+    animation's later frames count as steps), for the job's metrics.
     """
+    stats = {} if stats is None else stats
     if deadline is None:
         deadline = time.monotonic() + config.max_processing_seconds
     config.check_page(instructions.page)
-    with source.open(config.max_source_bytes) as handle:
+    with source.open(config.max_source_bytes) as handle:  # a download's time is in none of the stages
+        _measure_source(handle, stats)
+        started = time.monotonic()
         decoded = engines.decode(handle, source.reference, instructions, config, deadline=deadline)
+        decoding = time.monotonic()
+        stats["decode"] = decoding - started
         _check_time(deadline, "decoding", config)
         plan = instructions.plan(*decoded.size)
         config.check_plan(plan)
@@ -331,6 +416,8 @@ def produce(
         config.check_result_size(image.width, image.height)
         if animation is not None:
             frames, durations = _animate(image, animation, steps, output_format)
+    encoding = time.monotonic()
+    stats["steps"] = encoding - decoding
     background = next(
         (step.color for step in reversed(instructions.steps) if isinstance(step, Background)), WHITE
     )
@@ -341,8 +428,24 @@ def produce(
             )
         else:
             data = encode(image, output_format, instructions.output, decoded.icc_profile, background)
+    stats["encode"] = time.monotonic() - encoding
     _check_time(deadline, "encoding", config)
     return Result(data, image.width, image.height)
+
+
+def _measure_source(handle, stats: dict) -> None:
+    """The engine that will decode the source (by its first bytes, as
+    :func:`.engines.engine_for` chooses: "other" for a plugin's format or none) and its
+    size in bytes, into ``stats``."""
+    head = handle.read(formats.HEAD_BYTES)
+    handle.seek(0)
+    found = formats.sniff(head)
+    stats["engine"] = engines.ENGINE_OF.get(found, "other") if found else "other"
+    try:
+        stats["bytes_in"] = os.fstat(handle.fileno()).st_size
+    except (AttributeError, OSError, ValueError):  # a spooled download: where it ends
+        stats["bytes_in"] = handle.seek(0, os.SEEK_END)
+        handle.seek(0)
 
 
 @dataclasses.dataclass
@@ -429,8 +532,9 @@ def _check_time(deadline: float, stage: str, config: Config) -> None:
 def failure_of(job: Job, now: float) -> FileProcError:
     """The error a failed job answers with until it may be retried."""
     if job.retry_at is not None:
-        return UnavailableError(
+        error = UnavailableError(
             job.reason or "processing failed; it will be retried",
             retry_after=max(1, round(job.retry_at - now)),
         )
+        return metrics.reason(error, "retry-later")
     return RecordedFailureError(job.reason or "processing failed", job.failure_status or 422)

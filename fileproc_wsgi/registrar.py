@@ -38,9 +38,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from . import access, engines
+from . import access, engines, metrics
 from .access import FLUSHER
 from .cache import Generation, SharedCache
 from .config import Config
@@ -50,9 +50,13 @@ from .instructions import PROCESSING_VERSION, Instructions, checksum, parse
 from .operations import Background
 from .pool import IsolatedJobs
 from .representation import Representation
-from .sources import LocalSource, Sources
+from .sources import LocalSource, Sources, StorageSource
 from .storage import open_storage
 from .store import InstructionStore
+
+if TYPE_CHECKING:
+    from .http_sources import HttpSource
+    from .s3_sources import S3Source
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +66,24 @@ _MADE_INTERVAL = 1.0
 _MADE_BATCH = 500
 
 
+class _ResultURLs(Protocol):
+    """What the registrar asks of the result storage: a result's own URL."""
+
+    def url(self, key: str) -> str: ...
+
+
 class _Entry:
     """A remembered registration; ``checked`` is when its source was last seen unchanged,
     ``final`` whether its representation prints the result's own URL."""
 
     __slots__ = ("source", "version", "representation", "checked", "final")
 
-    def __init__(self, source: LocalSource, version: str, representation: Representation):
+    def __init__(
+        self,
+        source: LocalSource | StorageSource | HttpSource | S3Source,
+        version: str,
+        representation: Representation,
+    ):
         self.source = source
         self.version = version
         self.representation = representation
@@ -133,8 +148,9 @@ class Registrar:
         # Final URLs: permanent storage URLs only (a presigned one expires), and not when
         # the middleware serves the bytes at the /_fp/ URL itself.
         self._final_urls = self.config.final_urls and not self.config.serve_results
-        self._storage = None  # opened when first needed, unless the middleware lends its own
-        self._start_jobs: Callable[[list[str]], None] | None = None
+        # Opened when first needed, unless the middleware lends its own.
+        self._storage: _ResultURLs | None = None
+        self._start_jobs: Callable[[list[str]], object] | None = None
         self._unmade: OrderedDict[str, list[_Entry]] = OrderedDict()  # checksum -> entries
         self._made_due = 0.0
         self._made_interval = max(self._check_interval, _MADE_INTERVAL)
@@ -143,6 +159,8 @@ class Registrar:
         self.flush_at = 0.0  # set by the flusher, which this joins when a first URL is final
         # purge and gc --delete remove rows and results: forget every registration then.
         self._generation = Generation(self.store, self._check_interval, self._forget)
+        self.warm_registrations = 0  # a plain int on the warm path, read by metrics.publish
+        metrics.hand_over(self, "warm_registrations")
 
     def register(self, text: str) -> Representation:
         """The representation of ``text``; raises InstructionError, SourceError or
@@ -153,7 +171,7 @@ class Registrar:
         entry = self._warm(text)
         if entry is not None:
             return entry.representation
-        with _Reads() as reads:
+        with _Reads() as reads, metrics.span("fileproc.register"):
             cold = self._cold(text, reads)
         return self._save([cold], generation)[0]
 
@@ -168,7 +186,8 @@ class Registrar:
             for text in texts:
                 entry = self._warm(text)
                 if entry is None:
-                    cold.append(self._cold(text, reads))
+                    with metrics.span("fileproc.register"):
+                        cold.append(self._cold(text, reads))
                 found.append(None if entry is None else entry.representation)
         made = iter(self._save(cold, generation))
         return [representation or next(made) for representation in found]
@@ -197,7 +216,7 @@ class Registrar:
         FLUSHER.remove(self)
         self.store.dispose()
 
-    def pair(self, storage, start_jobs: Callable[[list[str]], None] | None = None) -> None:
+    def pair(self, storage, start_jobs: Callable[[list[str]], object] | None = None) -> None:
         """Called by the middleware that makes this registrar's results in this process:
         final URLs come from its ``storage``, and the checksums of the rows each write
         adds go to ``start_jobs``, which starts making them before anyone asks."""
@@ -287,6 +306,7 @@ class Registrar:
             pass
         if entry.final:
             self._accessed.add(entry.representation.checksum)
+        self.warm_registrations += 1
         return entry
 
     def _cold(self, text: str, reads: _Reads) -> _Cold:
@@ -325,7 +345,7 @@ class Registrar:
             # What the header already states; a GIF's frames are counted when processing.
             self.config.check_animation(f"source {source.reference!r}", info.frames, info.width, info.height)
             self.config.check_animation(
-                f"the animated result of {source.reference!r}", info.frames, width, height
+                f"the animated result of {source.reference!r}", info.frames, *plan[-1][1:]
             )
         checksum = result_checksum(instructions, version, animates=animates, engine=info.engine)
         row = {
@@ -419,6 +439,7 @@ class Registrar:
 
     def _save(self, cold: list[_Cold], generation: int | None) -> list[Representation]:
         """Remember new registrations, writing them now or at the end of the batch."""
+        metrics.registered(len(cold))
         pending = _BATCHES.get().get(self)
         if pending is not None:
             pending.extend(cold)
@@ -527,5 +548,6 @@ def registrar_for(config: Config, *, cache=None):
     if config.registrar_url:
         from .remote import RemoteRegistrar
 
+        assert config.secret  # Config refuses a registrar_url without one
         return RemoteRegistrar(config.registrar_url, secret=config.secret, cache=cache)
     return Registrar(config, cache=cache)
