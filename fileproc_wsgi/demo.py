@@ -102,7 +102,7 @@ def _scene(width: int, height: int, seed: int) -> Image.Image:
     )
     for layer in range(4):
         base = height * (0.5 + 0.12 * layer)
-        points = [(0, height)]
+        points: list[tuple[float, float]] = [(0, height)]
         for step in range(0, width + 40, 40):
             wave = math.sin(step / width * math.pi * (2 + layer) + rng.random()) * height * 0.06
             points.append((step, base + wave + rng.uniform(-8, 8)))
@@ -164,6 +164,7 @@ def page_app(registrar: Registrar):
             return [b"not found\n"]
         cards = []
         for title, text in EXAMPLES:
+            picture: str
             try:
                 picture = registrar.register(text).render(alt=title)
             except FileProcError as error:

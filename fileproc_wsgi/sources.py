@@ -343,6 +343,8 @@ class _StorageHandle(io.BufferedReader):
     place of whatever a library made of it (PDFium and PyAV read through callbacks
     that turn any exception into "cannot read the file")."""
 
+    raw: _Spool
+
     def __exit__(self, kind, error, traceback):
         failure = self.raw.failure
         self.close()

@@ -279,12 +279,13 @@ def probe(
             handle,
             lambda e: e.probe_native(handle, found, reference, instructions, config),
         )
-    width, height, alpha, *frames = read
+    width, height, alpha, *more = read
     if width < 1 or height < 1:  # a fuzzed header can say 0x0 and still parse
         raise ProcessingError(
             f"source {reference!r} is {formats.a(found)} whose header gives no picture size"
         )
-    return SourceInfo(found, width, height, alpha, *frames, engine=_plugin_identity(engine))
+    frames = more[0] if more else 1  # an engine that reads no animation gives three items
+    return SourceInfo(found, width, height, alpha, frames, engine=_plugin_identity(engine))
 
 
 def decode(

@@ -362,7 +362,7 @@ def _open(handle, found: str, reference: str) -> Image.Image:
 def _select(image: Image.Image, reference: str, instructions, config) -> None:
     """Move ``image`` to the image ``page N`` names, checking it against the limits."""
     page = _page(instructions, config)
-    count = image.n_frames
+    count = getattr(image, "n_frames", 1)
     if page > 1:
         if page > count:
             raise _no_such_page(reference, page, count)

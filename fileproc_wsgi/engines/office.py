@@ -110,8 +110,14 @@ KINDS = {
     )
 }
 # Words in an OOXML main part's content type, and the kind they make.
-_MAIN_PARTS = (("wordprocessingml", "DOCX"), ("ms-word", "DOCX"), ("spreadsheetml", "XLSX"))
-_MAIN_PARTS += (("ms-excel", "XLSX"), ("presentationml", "PPTX"), ("ms-powerpoint", "PPTX"))
+_MAIN_PARTS = (
+    ("wordprocessingml", "DOCX"),
+    ("ms-word", "DOCX"),
+    ("spreadsheetml", "XLSX"),
+    ("ms-excel", "XLSX"),
+    ("presentationml", "PPTX"),
+    ("ms-powerpoint", "PPTX"),
+)
 _OLE_STREAMS = {"WordDocument": "DOC", "Workbook": "XLS", "Book": "XLS", "PowerPoint Document": "PPT"}
 
 

@@ -178,7 +178,7 @@ def _frames(image: Image.Image, found: str) -> int | None:
     try:
         # Skips over the first frame's data to the start of a second: no pixel is decoded
         # and the file is never read past that.
-        return None if image.is_animated else 1
+        return None if getattr(image, "is_animated", False) else 1
     except MemoryError:
         raise
     except Exception:  # a broken second frame: the first is a still worth showing
@@ -335,7 +335,9 @@ def normalise(image: Image.Image, icc_profile: bytes | None) -> tuple[Image.Imag
             try:
                 source_profile = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
                 srgb = ImageCms.createProfile("sRGB")
-                return ImageCms.profileToProfile(image, source_profile, srgb, outputMode="RGB"), None
+                converted = ImageCms.profileToProfile(image, source_profile, srgb, outputMode="RGB")
+                assert converted is not None  # None only when converting in place
+                return converted, None
             except Exception:  # PyCMSError, or OSError from a profile littlecms cannot parse
                 pass  # a broken profile: fall back to the naive conversion below
         return image.convert("RGB"), None

@@ -139,7 +139,7 @@ def _preview(
     try:
         thumb = raw.extract_thumb()
         if thumb.format == rawpy.ThumbFormat.JPEG:
-            image = Image.open(io.BytesIO(thumb.data), formats=["JPEG"])
+            image: Image.Image = Image.open(io.BytesIO(thumb.data), formats=["JPEG"])
             if image.width * image.height > config.max_source_pixels:
                 return None
             image.load()

@@ -80,7 +80,7 @@ def _amount(size: int) -> str:
 class _Refused(Exception):
     """Raised from a handler: expat passes it out of Parse unchanged."""
 
-    def __init__(self, reason: str, error: type[ProcessingError] = ProcessingError):
+    def __init__(self, reason: str, error: type[ProcessingError | LimitError] = ProcessingError):
         super().__init__(reason)
         self.error = error
 

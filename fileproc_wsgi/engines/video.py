@@ -41,17 +41,20 @@ import struct
 import time
 from collections.abc import Iterator
 from fractions import Fraction
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from PIL import Image
 
 from ..errors import LimitError, ProcessingError
 from ..operations import reduction_target
 
-try:
-    import av
-except ImportError:  # reported by available() at start-up; engine_for never dispatches here then
-    av = None
+if TYPE_CHECKING:
+    import av  # every function below runs only with PyAV there; available() says when it is not
+else:
+    try:
+        import av
+    except ImportError:  # reported by available() at start-up; engine_for never dispatches here then
+        av = None
 
 FORMATS = frozenset({"MP4", "MOV", "MKV", "AVI", "TS"})
 DEFAULT_PERCENT = 10.0
@@ -107,7 +110,9 @@ def decode(handle: BinaryIO, found: str, reference: str, instructions, config):
         return _picture(frame, display, reference, instructions, config), None, upright
 
 
-def _header_sizes(handle: BinaryIO, found: str, reference: str):
+def _header_sizes(
+    handle: BinaryIO, found: str, reference: str
+) -> tuple[tuple[int, int], tuple[int, int], int]:
     """``(upright display size, coded size, rotation)`` of the first video stream, from
     headers: the one computation the registrar's promise and the decode share."""
     # The container's headers first; only when they are silent on the pixel shape does
@@ -139,6 +144,7 @@ def _opened(
     try:
         container = av.open(
             handle,
+            "r",
             format=demuxer,
             options={"skip_frame": "all"} if headers_only else None,
             container_options=options,
@@ -375,7 +381,7 @@ def _boxes(handle: BinaryIO, start: int, end: int):
         position += size
 
 
-def _matrix(handle: BinaryIO, body: int, offsets: tuple[int, int]) -> tuple[int, ...]:
+def _matrix(handle: BinaryIO, body: int, offsets: tuple[int, int]) -> tuple[int, int, int, int]:
     """The first four entries (a, b, c, d) of a ``mvhd``/``tkhd`` matrix, by box version."""
     handle.seek(body)
     version = handle.read(1)[0]
