@@ -19,7 +19,7 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -292,7 +292,7 @@ class Config:
         if max(width, height) > self.max_output_side:
             raise LimitError(f"{side}, a side longer than max_output_side={self.max_output_side}")
 
-    def check_plan(self, plan: Iterable[tuple[str, int, int]] | None) -> None:
+    def check_plan(self, plan: Sequence[tuple[str, int, int]] | None) -> None:
         """Apply :meth:`check_result_size` to every step of an ``Instructions.plan``: an
         intermediate image is held in memory as surely as the result (``resize
         16384x16384 | resize 64x64`` is a gigabyte on the way to a thumbnail)."""

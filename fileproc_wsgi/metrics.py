@@ -31,7 +31,7 @@ import os
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Final
 
 log = logging.getLogger(__name__)
 job_log = logging.getLogger("fileproc_wsgi.jobs")
@@ -73,7 +73,7 @@ class _Metrics:
         self.redirect_hits = Counter(
             "fileproc_redirect_cache_hits", "Redirects answered from the in-process cache"
         )
-        live = "livesum"  # under gunicorn: the sum over the processes alive (see child_exit)
+        live: Final = "livesum"  # under gunicorn: the sum over the processes alive (see child_exit)
         self.workers = Gauge("fileproc_workers", "Worker processes", ["state"], multiprocess_mode=live)
         self.turns = Gauge(
             "fileproc_job_turns_in_use", "Job turns (one per core) held", multiprocess_mode=live

@@ -56,6 +56,7 @@ from .store import InstructionStore
 
 if TYPE_CHECKING:
     from .http_sources import HttpSource
+    from .remote import RemoteRegistrar
     from .s3_sources import S3Source
 
 log = logging.getLogger(__name__)
@@ -542,7 +543,7 @@ def result_checksum(
     )
 
 
-def registrar_for(config: Config, *, cache=None):
+def registrar_for(config: Config, *, cache=None) -> Registrar | RemoteRegistrar:
     """The registrar a template host should use: in-process, or over HTTP when the
     config names a processing server (``registrar_url``, signed with ``secret``)."""
     if config.registrar_url:

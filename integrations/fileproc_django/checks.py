@@ -60,7 +60,7 @@ def register() -> None:
 def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     """The settings build a Config (its defaults from Django's settings included) and
     name a configured cache."""
-    errors = []
+    errors: list[checks.CheckMessage] = []
     for read, check_id in (
         (config_from_settings, "fileproc_django.E001"),
         (cache_alias_from_settings, "fileproc_django.E002"),
@@ -77,7 +77,7 @@ def check_source_roots(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     config = _config()
     if config is None or config.registrar_url:
         return []
-    messages = []
+    messages: list[checks.CheckMessage] = []
     for name, root in config.source_roots.items():
         where = f"source_roots[{name!r}]"
         if _storage_root(root):
@@ -106,7 +106,7 @@ def check_storages_answer(app_configs=None, **kwargs) -> list[checks.CheckMessag
     config = _config()
     if config is None or config.registrar_url:
         return []
-    messages = []
+    messages: list[checks.CheckMessage] = []
     for name, root in config.source_roots.items():
         if not _storage_root(root):
             continue
@@ -142,7 +142,7 @@ def check_engines(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     plugins that could not be loaded or lack a library of their own."""
     from fileproc_wsgi import engines
 
-    messages = []
+    messages: list[checks.CheckMessage] = []
     for missing in engines.missing():
         if missing.engine.startswith("plugin:"):
             messages.append(_plugin_message(missing))
@@ -215,8 +215,10 @@ def _storage_root(root: str) -> bool:
 
 def _open_storage(root: str, where: str):
     """``(backend, None)``, or ``(None, an Error)`` saying why the storage cannot be opened."""
+    found = storage_root(root)
+    assert found is not None  # asked only about roots _storage_root accepted
     try:
-        return storages.open_storage(storage_root(root)[1]), None
+        return storages.open_storage(found[1]), None
     except Exception as error:  # opening may raise anything the storage's own class raises
         return None, checks.Error(f"{where}: {_reason(error)}", id="fileproc_django.E005")
 

@@ -24,6 +24,7 @@ import importlib.util
 import os
 import threading
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.cache import caches
@@ -36,6 +37,10 @@ from sqlalchemy.engine import URL, make_url
 from fileproc_wsgi.config import Config
 from fileproc_wsgi.errors import ConfigError
 from fileproc_wsgi.registrar import registrar_for
+
+if TYPE_CHECKING:
+    from fileproc_wsgi.registrar import Registrar
+    from fileproc_wsgi.remote import RemoteRegistrar
 
 # Settings the Config is built from: a change to one of them (override_settings) rebuilds it.
 SETTINGS = frozenset(
@@ -59,7 +64,7 @@ class SettingsDefaultError(ImproperlyConfigured):
 @dataclasses.dataclass(frozen=True)
 class _Loaded:
     config: Config
-    registrar: object
+    registrar: Registrar | RemoteRegistrar
 
 
 _loaded: _Loaded | None = None
@@ -126,7 +131,7 @@ def config_from_settings() -> Config:
     except ConfigError as error:
         raise ImproperlyConfigured(f"FILEPROCESSOR: {error}") from error
     given = {str(key).lower(): value for key, value in values.items()}
-    defaults = {}
+    defaults: dict[str, object] = {}
     # With registrar_url another server keeps the store and the results: nothing to derive.
     local = not given.get("registrar_url")
     if "database_url" not in given and local:

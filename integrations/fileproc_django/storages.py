@@ -285,7 +285,8 @@ def storage_of_root(value: str) -> Storage | None:
 def _unserved(value, storage) -> InstructionError:
     field = getattr(value, "field", None)
     model = getattr(field, "model", None)
-    if model is not None:
+    entry: str | None
+    if field is not None and model is not None:
         meta = model._meta
         what = f"a file of {meta.label}.{field.name} ({type(storage).__name__})"
         entry = f'"{meta.model_name}": "django:{meta.label}.{field.name}"'

@@ -12,6 +12,8 @@ import dataclasses
 import logging
 import os
 import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, cast
 
 from flask import Flask, current_app
 
@@ -22,6 +24,10 @@ from fileproc_wsgi.registrar import registrar_for
 
 from .settings import config_from_app
 
+if TYPE_CHECKING:
+    from fileproc_wsgi.registrar import Registrar
+    from fileproc_wsgi.remote import RemoteRegistrar
+
 EXTENSION_KEY = "fileproc"
 
 log = logging.getLogger("fileproc_flask")
@@ -30,8 +36,15 @@ log = logging.getLogger("fileproc_flask")
 @dataclasses.dataclass(frozen=True)
 class _AppState:
     config: Config
-    registrar: object
+    registrar: Registrar | RemoteRegistrar
     middleware: Middleware | None
+
+
+class _JinjaSettings(Protocol):
+    """What FileProcessorExtension reads from the environment (its ``extend``)."""
+
+    fileprocessor_registrar: object
+    fileprocessor_strict: bool | Callable[[], object]
 
 
 class FileProcessor:
@@ -74,7 +87,8 @@ class FileProcessor:
             # Given the template's registrar, the middleware writes each page's new
             # registrations in one transaction, before the page is sent.
             middleware = Middleware(app.wsgi_app, config, registrar=registrar)
-            app.wsgi_app = middleware
+            # Flask documents this wrapping; its annotations make wsgi_app a plain method.
+            app.wsgi_app = middleware  # type: ignore[method-assign]
         self._states[app] = _AppState(config, registrar, middleware)
         app.extensions[EXTENSION_KEY] = self
 
@@ -83,11 +97,12 @@ class FileProcessor:
         environment = app.jinja_env
         if FileProcessorExtension.identifier not in environment.extensions:
             environment.add_extension(FileProcessorExtension)
-        environment.fileprocessor_registrar = registrar
+        settings = cast(_JinjaSettings, environment)
+        settings.fileprocessor_registrar = registrar
         # A callable, read at each render: app.debug set after create_app (app.run(debug=True),
         # flask run --debug) still decides, as Flask's own debug behaviour does. TESTING too,
         # or a project's tests would pass on a page whose block is broken.
-        environment.fileprocessor_strict = lambda: app.debug or app.testing
+        settings.fileprocessor_strict = lambda: app.debug or app.testing
 
         from .commands import fileproc_command
 
@@ -119,7 +134,8 @@ class FileProcessor:
         self._state(app).registrar.close()
 
     def _state(self, app: Flask | None) -> _AppState:
-        app = app if app is not None else current_app._get_current_object()
+        # Flask annotates current_app as the app itself, not the LocalProxy it is.
+        app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
         state = self._states.get(app)
         if state is None:
             raise RuntimeError(

@@ -10,6 +10,9 @@ before, once the registrar confirms its registration is unchanged).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, cast
+
 from jinja2 import Environment, nodes, pass_context
 from jinja2.ext import Extension
 from jinja2.lexer import describe_token
@@ -17,11 +20,19 @@ from jinja2.parser import Parser
 from jinja2.runtime import Context, StrictUndefined, Undefined
 
 from fileproc_wsgi.errors import ConfigError
-from fileproc_wsgi.tags import Block
+from fileproc_wsgi.tags import Block, ReferenceOf
 
 _END_OF_BODY = ("name:empty", "name:endfileprocessor")
 _FILTER = "fileprocessor:block"
 _TEXT = "fileprocessor:text"
+
+
+class _Settings(Protocol):
+    """The attributes the extension adds to its environment (``Environment.extend``)."""
+
+    fileprocessor_registrar: Any
+    fileprocessor_strict: bool | Callable[[], object]
+    fileprocessor_source_reference: ReferenceOf | None
 
 
 class FileProcessorExtension(Extension):
@@ -177,18 +188,20 @@ class FileProcessorExtension(Extension):
     # whose arguments are all constants at compile time, which would register a block of
     # plain text once, when the template compiles, and never look at its source again.
     @pass_context
-    def _block(self, context: Context, text: str | tuple, block: tuple, values: tuple, stored: bool):
+    def _block(
+        self, context: Context, text: str | tuple, block: tuple, values: Sequence[object], stored: bool
+    ):
         """What a block gives its template: the HTML to print, or with ``as NAME`` (``stored``)
         the rendition; None when it could not be registered (already logged)."""
         # Settings come from the environment rendering, which may be an overlay of ours.
-        environment = context.environment
+        environment = cast(_Settings, context.environment)
         registrar = environment.fileprocessor_registrar
         if registrar is None:
             raise ConfigError(
                 "fileprocessor: no registrar; set environment.fileprocessor_registrar to a "
                 "fileproc_wsgi Registrar (or RemoteRegistrar) before rendering"
             )
-        if type(text) is tuple:
+        if isinstance(text, tuple):
             text = "".join([part if type(part) is str else _text(part) for part in text])
         if values:
             values = [str(value) if isinstance(value, Undefined) else value for value in values]

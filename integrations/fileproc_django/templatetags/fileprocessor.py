@@ -149,7 +149,8 @@ class FileProcessorNode(Node):
         start = sum(len(line) for line in lines[: error.line - 1])
         end = start + len(lines[error.line - 1].rstrip("\r\n"))
         token = Token(TokenType.TEXT, current.source[start:end], (start, end), error.line)
-        error.template_debug = current.get_exception_info(error, token)
+        # What Django's debug page reads from an exception; no type declares it.
+        vars(error)["template_debug"] = current.get_exception_info(error, token)
 
 
 def _body_text(nodelist: NodeList, context) -> str:
@@ -162,7 +163,8 @@ def _body_text(nodelist: NodeList, context) -> str:
             value = node.filter_expression.resolve(context)
             parts.append("" if value is None else render_value_in_context(value, context))
         else:
-            parts.append(node.render_annotated(context))
+            # django-stubs says int | str; Django's Node.render_annotated gives the node's text.
+            parts.append(node.render_annotated(context))  # type: ignore[arg-type]
     return "".join(parts)
 
 
@@ -355,10 +357,12 @@ def do_fileprocessor(parser: Parser, token: Token) -> FileProcessorNode:
         if getattr(error, "token", None) is token:
             raise _syntax_error(f"no {{% {end} %}} closes the block opened on line {token.lineno}") from None
         raise
-    where = parser.origin.template_name or parser.origin.name
-    return FileProcessorNode(
-        nodelist, empty, arguments, name, Block(arguments, where=where, line=token.lineno)
-    )
+    origin = parser.origin
+    # Django's lexer numbers every token, and a template it compiles always has an origin.
+    assert origin is not None and token.lineno is not None
+    where = origin.template_name if isinstance(origin.template_name, str) else None
+    block = Block(tuple(arguments), where=where or origin.name, line=token.lineno)
+    return FileProcessorNode(nodelist, empty, arguments, name, block)
 
 
 def _syntax_error(problem: str) -> template.TemplateSyntaxError:
