@@ -60,6 +60,13 @@ TEST = [
     "python-pptx>=1.0",
     # Camera raw fixtures: the raw tests write DNG files themselves (no camera files ship).
     "tifffile>=2024.1",
+    # The type check of the package and the adapters ([tool.mypy]), with the stubs of the
+    # libraries they use that ship no annotations of their own.
+    "mypy>=1.10",
+    "types-webob",
+    "types-waitress",
+    "django-stubs>=6.1",
+    "types-boto3[s3]>=1.43",
     # Every engine is tested for real: a missing one fails the suite rather than skipping.
     *PDF,
     *VIDEO,
