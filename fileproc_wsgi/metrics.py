@@ -31,7 +31,7 @@ import os
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 log = logging.getLogger(__name__)
 job_log = logging.getLogger("fileproc_wsgi.jobs")
@@ -40,6 +40,8 @@ MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 # Seconds per stage: a thumbnail's decode takes milliseconds, a document's tens of seconds.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 STAGES = ("decode", "steps", "encode", "store", "total")
+
+_Error = TypeVar("_Error", bound=Exception)
 
 _lock = threading.Lock()
 _metrics: _Metrics | None = None
@@ -161,9 +163,9 @@ def waited(outcome: str) -> None:
         _metrics.waits.labels(outcome).inc()
 
 
-def reason(error: Exception, label: str) -> Exception:
+def reason(error: _Error, label: str) -> _Error:
     """``error``, marked with the reason its 503 is counted under."""
-    error.unavailable_reason = label  # type: ignore[attr-defined]
+    vars(error)["unavailable_reason"] = label  # read back by reason_of
     return error
 
 
