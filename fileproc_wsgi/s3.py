@@ -135,12 +135,12 @@ class S3Storage:
         return True
 
     def put(self, key: str, data: bytes) -> None:
-        extension = key.rpartition(".")[2]
+        content_type = CONTENT_TYPES.get(FORMAT_OF_EXTENSION.get(key.rpartition(".")[2], ""))
         arguments = {
             "Bucket": self.bucket,
             "Key": self.object_key(key),
             "Body": data,
-            "ContentType": CONTENT_TYPES.get(FORMAT_OF_EXTENSION.get(extension), "application/octet-stream"),
+            "ContentType": content_type or "application/octet-stream",
             "CacheControl": IMMUTABLE,
         }
         if self._conditional:
