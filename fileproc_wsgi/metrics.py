@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, TypeVar
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ _metrics: _Metrics | None = None
 # Owners of plain-int counts (the warm paths): owner -> {attribute: value already handed over}.
 _hot: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
 _queues: weakref.WeakSet[Any] = weakref.WeakSet()  # BackgroundJobs, for their length
+# () -> (idle workers, busy workers, job turns in use): pool.state, given by the middleware
+# (the pool's workers import the processing layer, which imports this module).
+_pool_state: list[Callable[[], tuple[int, int, int]]] = []
 _publishing = threading.Lock()
 
 
@@ -129,6 +132,11 @@ def watch_queue(queue: Any) -> None:
     _queues.add(queue)
 
 
+def watch_pool(state: Callable[[], tuple[int, int, int]]) -> None:
+    """Report ``state()`` (idle workers, busy workers, job turns in use) in the gauges."""
+    _pool_state[:] = [state]
+
+
 def publish() -> None:
     """Hand the warm paths' counts and this process's gauges over to prometheus_client;
     run once a second by the access flusher and before a scrape."""
@@ -142,12 +150,11 @@ def publish() -> None:
                 if now > before:
                     metrics.hot[attribute].inc(now - before)
                 seen[attribute] = now
-        from . import pool
-
-        idle, busy, turns = pool.state()
-        metrics.workers.labels("idle").set(idle)
-        metrics.workers.labels("busy").set(busy)
-        metrics.turns.set(turns)
+        if _pool_state:
+            idle, busy, turns = _pool_state[0]()
+            metrics.workers.labels("idle").set(idle)
+            metrics.workers.labels("busy").set(busy)
+            metrics.turns.set(turns)
         metrics.queue.set(sum(queue.waiting() for queue in list(_queues)))
 
 

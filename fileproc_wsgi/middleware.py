@@ -23,11 +23,12 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 
 from webob import Request, Response
 
-from . import access, metrics, remote
+from . import access, metrics, pool, remote
 from .access import FLUSHER
 from .background import BackgroundJobs, default_threads
 from .cache import Generation
@@ -102,6 +103,7 @@ class FileProcessor:
         self._metrics_path = self.config.metrics_path or None
         metrics.hand_over(self, "warm_hits")
         metrics.watch_queue(self.background)
+        metrics.watch_pool(pool.state)
         if metrics.wanted(self.config):
             metrics.enable()
         self._health = _Health(self.store, self.storage)
@@ -383,7 +385,10 @@ class _Health:
     seconds = 1.0
 
     def __init__(self, store: InstructionStore, storage):
-        self.checks = {"database": store.generation, "storage": functools.partial(_reach, storage)}
+        self.checks: dict[str, Callable[[], object]] = {
+            "database": store.generation,
+            "storage": functools.partial(_reach, storage),
+        }
         self._running: dict[str, tuple[threading.Thread, list[str]]] = {}
         self._lock = threading.Lock()
         self._logged = float("-inf")

@@ -568,6 +568,7 @@ def serve(fd: int) -> None:
             return
         deadline = time.monotonic() + seconds
         stats: dict = {}
+        reply: tuple  # (kind, payload, retiring, stats)
         made += 1
         retiring = made >= max_jobs
         hard = unlimited[1]

@@ -322,6 +322,7 @@ class Processor:
         (counted in the job's time). An http(s) or s3:// source is fetched by the worker."""
         source = self.sources.resolve(reference)
         stats["source"] = _SOURCE_KINDS.get(type(source).__name__, "other")
+        assert self._isolated is not None  # make() comes here only with isolate_jobs
         run = functools.partial(
             self._isolated.run, job.instructions, job.output_format, deadline, stats=stats
         )
