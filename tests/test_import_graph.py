@@ -22,6 +22,8 @@ PACKAGE = Path(fileproc_wsgi.__file__).parent
 DEFERRED_CYCLES = [
     {"fileproc_wsgi.s3", "fileproc_wsgi.storage"},
     {"fileproc_wsgi.migrations", "fileproc_wsgi.store"},
+    # The worker's entry point (pool.serve) runs the pipeline that hands jobs to workers.
+    {"fileproc_wsgi.pool", "fileproc_wsgi.processing"},
 ]
 
 
