@@ -187,13 +187,15 @@ class FileProcessor:
                 f"{checksum} is registered as .{EXTENSIONS[job.output_format]}, not .{extension}"
             )
         job = self.processor.ensure(job)
-        self._made(job.checksum, job.result_key)
+        key = job.result_key
+        assert key is not None, "ensure() answers with a made job"
+        self._made(job.checksum, key)
         self._accessed.add(request.path_info)
         if not self.flush_at:
             FLUSHER.add(self)
         if self.config.serve_results and getattr(self.storage, "local", False):
-            return self._serve_file(job.result_key)
-        location = self.storage.url(job.result_key)
+            return self._serve_file(key)
+        location = self.storage.url(key)
         if getattr(self.storage, "temporary_urls", False):
             return self._expiring_redirect(location)
         headers = [
@@ -227,6 +229,7 @@ class FileProcessor:
         body = request.body_file.read(limit + 1)  # never more than the cap, even chunked
         if len(body) > limit:
             raise RequestTooLargeError(f"the body is over max_register_bytes ({limit} bytes)")
+        assert self.config.secret, "the register endpoint is routed only with a secret"
         remote.verify(
             self.config.secret,
             request.headers.get(remote.TIMESTAMP_HEADER),
@@ -235,7 +238,8 @@ class FileProcessor:
             now=time.time(),
         )
         reply = remote.answer(self._local_registrar(), remote.texts_of(body))
-        response = Response(body=reply, content_type="application/json", charset=None)
+        # WebOb takes charset=None (a bytes body with no charset); its stubs say str.
+        response = Response(body=reply, content_type="application/json", charset=None)  # type: ignore[arg-type]
         response.cache_control = "no-store"
         return response
 
@@ -248,7 +252,7 @@ class FileProcessor:
         if not metrics.enable():
             raise UnavailableError("metrics are off here: prometheus_client is not installed")
         body, content_type = metrics.exposition()
-        response = Response(body=body, charset=None)
+        response = Response(body=body, charset=None)  # type: ignore[arg-type]  # as above
         response.headers["Content-Type"] = content_type
         response.cache_control = "no-store"
         return response
