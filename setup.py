@@ -34,6 +34,8 @@ RAW = ["rawpy>=0.21"]
 JXL = ["pillow-jxl-plugin>=1.3"]
 DJANGO = ["Django>=4.2"]
 JINJA2 = ["Jinja2>=3.1"]
+# The documentation site (docs/): built with warnings as errors by tests/test_docs.py.
+DOCS = ["sphinx>=8", "furo", "myst-parser>=4"]
 # The test suite runs both adapters, the Flask example and a real browser (Playwright
 # driving the system's Chromium, so no browser download).
 TEST = [
@@ -75,6 +77,7 @@ TEST = [
     *HEIF,
     *RAW,
     *JXL,
+    *DOCS,
 ]
 
 setup(
@@ -120,6 +123,7 @@ setup(
         "postgresql": ["psycopg[binary]>=3.1"],
         # fileproc_wsgi.metrics: Prometheus metrics, and spans when OpenTelemetry is there.
         "metrics": ["prometheus-client>=0.20", "opentelemetry-api>=1.20"],
+        "docs": DOCS,
         "test": TEST,
         # bin/dev test runs the Django tests again on the oldest supported Django (tox.ini).
         "dev": ["tox>=4.11"],
