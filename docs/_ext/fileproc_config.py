@@ -139,11 +139,9 @@ class ConfigTable(SphinxDirective):
         for name, variable, default, text in rows:
             target = nodes.target("", "", ids=[nodes.make_id(f"config-{name}")], names=[f"config-{name}"])
             self.state.document.note_explicit_target(target)
-            label = nodes.paragraph()
-            label += target
-            label += nodes.literal(name, name)
-            label += nodes.line()
-            label += nodes.literal(variable, variable, classes=["fileproc-env"])
+            label = nodes.container()
+            label += nodes.paragraph("", "", target, nodes.literal(name, name))
+            label += nodes.paragraph("", "", nodes.literal(variable, variable), classes=["fileproc-env"])
             meaning = nodes.paragraph()
             meaning += self._inline(text)
             body += self._row([label, nodes.literal(default, default), meaning])
