@@ -47,26 +47,48 @@ class Config:
     already judge from the instructions and the source's header.
     """
 
+    # SQLAlchemy URL of the store; empty: sqlite:///./.fileproc/fileproc.db of the working directory.
+    # SQLite runs in WAL mode with a busy timeout; PostgreSQL through postgresql+psycopg://...
     database_url: str = ""
+    # Root name to directory, or to a storage ("django:default").
+    # FILEPROC_SOURCE_ROOTS=default=media,static=static, or JSON.
     source_roots: Mapping[str, str] = dataclasses.field(default_factory=lambda: {"default": "."})
+    # Where results are stored: a directory (a path or file:///dir) or s3://bucket/prefix; empty:
+    # ./.fileproc/results.
     storage: str = ""
+    # Where stored results are reachable (point it at nginx or a CDN); empty: <prefix>/files/, served by
+    # the middleware.
     public_url: str = ""
+    # The URL path the middleware answers under.
     prefix: str = "/_fp"
+    # Enables POST <prefix>/register and signs its requests (HMAC-SHA256); 16 characters or more.
     secret: str | None = None
+    # Template hosts only: register on this processing server (https://img.example.com/_fp), signed with
+    # secret.
     registrar_url: str | None = None
+    # Hosts that http(s) sources may be fetched from (img.example.com, *.example.com, name:port), and the
+    # exact names of buckets that s3:// sources may read; comma-separated in FILEPROC_ALLOWED_HOSTS.
     allowed_hosts: tuple[str, ...] = ()
     # http(s) sources: how long a download may take, how many redirects it may follow, and
     # whether hosts on loopback/private/link-local addresses may be fetched (tests only).
     download_timeout: float = 10.0
+    # Redirects an http(s) download follows, each hop checked against allowed_hosts again.
     max_redirects: int = 3
+    # Let http(s) sources resolve to loopback, private or link-local addresses (tests and trusted networks
+    # only).
     allow_private_addresses: bool = False
     # S3 (storage "s3://bucket/prefix" and "s3://bucket/key" sources): an endpoint for
     # S3-compatible servers and a region; credentials come from the standard AWS_* variables
     # or files. presign_seconds > 0 answers with a presigned URL (private buckets).
     s3_endpoint_url: str = ""
+    # The region of the S3 endpoint; empty: what boto3 resolves.
     s3_region: str = ""
+    # With S3 storage: answer with a presigned URL valid this long, behind a temporary redirect with no-
+    # store (private buckets); 0: public URLs.
     presign_seconds: int = 0
+    # 301, 302, 303, 307 or 308; temporary ones are sent with Cache-Control: no-cache.
     redirect_status: int = 301
+    # Answer with the result's bytes instead of a redirect to it.
     serve_results: bool = False
     # Once a result is made, print its storage URL rather than the /_fp/ URL (no redirect
     # for the browser); never for presigned URLs or with serve_results.
@@ -75,42 +97,70 @@ class Config:
     # has written them, before the browser asks; None: one per CPU core this process may
     # use (at most max_concurrent_jobs), 0: only on request.
     background_jobs: int | None = None
+    # Seconds a request waits for a result another worker is making, or for a core, before a 503.
     wait_timeout: float = 10.0
+    # Seconds a claim on a job lasts before another worker may take it over; must be longer than
+    # max_processing_seconds.
     lease_seconds: float = 60.0
+    # The Retry-After sent with a 503, in seconds (a failure waiting for its retry sends the time left).
     retry_after: int = 5
+    # Registrations remembered in-process per registrar.
     cache_size: int = 4096
+    # Seconds a warm registration trusts that its source file is unchanged before one stat checks again
+    # (0: every render); what purge or gc --delete removed is forgotten by every process within it.
     source_check_interval: float = 1.0
     # The same for a source that asking costs a request (a storage root that is not plain
     # files, s3:// sources): a warm render must not wait on the network every second.
     remote_source_check_interval: float = 60.0
+    # Bytes of a source, refused before the file is read (above any camera JPEG or phone HEIC).
     max_source_bytes: int = 100 * 1024 * 1024
+    # Pixels of a source, checked on its header (and on the header of the page asked for), so that a
+    # decompression bomb never allocates them; a 48-megapixel phone photo passes.
     max_source_pixels: int = 50_000_000
+    # Pixels of a result and of every step on the way that enlarges the image (a 5000x5000 result); stops
+    # upscale from asking for gigabytes.
     max_output_pixels: int = 25_000_000
+    # The longest side of a result in pixels: any srcset width fits (a 4K screen at 2x is 7680 px), thin
+    # strips and sizes that encoders refuse do not.
     max_output_side: int = 8192
+    # Frames of an animation kept animated, and the furthest page N read: reaching page N walks the frames
+    # before it, so this bounds the walk whatever the file claims.
     max_source_frames: int = 1000
     # An animation kept animated decodes every frame and holds every result frame until
     # it is written: the pixels of all its frames, source and result each, are held to this.
     # At 10^8 the worst case, a result at full size, takes ~3.5 s and ~200 MiB as GIF,
     # ~10.5 s and ~400 MiB as WebP (bench/animations.py --at-limit): inside the job limits.
     max_animation_pixels: int = 100_000_000
+    # Seconds per job; with isolate_jobs the worker process is killed when they are up, even inside one
+    # native call. The first two overruns are retried (503), the third is permanent (422). Must be shorter
+    # than lease_seconds.
     max_processing_seconds: float = 30.0
+    # Jobs under way at once in one process, of which one per CPU core runs; a request that would start
+    # one more gets a 503 at once, never queued. Above a browser's 6 connections per host.
     max_concurrent_jobs: int = 8
+    # Bytes of a POST <prefix>/register body, refused before it is read when the length is stated.
     max_register_bytes: int = 1024 * 1024
     # Jobs run in worker processes (fileproc_wsgi.pool): hard time limit, memory limit per
     # job, a crash costs one job. False runs them in the web process (see the README).
     isolate_jobs: bool = True
+    # Address space per job (RLIMIT_AS in its worker, at least 512 MiB): an allocation past it refuses the
+    # job (422) instead of waking the host's OOM killer.
     max_job_memory: int = 2 * 1024 * 1024 * 1024
+    # A worker process is replaced after this many jobs (and when it holds more than 512 MiB after one),
+    # so that a library's leaks do not grow for ever.
     worker_max_jobs: int = 1000
     # Office documents (fileproc_wsgi.engines.office): the PDFs LibreOffice made, kept per
     # source content on each processing host so that page 2 does not convert again (oldest
     # evicted past document_cache_bytes). Under ./.fileproc/ like the other defaults.
     document_cache: str = ""
+    # Past this, the least recently used PDFs of document_cache are removed.
     document_cache_bytes: int = 1024 * 1024 * 1024
     # Prometheus metrics (fileproc_wsgi.metrics, the "metrics" extra): the URL path the
     # middleware answers them at ("/metrics", "/_fp/metrics"); "" serves none. Only to
     # clients whose REMOTE_ADDR is one of metrics_allowed (addresses or networks,
     # "10.0.0.0/8"); any other gets a 404, as if the path were not there.
     metrics_path: str = ""
+    # The client addresses or networks ("10.0.0.0/8") that metrics_path answers; any other gets a 404.
     metrics_allowed: tuple[str, ...] = ("127.0.0.1", "::1")
 
     def __post_init__(self) -> None:

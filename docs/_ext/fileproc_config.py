@@ -6,11 +6,9 @@ itself, read with :mod:`tokenize`: the block of ``#`` lines right above the fiel
 comment at the end of its line. A comment above several fields (``download_timeout``,
 ``max_redirects`` ...) describes the first of them only.
 
-While ``config.py`` still lacks a comment for a field, :data:`PENDING` in
-``config_pending.py`` beside this file describes it. A field with neither warns, and so
-does a field described in both (the pending text has moved into ``config.py``: delete
-it), so that with ``-W`` a description can neither go missing nor exist twice. Every field
-must appear in some table of the site: one that none shows warns at the end of the build.
+A field without a comment warns, so that with ``-W`` a description cannot go missing.
+Every field must appear in some table of the site: one that none shows warns at the end
+of the build.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ import inspect
 import io
 import tokenize
 
-from config_pending import PENDING
 from docutils import nodes
 from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
@@ -65,12 +62,7 @@ def describe(config_class: type) -> list[tuple[dataclasses.Field, str | None, st
     written = field_comments(inspect.getsource(inspect.getmodule(config_class)), config_class.__name__)
     described = []
     for field in dataclasses.fields(config_class):
-        if field.name in written:
-            described.append((field, written[field.name], "config.py"))
-        elif field.name in PENDING:
-            described.append((field, PENDING[field.name], "config_pending.py"))
-        else:
-            described.append((field, None, ""))
+        described.append((field, written.get(field.name), "config.py"))
     return described
 
 
@@ -92,7 +84,6 @@ class ConfigTable(SphinxDirective):
         include = (self.options.get("include") or "*").split()
         exclude = (self.options.get("exclude") or "").split()
         self.env.note_dependency(inspect.getsourcefile(Config))
-        self.env.note_dependency(__file__.replace("fileproc_config.py", "config_pending.py"))
         rows = []
         shown = self.env.fileproc_config_shown
         for field, text, _origin in describe(Config):
@@ -110,19 +101,6 @@ class ConfigTable(SphinxDirective):
                 text = ""
             shown.setdefault(name, self.env.docname)
             rows.append((name, ENV_PREFIX + name.upper(), default_text(field), text))
-        for name in PENDING:
-            if name in field_comments(inspect.getsource(inspect.getmodule(Config))):
-                logger.warning(
-                    "Config.%s is described in config.py now: delete it from docs/_ext/config_pending.py",
-                    name,
-                    location=self.get_location(),
-                )
-            elif name not in {f.name for f in dataclasses.fields(Config)}:
-                logger.warning(
-                    "config_pending.py describes %s, which is no Config field",
-                    name,
-                    location=self.get_location(),
-                )
         return [self._table(rows)]
 
     def _table(self, rows: list[tuple[str, str, str, str]]) -> nodes.table:
