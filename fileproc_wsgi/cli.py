@@ -1,6 +1,6 @@
 """The ``fileproc`` command: demo, serve, check, register, show, retry, warm, gc, stats and purge.
 
-Settings come from ``FILEPROC_*`` environment variables (see the README), the same
+Settings come from ``FILEPROC_*`` environment variables (see docs/configuration.md), the same
 names as the :class:`~fileproc_wsgi.config.Config` fields, and from a TOML file given
 by ``--config FILE`` or ``FILEPROC_CONFIG`` (:mod:`fileproc_wsgi.settings_file`), whose
 relative paths are its own directory's. Commands that read what a site registered

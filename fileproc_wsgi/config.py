@@ -42,7 +42,7 @@ class Config:
     """Settings shared by the registrar, the middleware and the command line.
 
     Limits default to values that let ordinary photos through (a 48-megapixel phone
-    picture, a 100 MB file) and stop decompression bombs; see the README's limits table.
+    picture, a 100 MB file) and stop decompression bombs; see docs/configuration.md's limits.
     :meth:`check_page` and :meth:`check_result_size` apply the ones a registration can
     already judge from the instructions and the source's header.
     """
@@ -141,7 +141,7 @@ class Config:
     # Bytes of a POST <prefix>/register body, refused before it is read when the length is stated.
     max_register_bytes: int = 1024 * 1024
     # Jobs run in worker processes (fileproc_wsgi.pool): hard time limit, memory limit per
-    # job, a crash costs one job. False runs them in the web process (see the README).
+    # job, a crash costs one job. False runs them in the web process (see docs/guarantees.md).
     isolate_jobs: bool = True
     # Address space per job (RLIMIT_AS in its worker, at least 512 MiB): an allocation past it refuses the
     # job (422) instead of waking the host's OOM killer.
