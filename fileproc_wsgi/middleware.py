@@ -38,7 +38,7 @@ from .errors import FileProcError, NotRegisteredError, RequestTooLargeError, Una
 from .instructions import is_checksum
 from .processing import Processor
 from .registrar import Registrar
-from .storage import open_storage, parse_key, result_key
+from .storage import LocalStorage, ResultStorage, open_storage, parse_key, result_key
 from .store import InstructionStore
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class FileProcessor:
         config: Config | None = None,
         *,
         store: InstructionStore | None = None,
-        storage=None,
+        storage: ResultStorage | None = None,
         registrar=None,
     ):
         self.app = app
@@ -171,7 +171,7 @@ class FileProcessor:
             if not self.config.secret:
                 raise NotRegisteredError("remote registration is off here: it needs a secret")
             return self._register(request)
-        if name.startswith("files/") and getattr(self.storage, "local", False):
+        if name.startswith("files/") and self.storage.local:
             self._allow(request, _READ_METHODS)
             return self._serve_file(name[len("files/") :])
         self._allow(request, _READ_METHODS)
@@ -193,10 +193,10 @@ class FileProcessor:
         self._accessed.add(request.path_info)
         if not self.flush_at:
             FLUSHER.add(self)
-        if self.config.serve_results and getattr(self.storage, "local", False):
+        if self.config.serve_results and self.storage.local:
             return self._serve_file(key)
         location = self.storage.url(key)
-        if getattr(self.storage, "temporary_urls", False):
+        if self.storage.temporary_urls:
             return self._expiring_redirect(location)
         headers = [
             ("Location", location),
@@ -388,7 +388,7 @@ class _Health:
 
     seconds = 1.0
 
-    def __init__(self, store: InstructionStore, storage):
+    def __init__(self, store: InstructionStore, storage: ResultStorage):
         self.checks: dict[str, Callable[[], object]] = {
             "database": store.generation,
             "storage": functools.partial(_reach, storage),
@@ -445,11 +445,11 @@ class _Health:
             return thread, outcome
 
 
-def _reach(storage) -> None:
+def _reach(storage: ResultStorage) -> None:
     """Raise unless the result storage can be reached: a local directory (or, before the
     first result, the nearest path above it that exists, which must be a directory)
     writable by this process; any other storage asked whether one key exists (one request)."""
-    if getattr(storage, "local", False):
+    if isinstance(storage, LocalStorage):
         path = storage.directory
         while not os.path.exists(path) and os.path.dirname(path) != path:
             path = os.path.dirname(path)

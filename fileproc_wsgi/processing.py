@@ -45,7 +45,7 @@ from .errors import (
 from .instructions import Instructions, parse
 from .operations import RESAMPLING, SMART, WHITE, Background, Fill, Operation, PluginOperation
 from .sources import LocalSource, Sources, StorageSource
-from .storage import result_key
+from .storage import ResultStorage, result_key
 
 if TYPE_CHECKING:
     from .http_sources import HttpSource
@@ -69,7 +69,9 @@ class Processor:
     worker resolves only http(s) and s3:// sources itself, from the config.
     """
 
-    def __init__(self, config: Config, store: InstructionStore, storage, sources: Sources | None = None):
+    def __init__(
+        self, config: Config, store: InstructionStore, storage: ResultStorage, sources: Sources | None = None
+    ):
         self.config = config
         self.store = store
         self.storage = storage
@@ -95,7 +97,10 @@ class Processor:
         deadline = time.monotonic() + self.config.wait_timeout
         with self._single_flight(job.checksum, deadline) as queued:
             job = self.store.get(job.checksum)  # another thread may have finished it meanwhile
-            if job.state == "done" and not (redo and not self.storage.exists(job.result_key)):
+            # redo: made again only if its file is really gone (another thread may have redone it)
+            if job.state == "done" and (
+                not redo or (job.result_key is not None and self.storage.exists(job.result_key))
+            ):
                 if queued:
                     metrics.waited("made")
                 return job

@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO
 
 from . import access, engines, metrics
 from .access import FLUSHER
@@ -51,7 +51,7 @@ from .operations import Background
 from .pool import IsolatedJobs
 from .representation import Representation
 from .sources import LocalSource, Sources, StorageSource
-from .storage import open_storage
+from .storage import ResultStorage, open_storage
 from .store import InstructionStore
 
 if TYPE_CHECKING:
@@ -65,12 +65,6 @@ log = logging.getLogger(__name__)
 # many are asked at once (the oldest first; the rest wait their turn).
 _MADE_INTERVAL = 1.0
 _MADE_BATCH = 500
-
-
-class _ResultURLs(Protocol):
-    """What the registrar asks of the result storage: a result's own URL."""
-
-    def url(self, key: str) -> str: ...
 
 
 class _Entry:
@@ -150,7 +144,7 @@ class Registrar:
         # the middleware serves the bytes at the /_fp/ URL itself.
         self._final_urls = self.config.final_urls and not self.config.serve_results
         # Opened when first needed, unless the middleware lends its own.
-        self._storage: _ResultURLs | None = None
+        self._storage: ResultStorage | None = None
         self._start_jobs: Callable[[list[str]], object] | None = None
         self._unmade: OrderedDict[str, list[_Entry]] = OrderedDict()  # checksum -> entries
         self._made_due = 0.0
@@ -257,7 +251,7 @@ class Registrar:
                 log.warning("fileproc_wsgi: result URLs stay %s/...: %s", self.config.prefix, error)
                 self._final_urls = False
                 return None
-        if getattr(self._storage, "temporary_urls", False):
+        if self._storage.temporary_urls:
             self._final_urls = False
             with self._lock:
                 self._unmade.clear()

@@ -19,11 +19,16 @@ AWS config file), by path on a server other than AWS's. Every failure to reach o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from .config import Config
 from .encode import CONTENT_TYPES, FORMAT_OF_EXTENSION
 from .errors import ConfigError, UnavailableError
+
+if TYPE_CHECKING:
+    from .storage import StoredFile
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 _MISSING = ("404", "NoSuchKey", "NotFound")
@@ -169,7 +174,7 @@ class S3Storage:
             if _code(error) not in _MISSING:
                 raise self._unavailable(error) from None
 
-    def keys(self):
+    def keys(self) -> Iterator[StoredFile]:
         """Every object under the prefix, as :class:`~.storage.StoredFile` with keys
         relative to it."""
         from .storage import StoredFile

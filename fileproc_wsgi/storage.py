@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from .config import Config
 from .errors import ConfigError, UnavailableError
@@ -39,10 +39,26 @@ class StoredFile(NamedTuple):
     modified: float
 
 
+class ResultStorage(Protocol):
+    """What the middleware, the processor and the maintenance commands ask of a result
+    storage (:class:`LocalStorage`, :class:`~.s3.S3Storage`, or a site's own)."""
+
+    local: bool  # files on this host's disk: path() works and the middleware may serve them
+    temporary_urls: bool  # url() expires (presigned): redirects are temporary, never cached
+
+    def url(self, key: str) -> str: ...
+    def path(self, key: str) -> str: ...
+    def exists(self, key: str) -> bool: ...
+    def put(self, key: str, data: bytes) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def keys(self) -> Iterator[StoredFile]: ...
+
+
 class LocalStorage:
     """Results as files under one directory, served by the middleware or a web server."""
 
     local = True
+    temporary_urls = False
 
     def __init__(self, directory: str, public_url: str):
         self.directory = directory
@@ -108,7 +124,7 @@ class LocalStorage:
                     yield StoredFile(key, info.st_size, info.st_mtime)
 
 
-def open_storage(config: Config):
+def open_storage(config: Config) -> ResultStorage:
     """The storage a Config names: a :class:`LocalStorage` or an :class:`~.s3.S3Storage`."""
     if config.storage.startswith("file://"):
         return LocalStorage(config.storage[len("file://") :], config.public_url)
