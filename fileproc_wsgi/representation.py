@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from html import escape
+from typing import Protocol
 
 _ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_:][-A-Za-z0-9_:.]*$")
 
@@ -67,3 +69,14 @@ class Representation:
 
     def __str__(self) -> str:
         return self.html
+
+
+class Registers(Protocol):
+    """What a template block asks of a registrar: :class:`~.registrar.Registrar` in the
+    process that makes the results, :class:`~.remote.RemoteRegistrar` on a template host
+    that registers on a processing server."""
+
+    def register(self, text: str) -> Representation: ...
+    def register_many(self, texts: Iterable[str]) -> list[Representation]: ...
+    def batch(self) -> AbstractContextManager[None]: ...
+    def close(self) -> None: ...

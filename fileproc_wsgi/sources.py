@@ -116,6 +116,17 @@ def _storage_boundary(reference: str, label: str, doing: str) -> Iterator[None]:
         ) from None
 
 
+class Source(Protocol):
+    """What every kind of source gives the registrar and the processor: its reference as
+    written, a version that changes when its bytes do (part of the checksum), and its bytes,
+    at most ``max_bytes`` of them (a binary file; the caller closes it)."""
+
+    reference: str
+
+    def version(self) -> str: ...
+    def open(self, max_bytes: int) -> BinaryIO: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalSource:
     """A regular file inside a source root; ``path`` is its real (symlink-free) path."""

@@ -35,7 +35,7 @@ from html import escape
 
 from .errors import FileProcError, InstructionError, SourceError, SourceNotFoundError
 from .instructions import has_empty_source, is_operation, leading_word, parse, source_step
-from .representation import HTML, Representation
+from .representation import HTML, Registers, Representation
 
 log = logging.getLogger("fileproc_wsgi.tags")
 
@@ -143,7 +143,11 @@ def _argument_error(name: str, problem: str) -> InstructionError:
 
 
 def build(
-    registrar, text: str, arguments: Mapping[str, object], *, reference_of: ReferenceOf | None = None
+    registrar: Registers,
+    text: str,
+    arguments: Mapping[str, object],
+    *,
+    reference_of: ReferenceOf | None = None,
 ) -> Rendition | None:
     """Register the block's text (and its variants) and describe what to print; None when
     the source is empty (an empty ``source=``, or a body whose source printed nothing).
@@ -201,7 +205,7 @@ def build(
         ) from None
 
 
-def _register(registrar, text, attributes, arguments, widths, formats, densities) -> Rendition:
+def _register(registrar: Registers, text, attributes, arguments, widths, formats, densities) -> Rendition:
     texts = [text]
     for name in formats:
         texts.append(f"{text}\nformat {name}")
@@ -347,7 +351,7 @@ def _reference(value: object, reference_of: ReferenceOf | None) -> str | None:
 
 
 def render_block(
-    registrar,
+    registrar: Registers,
     text: str,
     arguments: Mapping[str, object],
     *,
