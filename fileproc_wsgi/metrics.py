@@ -259,11 +259,11 @@ _tracer_found: list = []
 def _tracer():
     if not _tracer_found:
         try:
-            from opentelemetry import trace
+            from opentelemetry.trace import get_tracer
         except ImportError:
             _tracer_found.append(None)
         else:
-            _tracer_found.append(trace.get_tracer("fileproc_wsgi"))
+            _tracer_found.append(get_tracer("fileproc_wsgi"))
     return _tracer_found[0]
 
 
