@@ -178,11 +178,13 @@ def build(
             widths.append(int(item))
     formats: list[str] = []
     if arguments.get("formats") not in (None, ""):
-        formats = _listed(arguments["formats"], "formats")
-        for name in formats:
+        for name in _listed(arguments["formats"], "formats"):
             if name not in _FORMAT_TYPES:
                 known = ", ".join(sorted(set(_FORMAT_TYPES) - {"jpg"}))
                 raise _argument_error("formats", f"expects some of {known}, got {name!r}")
+            name = "jpeg" if name == "jpg" else name
+            if name not in formats:  # once each, in the order given, as widths= are
+                formats.append(name)
     densities: list[float] = []
     if arguments.get("densities") not in (None, ""):
         if widths:

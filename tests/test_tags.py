@@ -479,3 +479,12 @@ def test_a_warm_block_with_densities_is_reused(site):
     block = Block(["densities"])
     one = block.render(site.registrar, "photo.jpg | fit 100x", ["1,2"], strict=True)
     assert block.render(site.registrar, "photo.jpg | fit 100x", ["1,2"], strict=True) is one
+
+
+def test_a_format_named_twice_is_one_source(site):
+    once = build(site.registrar, "photo.jpg | fit 100x", {"formats": "webp,avif"})
+    twice = build(site.registrar, "photo.jpg | fit 100x", {"formats": "webp, avif,webp,WEBP"})
+    assert twice.html == once.html
+    assert once.html.count("<source ") == 2
+    jpeg = build(site.registrar, "photo.jpg | fit 100x", {"formats": "jpg,jpeg"})
+    assert jpeg.html.count('<source type="image/jpeg"') == 1
