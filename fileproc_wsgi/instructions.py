@@ -819,6 +819,13 @@ class Instructions:
         return "\n".join([f"source {_quote(self.source)}", *map(_step_text, self.steps)])
 
     @functools.cached_property
+    def background(self) -> str | None:
+        """The colour transparency is flattened onto (the last ``background`` step's), or
+        None when no step asks for it: transparency is then kept where the format allows."""
+        colours = [step.color for step in self.steps if isinstance(step, Background)]
+        return colours[-1] if colours else None
+
+    @functools.cached_property
     def output(self) -> Format | None:
         """The effective output format, or None when no ``format``/``quality`` step is given.
 

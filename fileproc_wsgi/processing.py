@@ -43,7 +43,7 @@ from .errors import (
     UnavailableError,
 )
 from .instructions import Instructions, parse
-from .operations import RESAMPLING, SMART, WHITE, Background, Fill, Operation, PluginOperation
+from .operations import RESAMPLING, SMART, WHITE, Fill, Operation, PluginOperation
 from .sources import LocalSource, Sources, StorageSource
 from .storage import ResultStorage, result_key
 
@@ -424,9 +424,7 @@ def produce(
             frames, durations = _animate(image, animation, steps, output_format)
     encoding = time.monotonic()
     stats["steps"] = encoding - decoding
-    background = next(
-        (step.color for step in reversed(instructions.steps) if isinstance(step, Background)), WHITE
-    )
+    background = instructions.background or WHITE
     with failure(f"the result of {source.reference!r} could not be written as {output_format.upper()}"):
         if animation is not None and len(frames) > 1:
             data = encode_animation(

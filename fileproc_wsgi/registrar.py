@@ -47,7 +47,6 @@ from .config import Config
 from .encode import ANIMATED_FORMATS, CONTENT_TYPES, EXTENSIONS, choose_format
 from .errors import FileProcError, UnavailableError
 from .instructions import PROCESSING_VERSION, Instructions, checksum, parse
-from .operations import Background
 from .pool import IsolatedJobs
 from .representation import Representation
 from .sources import LocalSource, Sources, StorageSource
@@ -330,7 +329,7 @@ class Registrar:
         # operations). Every limit the header already decides is checked here, so that no
         # page ever points at a result that is sure to be refused when first asked for.
         info = self._probe(handle, source, version, instructions)
-        flattened = any(isinstance(step, Background) for step in instructions.steps)
+        flattened = instructions.background is not None
         output = choose_format(info.format, info.has_alpha and not flattened, instructions.output)
         plan = instructions.plan(info.width, info.height)
         self.config.check_plan(plan)

@@ -1047,3 +1047,15 @@ def test_every_gravity_is_documented():
     for example in ("photos/my cat.jpg", "Bob's photo.jpg", '"a|b.jpg"', "'#1.jpg'", "media:photos/a.jpg"):
         assert f"`{example}`" in page
         parse(f"{example} | fill 10x10 gravity=smart")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a.png | fit 10x", None),
+        ("a.png | background #f00 | fit 10x", "#ff0000"),
+        ("a.png | background #ff0000 | fit 10x | background #00f", "#0000ff"),
+    ],
+)
+def test_the_background_is_the_last_background_steps_colour(text, expected):
+    assert parse(text).background == expected
