@@ -31,12 +31,9 @@ from .instructions import is_checksum
 from .settings_file import VARIABLE, config_from_file
 
 
-def main(argv: list[str] | None = None, *, config: Config | None = None, prog: str = "fileproc") -> int:
-    """Run one command; ``config`` replaces ``FILEPROC_*`` (Django's ``manage.py fileproc``
-    passes the one its settings build). Given a ``config``, the command offers neither
-    ``--config`` nor ``demo`` (which builds its own site): the host application's
-    settings are the only ones."""
-    hosted = config is not None
+def build_parser(prog: str = "fileproc", *, hosted: bool = False) -> argparse.ArgumentParser:
+    """The command line's parser: every command and its options (``hosted``: inside an
+    application that gives the settings, so no ``--config`` and no ``demo``)."""
     parser = argparse.ArgumentParser(prog=prog)
     if not hosted:
         parser.add_argument("--config", dest="config_file", metavar="FILE", help=_CONFIG_HELP)
@@ -93,6 +90,15 @@ def main(argv: list[str] | None = None, *, config: Config | None = None, prog: s
 
     *others, last = commands.choices
     parser.description = f"The {prog} command: {', '.join(others)} and {last}."
+    return parser
+
+
+def main(argv: list[str] | None = None, *, config: Config | None = None, prog: str = "fileproc") -> int:
+    """Run one command; ``config`` replaces ``FILEPROC_*`` (Django's ``manage.py fileproc``
+    passes the one its settings build). Given a ``config``, the command offers neither
+    ``--config`` nor ``demo`` (which builds its own site): the host application's
+    settings are the only ones."""
+    parser = build_parser(prog, hosted=config is not None)
     arguments = parser.parse_args(argv)
     arguments.config = config
     arguments.prog = prog

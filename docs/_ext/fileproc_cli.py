@@ -1,8 +1,7 @@
 """The ``fileproc-cli`` directive: the ``fileproc`` command's reference, from its parser.
 
-The parser is the one :func:`fileproc_wsgi.cli.main` builds (it has no factory of its
-own): ``main`` runs with :meth:`argparse.ArgumentParser.parse_args` replaced by a function
-that hands the parser back before any command runs. Each subcommand becomes a section
+The parser is the one :func:`fileproc_wsgi.cli.main` parses with,
+:func:`fileproc_wsgi.cli.build_parser`. Each subcommand becomes a section
 (``fileproc-<name>`` as its anchor) with its help, its usage and its arguments.
 """
 
@@ -10,32 +9,17 @@ from __future__ import annotations
 
 import argparse
 import inspect
-from unittest import mock
 
 from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
 
-class _Parser(Exception):
-    def __init__(self, parser: argparse.ArgumentParser):
-        super().__init__("parser captured")
-        self.parser = parser
-
-
 def fileproc_parser() -> argparse.ArgumentParser:
-    """The parser of the ``fileproc`` command, as ``main`` builds it."""
+    """The parser of the ``fileproc`` command."""
     from fileproc_wsgi import cli
 
-    def hand_back(parser, *args, **kwargs):
-        raise _Parser(parser)
-
-    with mock.patch.object(argparse.ArgumentParser, "parse_args", hand_back):
-        try:
-            cli.main([])
-        except _Parser as captured:
-            return captured.parser
-    raise RuntimeError("fileproc_wsgi.cli.main did not parse its arguments")
+    return cli.build_parser()
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
