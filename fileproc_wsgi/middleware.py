@@ -39,11 +39,11 @@ from .instructions import is_checksum
 from .processing import Processor
 from .registrar import Registrar
 from .storage import LocalStorage, ResultStorage, open_storage, parse_key, result_key
+from .storage.base import IMMUTABLE
 from .store import InstructionStore
 
 log = logging.getLogger(__name__)
 
-IMMUTABLE = "public, max-age=31536000, immutable"
 _READ_METHODS = ("GET", "HEAD")
 _PERMANENT = (301, 308)
 _REDIRECT_CACHE_SIZE = 100_000

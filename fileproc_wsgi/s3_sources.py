@@ -27,10 +27,13 @@ import tempfile
 import threading
 
 from .errors import LimitError, SourceError, SourceNotFoundError, UnavailableError
+from .s3 import MISSING, custom_endpoint, error_code, make_client  # boto3 itself: in make_client
 
 _CHUNK = 64 * 1024
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
+# A source in a bucket that does not exist does not exist either (for result storage, a
+# missing bucket is the configuration's fault instead: a 503).
+_MISSING = (*MISSING, "NoSuchBucket")
 _DENIED = ("403", "AccessDenied", "AllAccessDisabled", "AccountProblem")
 _CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken")
 _BUSY = ("SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable", "503")
@@ -70,8 +73,6 @@ class S3Settings:
 
 
 def _make_client(settings: S3Settings):
-    from .s3 import make_client  # boto3 is imported only when an s3:// source is used
-
     # The storage's settings, with the download deadline as read timeout.
     timeout = settings.timeout
     return make_client(settings.endpoint_url, settings.region, read_timeout=timeout, what="s3 sources")
@@ -161,14 +162,12 @@ class S3Source:
                 f"{where}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or a profile)"
             )
         if isinstance(error, (ConnectionError, HTTPClientError, ReadTimeoutError, OSError)):
-            from .s3 import custom_endpoint
-
             endpoint = custom_endpoint(self.settings.client()) or "of AWS"
             return UnavailableError(
                 f"{where}: cannot reach the S3 endpoint {endpoint} ({type(error).__name__})"
             )
         if isinstance(error, ClientError):
-            code = str(error.response.get("Error", {}).get("Code", ""))
+            code = error_code(error)
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             if code in _MISSING:
                 return SourceNotFoundError(f"source {self.reference!r} does not exist ({code})")

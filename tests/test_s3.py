@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from fileproc_wsgi.s3 import S3Storage
 from fileproc_wsgi.storage import open_storage, result_key
+from fileproc_wsgi.storage.s3 import S3Storage
 from support import S3_CREDENTIALS, decode, free_port, halves, s3_server, write
 
 CHECKSUM = "0123456789abcdef0123456789abcdef"
