@@ -48,8 +48,8 @@ from .sources import LocalSource, Sources, StorageSource
 from .storage import ResultStorage, result_key
 
 if TYPE_CHECKING:
-    from .http_sources import HttpSource
-    from .s3_sources import S3Source
+    from .sources.http import HttpSource
+    from .sources.s3 import S3Source
     from .store import InstructionStore, Job
 
 log = logging.getLogger(__name__)

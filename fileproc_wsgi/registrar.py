@@ -54,9 +54,9 @@ from .storage import ResultStorage, open_storage
 from .store import InstructionStore
 
 if TYPE_CHECKING:
-    from .http_sources import HttpSource
     from .remote import RemoteRegistrar
-    from .s3_sources import S3Source
+    from .sources.http import HttpSource
+    from .sources.s3 import S3Source
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ One place makes the boto3 client (the endpoint as boto3 resolved it, however giv
 in the AWS config file; few, quick retries) and reads an error's S3 code, so storage and
 sources agree on what "missing" is: :data:`MISSING` is an object that is not there. A
 missing *bucket* is the storage's configuration gone wrong (a 503), but for a source it
-is a source that does not exist, which ``s3_sources`` adds itself.
+is a source that does not exist, which :mod:`fileproc_wsgi.sources.s3` adds itself.
 """
 
 from __future__ import annotations

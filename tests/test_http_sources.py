@@ -19,11 +19,11 @@ import time
 
 import pytest
 
-from fileproc_wsgi import http_sources
 from fileproc_wsgi.config import Config
 from fileproc_wsgi.errors import LimitError, SourceError, SourceNotFoundError, UnavailableError
-from fileproc_wsgi.http_sources import refused_address
 from fileproc_wsgi.sources import Sources
+from fileproc_wsgi.sources import http as http_sources
+from fileproc_wsgi.sources.http import refused_address
 from support import decode, free_port, halves
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from fileproc_wsgi.config import Config
 from fileproc_wsgi.errors import LimitError, SourceError, SourceNotFoundError, UnavailableError
-from fileproc_wsgi.s3_sources import S3Source
 from fileproc_wsgi.sources import Sources
+from fileproc_wsgi.sources.s3 import S3Source
 from support import S3_CREDENTIALS, decode, free_port, halves, s3_server
 
 

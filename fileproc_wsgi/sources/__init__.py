@@ -4,9 +4,9 @@ A reference is ``path`` (under the ``default`` root) or ``root:path``. Absolute 
 ``..`` components, unknown roots and symlinks that lead out of their root are refused
 with a :class:`~fileproc_wsgi.errors.SourceError` that names the reference, never the
 server's directories. ``http(s)://`` references become
-:class:`~fileproc_wsgi.http_sources.HttpSource` objects when their host is on
+:class:`~fileproc_wsgi.sources.http.HttpSource` objects when their host is on
 ``allowed_hosts``, and are refused while that list is empty; ``s3://bucket/key``
-references become :class:`~fileproc_wsgi.s3_sources.S3Source` objects when the bucket's
+references become :class:`~fileproc_wsgi.sources.s3.S3Source` objects when the bucket's
 exact name is on ``allowed_hosts``.
 
 A root may also name a storage instead of a directory: ``"<kind>:<argument>"`` such as
@@ -35,8 +35,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import BinaryIO, Protocol
 
-from .config import is_storage_kind, storage_root
-from .errors import (
+from ..config import is_storage_kind, storage_root
+from ..errors import (
     ConfigError,
     FileProcError,
     LimitError,
@@ -45,9 +45,9 @@ from .errors import (
     TimeLimitError,
     UnavailableError,
 )
-from .http_sources import HttpSettings, HttpSource, check_url
-from .s3_sources import S3Settings, S3Source
-from .s3_sources import parse as parse_s3
+from .http import HttpSettings, HttpSource, check_url
+from .s3 import S3Settings, S3Source
+from .s3 import parse as parse_s3
 
 _ROOT_PREFIX = re.compile(r"^([a-z][a-z0-9_-]*):(?!//)")
 _REMOTE = ("http://", "https://", "s3://")

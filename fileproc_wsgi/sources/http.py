@@ -40,7 +40,7 @@ import tempfile
 import time
 from urllib.parse import quote, urljoin, urlsplit
 
-from .errors import LimitError, SourceError, SourceNotFoundError, UnavailableError
+from ..errors import LimitError, SourceError, SourceNotFoundError, UnavailableError
 
 _CHUNK = 64 * 1024
 _REDIRECTS = (301, 302, 303, 307, 308)

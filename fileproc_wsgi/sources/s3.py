@@ -26,8 +26,8 @@ import re
 import tempfile
 import threading
 
-from .errors import LimitError, SourceError, SourceNotFoundError, UnavailableError
-from .s3 import MISSING, custom_endpoint, error_code, make_client  # boto3 itself: in make_client
+from ..errors import LimitError, SourceError, SourceNotFoundError, UnavailableError
+from ..s3 import MISSING, custom_endpoint, error_code, make_client  # boto3 itself: in make_client
 
 _CHUNK = 64 * 1024
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
