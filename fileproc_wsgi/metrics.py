@@ -45,6 +45,7 @@ _Error = TypeVar("_Error", bound=Exception)
 
 _lock = threading.Lock()
 _metrics: _Metrics | None = None
+_missing = False  # prometheus_client was looked for and is not installed
 # Owners of plain-int counts (the warm paths): owner -> {attribute: value already handed over}.
 _hot: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
 _queues: weakref.WeakSet[Any] = weakref.WeakSet()  # BackgroundJobs, for their length
@@ -93,12 +94,15 @@ class _Metrics:
 def enable() -> bool:
     """Record metrics in this process from now on; False when ``prometheus_client`` is
     not installed (then every function here stays a no-op)."""
-    global _metrics
+    global _metrics, _missing
     with _lock:
         if _metrics is None:
+            if _missing:
+                return False
             try:
                 _metrics = _Metrics()
             except ImportError:
+                _missing = True  # said once per process, not at every scrape
                 log.warning("fileproc_wsgi: metrics are off: pip install 'fileproc-wsgi[metrics]'")
                 return False
     from .access import FLUSHER

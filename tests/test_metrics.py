@@ -479,3 +479,19 @@ def test_health_follows_the_database_of_a_gunicorn_server(own_postgres, tmp_path
             own_postgres.start()
         _wait_for(lambda: http_get(port, "/_fp/health")[0] == 200, "health after the restart")
         assert http_get(port, "/_fp/health")[2] == b"ok\n"
+
+
+def test_without_prometheus_client_the_metrics_say_so_once(monkeypatch, caplog):
+    import sys
+
+    monkeypatch.setattr(metrics, "_metrics", None)
+    monkeypatch.setattr(metrics, "_missing", False)
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
+    caplog.set_level(logging.WARNING, logger="fileproc_wsgi.metrics")
+    assert metrics.enable() is False
+    assert metrics.enable() is False  # a second scrape
+    warnings = [record for record in caplog.records if "metrics are off" in record.getMessage()]
+    assert len(warnings) == 1
+    body = []
+    answer = metrics.metrics_app({"REQUEST_METHOD": "GET"}, lambda status, headers: body.append(status))
+    assert body == ["503 Service Unavailable"] and b"not installed" in b"".join(answer)
