@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each is imported when used
+    from .block import Rendition
     from .config import Config
     from .errors import (
         ConfigError,
@@ -33,7 +34,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each is import
     from .remote import RemoteRegistrar
     from .representation import Representation
     from .store import InstructionStore
-    from .tags import Rendition
 
 _EXPORTS = {
     "Config": "config",

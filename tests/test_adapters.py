@@ -1,7 +1,7 @@
 """One table of blocks through both adapters: Django, and Jinja2 with ``{% %}`` and ``<% %>``,
 autoescape on and off, must print exactly the same thing.
 
-The two adapters share their meaning through the core (``fileproc_wsgi.tags``) and never
+The two adapters share their meaning through the core (``fileproc_wsgi.block``) and never
 through each other; this is where that promise is checked.
 """
 

@@ -23,8 +23,8 @@ import pytest
 from PIL import Image
 
 from fileproc_wsgi import ops
+from fileproc_wsgi.block import Block
 from fileproc_wsgi.registrar import Registrar
-from fileproc_wsgi.tags import Block
 from support import S3_CREDENTIALS, DictCache, decode, free_port, halves, http_get, s3_server, serving, write
 
 INTERVAL = 0.2  # source_check_interval in these tests: how long a process may remember
@@ -138,7 +138,7 @@ import wsgiref.simple_server
 
 from fileproc_wsgi import Config, FileProcessor
 from fileproc_wsgi.registrar import Registrar
-from fileproc_wsgi.tags import Block
+from fileproc_wsgi.block import Block
 
 config = Config.from_env()
 registrar = Registrar(config)

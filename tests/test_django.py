@@ -229,7 +229,7 @@ def test_a_warm_block_prints_what_it_printed_only_while_nothing_changed(fileproc
     assert re.search(r'src="([^"]+)"', replaced).group(1) != re.search(r'src="([^"]+)"', first[0]).group(1)
 
     os.remove(path)
-    with caplog.at_level(logging.WARNING, logger="fileproc_wsgi.tags"):
+    with caplog.at_level(logging.WARNING, logger="fileproc_wsgi.block"):
         assert render(block, {"alts": ["a"]}) == "gone\n"
     assert "source 'photo.jpg' does not exist" in caplog.text
 
@@ -353,7 +353,7 @@ def test_widths_and_formats(fileprocessor, tmp_path, arguments, context, expecte
     ],
 )
 def test_empty_branch_when_the_block_fails_softly(fileprocessor, caplog, debug, source, expected, logged):
-    with override_settings(DEBUG=debug), caplog.at_level(logging.WARNING, logger="fileproc_wsgi.tags"):
+    with override_settings(DEBUG=debug), caplog.at_level(logging.WARNING, logger="fileproc_wsgi.block"):
         assert render(source, {"fallback": "<none>"}) == expected
     assert [record.levelname for record in caplog.records] == ["WARNING"]
     assert logged in caplog.records[0].getMessage()

@@ -19,7 +19,7 @@ from webob import Request
 
 from fileproc_jinja2 import FileProcessorExtension
 from fileproc_wsgi import Config, ConfigError, FileProcessor, InstructionError, Registrar
-from fileproc_wsgi.tags import build
+from fileproc_wsgi.block import build
 from support import decode, halves, write
 
 ANGLE = {"block_start_string": "<%", "block_end_string": "%>"}
@@ -279,7 +279,7 @@ def test_failures_render_the_empty_branch_and_log(env, caplog, text, strict, log
         "{% fileprocessor %}{{ text }}{% endfileprocessor %}C"
         "{% fileprocessor as t %}{{ text }}{% empty %}[{{ t }}]{% endfileprocessor %}{{ t is none }}"
     )
-    with caplog.at_level(logging.WARNING, logger="fileproc_wsgi.tags"):
+    with caplog.at_level(logging.WARNING, logger="fileproc_wsgi.block"):
         page = template(env, source).render(text=text)
     assert page == "A<em>none</em>BC[None]True"
     assert len(caplog.records) == 3
@@ -548,7 +548,7 @@ class _Upload:
 def test_a_source_that_prints_nothing_renders_the_empty_branch(env, caplog, body, context, strict):
     env.fileprocessor_strict = strict
     source = "[{% fileprocessor %}" + body + "{% empty %}no photo{% endfileprocessor %}]"
-    with caplog.at_level(logging.DEBUG, logger="fileproc_wsgi.tags"):
+    with caplog.at_level(logging.DEBUG, logger="fileproc_wsgi.block"):
         assert template(env, source).render(context) == "[no photo]"
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 

@@ -575,7 +575,7 @@ import json, pathlib, sys
 from webob import Request
 
 from fileproc_wsgi import Config, FileProcessor, Registrar
-from fileproc_wsgi.tags import build
+from fileproc_wsgi.block import build
 
 root, text, arguments = pathlib.Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 registrar = Registrar(Config(

@@ -22,6 +22,7 @@ from PIL import Image
 from webob import Request
 
 from fileproc_wsgi import remote as remote_module
+from fileproc_wsgi.block import render_block
 from fileproc_wsgi.errors import (
     FileProcError,
     InstructionError,
@@ -32,7 +33,6 @@ from fileproc_wsgi.errors import (
     UnavailableError,
 )
 from fileproc_wsgi.remote import SIGNATURE_HEADER, TIMESTAMP_HEADER, RemoteRegistrar, sign
-from fileproc_wsgi.tags import render_block
 from support import DictCache, free_port, halves, http_get, serving, write
 
 SECRET = "a shared secret of some length"

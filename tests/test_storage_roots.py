@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from fileproc_wsgi import sources
+from fileproc_wsgi.block import build
 from fileproc_wsgi.config import Config
 from fileproc_wsgi.errors import (
     ConfigError,
@@ -24,7 +25,6 @@ from fileproc_wsgi.errors import (
     UnavailableError,
 )
 from fileproc_wsgi.sources import LocalSource, Sources, StorageSource
-from fileproc_wsgi.tags import build
 from support import decode, halves
 
 

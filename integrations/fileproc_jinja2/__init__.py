@@ -24,7 +24,7 @@ Then, with the default delimiters or with ``<% %>``::
 objects go through ``env.fileprocessor_source_reference`` when a framework sets one.
 
 The body is instruction text, not HTML, so it is rendered without autoescaping; what
-the block prints is decided by :class:`fileproc_wsgi.tags.Block`, shared with the
+the block prints is decided by :class:`fileproc_wsgi.block.Block`, shared with the
 Django adapter so that both print the same HTML.
 """
 

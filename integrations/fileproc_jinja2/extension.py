@@ -19,8 +19,8 @@ from jinja2.lexer import describe_token
 from jinja2.parser import Parser
 from jinja2.runtime import Context, StrictUndefined, Undefined
 
+from fileproc_wsgi.block import Block, ReferenceOf
 from fileproc_wsgi.errors import ConfigError
-from fileproc_wsgi.tags import Block, ReferenceOf
 
 _END_OF_BODY = ("name:empty", "name:endfileprocessor")
 _FILTER = "fileprocessor:block"

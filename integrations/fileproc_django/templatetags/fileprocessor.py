@@ -11,7 +11,7 @@ prints the ``{% empty %}`` branch, ``DEBUG`` or not. The field's ``.url`` or ``.
 passed by mistake is an error naming the expression to write instead.
 
 The body is rendered to text, registered (no pixel is touched) and printed as an
-``<img>`` (or a ``<picture>``, see :mod:`fileproc_wsgi.tags` for ``widths=``,
+``<img>`` (or a ``<picture>``, see :mod:`fileproc_wsgi.block` for ``widths=``,
 ``formats=`` and ``sizes=``); every other argument becomes an escaped attribute. With
 ``as NAME`` the rendition (``url``, ``width``, ``height``, ``checksum``,
 ``content_type``, ``html``) is stored in the context instead and nothing is printed.
@@ -43,11 +43,11 @@ from django.template.base import (
 
 from fileproc_django.conf import get_config, get_registrar
 from fileproc_django.storages import KIND_PREFIX, open_storage, reference_of, storage_of_root
+from fileproc_wsgi.block import Block
 from fileproc_wsgi.errors import ConfigError, InstructionError
-from fileproc_wsgi.tags import Block
 
 register = template.Library()
-log = logging.getLogger("fileproc_wsgi.tags")
+log = logging.getLogger("fileproc_wsgi.block")
 
 SYNTAX = (
     "{% fileprocessor [as NAME] [key=value ...] %} instructions [{% empty %} fallback] {% endfileprocessor %}"

@@ -37,7 +37,7 @@ from .errors import FileProcError, InstructionError, SourceError, SourceNotFound
 from .instructions import has_empty_source, is_operation, leading_word, parse, source_step
 from .representation import HTML, Registers, Representation
 
-log = logging.getLogger("fileproc_wsgi.tags")
+log = logging.getLogger("fileproc_wsgi.block")
 
 RESERVED = frozenset({"widths", "sizes", "formats", "densities", "source"})
 MAX_DENSITY = 4.0

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from webob import Request
 
+from fileproc_wsgi.block import Block, build, render_block
 from fileproc_wsgi.errors import InstructionError, SourceError
 from fileproc_wsgi.instructions import canonical_source, parse, source_step
 from fileproc_wsgi.middleware import FileProcessor
-from fileproc_wsgi.tags import Block, build, render_block
 from support import decode, halves, write
 
 
