@@ -71,8 +71,10 @@ _loaded: _Loaded | None = None
 _lock = threading.Lock()
 
 
-class SharedCache:
-    """The registrar's shared cache on the Django cache ``alias``.
+class DjangoCache:
+    """The Django cache ``alias`` as the registrar's shared cache (``get``/``set``; the
+    registrar wraps it in :class:`fileproc_wsgi.cache.SharedCache`, which makes its errors
+    misses).
 
     Entries are keyed by checksum and never change, so they are stored without expiry.
     The cache is looked up on every call because Django's cache objects belong to one
@@ -109,7 +111,7 @@ def _load() -> _Loaded:
         if _loaded is None:
             config = config_from_settings()
             alias = cache_alias_from_settings()
-            cache = SharedCache(alias) if alias else None
+            cache = DjangoCache(alias) if alias else None
             _loaded = _Loaded(config, registrar_for(config, cache=cache))
         return _loaded
 
