@@ -1,10 +1,11 @@
-"""Output formats: choosing one, and writing a Pillow image in it.
+"""Writing a Pillow image in an output format (the formats, their extensions and content
+types, and the choice among them are in :mod:`.formats`).
 
 Only the colour profile survives from the source's metadata (EXIF, XMP and comments are
 dropped by never passing them to the encoder). A profile is kept only while it still
 describes the pixels: an RGB profile on a greyscale result would be wrong, so it goes.
 
-GIF and WebP results can animate (:data:`ANIMATED_FORMATS`): :func:`encode_animation`
+GIF and WebP results can animate (:data:`~fileproc_wsgi.formats.ANIMATED_FORMATS`): :func:`encode_animation`
 writes whole frames, each with its time on screen, and the play count. AVIF is not
 among them although Pillow writes AVIF sequences: its writer cannot set a play count
 (every sequence loops for ever, so a GIF that plays once would not), and it takes two
@@ -19,17 +20,6 @@ from PIL import Image
 
 from .operations import WHITE, Format, flatten, has_alpha
 
-EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
-CONTENT_TYPES = {
-    "jpeg": "image/jpeg",
-    "png": "image/png",
-    "webp": "image/webp",
-    "avif": "image/avif",
-    "gif": "image/gif",
-}
-FORMAT_OF_EXTENSION = {extension: name for name, extension in EXTENSIONS.items()}
-ANIMATED_FORMATS = frozenset({"gif", "webp"})
-"""Output formats that keep an animated source animated; the others take its first frame."""
 # Defaults chosen with bench/quality.py: the lowest quality at which our 400x300
 # thumbnails of photo-like and of screenshot-like sources score, on average, at least as
 # well as pyvips' default output on both SSIMULACRA2 and SSIM. There JPEG is 0.98x
@@ -48,16 +38,6 @@ WebP: method 6 is no smaller over both kinds of source and takes three times as 
 AVIF: speed 6, about 140 ms a 400x300 thumbnail on two cores (libvips' default 310 ms);
 speed 8 is 13-27% larger, speed 5 2-7% smaller but three to four times slower; 4:4:4
 saves 7% on screenshots and costs photos 3%."""
-# Source formats every current browser shows, kept as the output when none is asked for.
-_BROWSER_FORMATS = {"JPEG": "jpeg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "AVIF": "avif"}
-
-
-def choose_format(source_format: str, has_transparency: bool, requested: Format | None) -> str:
-    """The output format: the requested one, else the source's if browsers show it,
-    else JPEG, or PNG when there is transparency to keep."""
-    if requested is not None and requested.name:
-        return requested.name
-    return _BROWSER_FORMATS.get(source_format) or ("png" if has_transparency else "jpeg")
 
 
 def _profile_fits(icc_profile: bytes | None, mode: str) -> bool:
@@ -126,7 +106,7 @@ def encode_animation(
     icc_profile: bytes | None,
 ) -> bytes:
     """``frames`` (whole frames of one size, each from :func:`animation_frame`) as an
-    animated ``name`` (one of :data:`ANIMATED_FORMATS`), frame ``k`` shown for
+    animated ``name`` (one of :data:`~fileproc_wsgi.formats.ANIMATED_FORMATS`), frame ``k`` shown for
     ``durations[k]`` milliseconds, the whole played ``plays`` times (0: for ever)."""
     params: dict = {"save_all": True, "duration": durations}
     if name == "gif":

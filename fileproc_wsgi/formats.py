@@ -1,4 +1,6 @@
-"""What a file is, from its first bytes, and how to name it in a sentence.
+"""What a file is, from its first bytes, and how to name it in a sentence; and the formats
+results are written in, with their extensions and content types (no imaging library here:
+the storage and the web side read this table too).
 
 :func:`sniff` looks only at content, never at a file name: the engine chosen for a source,
 and the coder or demuxer that engine pins, follow from what :func:`sniff` returns. The
@@ -232,3 +234,29 @@ def a(found: str, noun: str = "file") -> str:
     else:  # read letter by letter: "an M-P-4", "a P-D-F"
         article = "an" if first in _VOWEL_SOUND else "a"
     return f"{article} {name} {noun}".rstrip()
+
+
+# The formats results are written in: the word in ``format <name>``, the file extension,
+# the content type, whether an animated source stays animated in it, and the sniffed name
+# of a source already in it (which every current browser shows, so it is kept as the
+# output when the instructions name none).
+_OUTPUTS = (
+    ("jpeg", "jpg", "image/jpeg", False, "JPEG"),
+    ("png", "png", "image/png", False, "PNG"),
+    ("webp", "webp", "image/webp", True, "WEBP"),
+    ("avif", "avif", "image/avif", False, "AVIF"),
+    ("gif", "gif", "image/gif", True, "GIF"),
+)
+OUTPUT_FORMATS = tuple(name for name, *_ in _OUTPUTS)
+EXTENSIONS = {name: extension for name, extension, *_ in _OUTPUTS}
+CONTENT_TYPES = {name: content_type for name, _, content_type, *_ in _OUTPUTS}
+FORMAT_OF_EXTENSION = {extension: name for name, extension in EXTENSIONS.items()}
+ANIMATED_FORMATS = frozenset(name for name, _, _, animated, _ in _OUTPUTS if animated)
+"""Output formats that keep an animated source animated; the others take its first frame."""
+_KEPT_AS_OUTPUT = {found: name for name, *_, found in _OUTPUTS}
+
+
+def choose_format(source_format: str, has_transparency: bool, requested: str | None) -> str:
+    """The output format: the ``requested`` one, else the source's if browsers show it,
+    else JPEG, or PNG when there is transparency to keep."""
+    return requested or _KEPT_AS_OUTPUT.get(source_format) or ("png" if has_transparency else "jpeg")

@@ -33,8 +33,8 @@ from .access import FLUSHER
 from .background import BackgroundJobs, default_threads
 from .cache import Generation
 from .config import Config
-from .encode import CONTENT_TYPES, EXTENSIONS, FORMAT_OF_EXTENSION
 from .errors import FileProcError, NotRegisteredError, RequestTooLargeError, UnavailableError
+from .formats import CONTENT_TYPES, EXTENSIONS, FORMAT_OF_EXTENSION
 from .instructions import is_checksum
 from .processing import Processor
 from .registrar import Registrar

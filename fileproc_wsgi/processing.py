@@ -31,7 +31,7 @@ from PIL import Image
 
 from . import engines, formats, metrics, plugins, pool
 from .config import Config
-from .encode import ANIMATED_FORMATS, CONTENT_TYPES, EXTENSIONS, animation_frame, encode, encode_animation
+from .encode import animation_frame, encode, encode_animation
 from .engines.boundary import failure
 from .errors import (
     PERMANENT_FAILURES,
@@ -42,6 +42,7 @@ from .errors import (
     TimeLimitError,
     UnavailableError,
 )
+from .formats import ANIMATED_FORMATS, CONTENT_TYPES, EXTENSIONS
 from .instructions import Instructions, parse
 from .operations import RESAMPLING, SMART, WHITE, Fill, Operation, PluginOperation
 from .sources import LocalSource, Sources, StorageSource
@@ -394,7 +395,7 @@ def produce(
     reduced scale lands on exactly the promised size.
 
     An animated source (the engine's :class:`~.engines.Animation`) made into a format
-    that animates (:data:`.encode.ANIMATED_FORMATS`) runs the steps on every frame as it
+    that animates (:data:`.formats.ANIMATED_FORMATS`) runs the steps on every frame as it
     is decoded, holding only the result frames; ``gravity=smart`` chooses its crop on the
     first frame and keeps it for all, so the result does not jitter.
 

@@ -44,8 +44,8 @@ from . import access, engines, metrics
 from .access import FLUSHER
 from .cache import Generation, SharedCache
 from .config import Config
-from .encode import ANIMATED_FORMATS, CONTENT_TYPES, EXTENSIONS, choose_format
 from .errors import FileProcError, UnavailableError
+from .formats import ANIMATED_FORMATS, CONTENT_TYPES, EXTENSIONS, choose_format
 from .instructions import PROCESSING_VERSION, Instructions, checksum, parse
 from .pool import IsolatedJobs
 from .representation import Representation
@@ -330,7 +330,8 @@ class Registrar:
         # page ever points at a result that is sure to be refused when first asked for.
         info = self._probe(handle, source, version, instructions)
         flattened = instructions.background is not None
-        output = choose_format(info.format, info.has_alpha and not flattened, instructions.output)
+        requested = instructions.output.name if instructions.output is not None else None
+        output = choose_format(info.format, info.has_alpha and not flattened, requested)
         plan = instructions.plan(info.width, info.height)
         self.config.check_plan(plan)
         width, height = plan[-1][1:] if plan else (None, None)
@@ -519,7 +520,7 @@ def result_checksum(
 ) -> str:
     """The checksum a registration is stored and served under: the instructions' own,
     with more salt for a result that animates (an animated source without ``page``, made
-    into a format of :data:`~.encode.ANIMATED_FORMATS`) and for a source an engine plugin
+    into a format of :data:`~.formats.ANIMATED_FORMATS`) and for a source an engine plugin
     reads (``engine``, its distribution and version: upgrading it gives new URLs)."""
     if not animates and not engine:
         return instructions.checksum(source_version)

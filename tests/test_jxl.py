@@ -25,7 +25,7 @@ import numpy
 import pytest
 from PIL import Image
 
-from fileproc_wsgi import encode, engines, formats
+from fileproc_wsgi import engines, formats
 from fileproc_wsgi.config import Config
 from fileproc_wsgi.engines import jxl
 from fileproc_wsgi.errors import LimitError, ProcessingError
@@ -96,8 +96,8 @@ def test_the_plugin_is_present_and_jxl_is_sniffed_by_content():
     assert formats.sniff(encoded(halves(16, 8), use_container=True)) == "JXL"
     assert formats.a("JXL", "image") == "a JPEG XL image"
     # Browsers other than Safari show no JXL: a JPEG, or a PNG to keep transparency.
-    assert encode.choose_format("JXL", False, None) == "jpeg"
-    assert encode.choose_format("JXL", True, None) == "png"
+    assert formats.choose_format("JXL", False, None) == "jpeg"
+    assert formats.choose_format("JXL", True, None) == "png"
 
 
 # Stored red left, blue right; orientation 6 turns it a quarter clockwise (red on top),

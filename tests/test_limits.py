@@ -21,9 +21,9 @@ from PIL import GifImagePlugin, Image, TiffImagePlugin
 
 from fileproc_wsgi import processing
 from fileproc_wsgi.config import Config
-from fileproc_wsgi.encode import CONTENT_TYPES, EXTENSIONS
 from fileproc_wsgi.engines import raster
 from fileproc_wsgi.errors import ConfigError, LimitError, UnavailableError
+from fileproc_wsgi.formats import CONTENT_TYPES, EXTENSIONS
 from fileproc_wsgi.middleware import FileProcessor
 from fileproc_wsgi.operations import Blur
 from fileproc_wsgi.processing import Processor

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from urllib.parse import quote
 
 from ..config import Config
-from ..encode import CONTENT_TYPES, FORMAT_OF_EXTENSION
 from ..errors import ConfigError, UnavailableError
+from ..formats import CONTENT_TYPES, FORMAT_OF_EXTENSION
 from ..s3 import EXISTS, MISSING, UNSUPPORTED, custom_endpoint, error_code, make_client
 from .base import IMMUTABLE, StoredFile
 
