@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Literal, NamedTuple, overload
 
-from . import plugins
-from .errors import InstructionError, ProcessingError
-from .operations import (
+from .. import plugins
+from ..errors import InstructionError, ProcessingError
+from ..operations import (
     GRAVITIES,
     GRAVITY_NAMES,
     OUTPUT_FORMATS,
