@@ -160,8 +160,8 @@ def long_lived(url: str, media: Path, results: Path, text: str, preload: list[st
 
 def measure(url: str, media: Path, results: Path, args, counter: Counter) -> dict[str, list[float]]:
     from fileproc_wsgi.config import Config
-    from fileproc_wsgi.migrations import upgrade
     from fileproc_wsgi.registrar import Registrar
+    from fileproc_wsgi.store import upgrade
 
     upgrade(url)
     config = Config(database_url=url, source_roots={"default": str(media)}, storage=str(results))

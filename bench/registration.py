@@ -56,8 +56,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # measure this working tree, installed or not
 
-from fileproc_wsgi.migrations import upgrade  # noqa: E402
 from fileproc_wsgi.samples import write_letter  # noqa: E402
+from fileproc_wsgi.store import upgrade  # noqa: E402
 
 WIDTH, HEIGHT = 4032, 3024
 NATIVE = ["pillow_heif", "rawpy", "numpy", "pillow_jxl", "pillow_lunasvg", "pypdfium2", "wand", "av"]

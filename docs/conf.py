@@ -60,5 +60,5 @@ nitpick_ignore_regex = [
 # Internal names that public docstrings point at, which the API reference leaves out.
 nitpick_ignore = [
     ("py:class", "LeaseLostError"),
-    ("py:mod", "fileproc_wsgi.migrations"),
+    ("py:mod", "fileproc_wsgi.store.migrations"),
 ]

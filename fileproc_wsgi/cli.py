@@ -436,8 +436,7 @@ def _purge(arguments: argparse.Namespace) -> int:
 
 
 def _migrate(arguments: argparse.Namespace) -> int:
-    from .migrations import upgrade
-    from .store import location
+    from .store import location, upgrade
 
     url = _config(arguments).database_url
     before, after = upgrade(url)

@@ -12,8 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from PIL import Image
 
-from fileproc_wsgi import migrations
-from fileproc_wsgi.store import InstructionStore, metadata
+from fileproc_wsgi.store import InstructionStore, metadata, migrations, upgrade
 
 
 def _tables(url: str) -> set[str]:
@@ -47,14 +46,14 @@ def _differences(url: str) -> list:
 
 
 def test_a_fresh_database_is_upgraded_to_the_schema_of_the_store(database_url):
-    assert migrations.upgrade(database_url) == (None, migrations.head())
+    assert upgrade(database_url) == (None, migrations.head())
     assert _tables(database_url) == {"fileproc_jobs", "fileproc_generation", migrations.VERSION_TABLE}
     assert _revision(database_url) == migrations.head()
     assert _differences(database_url) == []
 
 
 def test_upgrading_twice_changes_nothing(database_url):
-    migrations.upgrade(database_url)
+    upgrade(database_url)
     statements = []
     store = InstructionStore(database_url)
     sa.event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
@@ -84,7 +83,7 @@ def test_a_database_made_before_migrations_is_stamped_and_keeps_its_rows(databas
             },
         )
     engine.dispose()
-    assert migrations.upgrade(database_url) == (None, migrations.head())
+    assert upgrade(database_url) == (None, migrations.head())
     assert _revision(database_url) == migrations.head()
     store = InstructionStore(database_url)
     try:
@@ -142,7 +141,7 @@ def _first_use(tmp_path, url: str) -> tuple[str, bool]:
 
 
 def test_a_store_at_head_is_used_without_importing_alembic(database_url, tmp_path):
-    migrations.upgrade(database_url)
+    upgrade(database_url)
     url, imported = _first_use(tmp_path, database_url)
     assert url.startswith("/_fp/")
     assert not imported, "a process registering on an up-to-date store imported Alembic"

@@ -439,10 +439,9 @@ def test_find_store_makes_nothing_where_no_store_was_made(database_url, tmp_path
 
 
 def test_find_store_opens_a_store_once_made(database_url):
-    from fileproc_wsgi import migrations
-    from fileproc_wsgi.store import find_store
+    from fileproc_wsgi.store import find_store, upgrade
 
-    migrations.upgrade(database_url)
+    upgrade(database_url)
     store = find_store(database_url)
     try:
         assert store is not None

@@ -4,7 +4,7 @@ When Django starts it registers the ``django:`` kind of source root, the system 
 (``manage.py check``) and the ``post_migrate`` handler that brings the instruction
 store's tables up to date on ``manage.py migrate``. The app has no models of its own
 (``models.py`` is empty, so that Django sends it ``post_migrate``); the store's tables
-come from its own migrations, :mod:`fileproc_wsgi.migrations`.
+come from its own migrations, :mod:`fileproc_wsgi.store.migrations`.
 """
 
 from __future__ import annotations

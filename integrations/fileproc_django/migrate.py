@@ -1,7 +1,7 @@
 """``manage.py migrate`` brings the instruction store's tables to this release's schema.
 
 The store is not Django models: its tables are migrated by its own Alembic revisions
-(:mod:`fileproc_wsgi.migrations`, what ``fileproc migrate`` runs), kept in their own
+(:mod:`fileproc_wsgi.store.migrations`, what ``fileproc migrate`` runs), kept in their own
 version table. This ``post_migrate`` handler runs them on the database the store lives in,
 when ``migrate`` runs on that alias (``FILEPROCESSOR_DATABASE``, ``"default"`` unless
 set), so a deployment's usual ``migrate`` step is all it needs.
@@ -32,7 +32,7 @@ def upgrade_store(*, using: str, verbosity: int = 1, **kwargs) -> None:
         if verbosity >= 2:
             stdout.write("  fileproc_jobs: in-memory database, made on first use\n")
         return
-    from fileproc_wsgi.migrations import upgrade
+    from fileproc_wsgi.store import upgrade
 
     before, after = upgrade(config.database_url)
     if before != after and verbosity >= 1:

@@ -4,7 +4,8 @@ No ``alembic.ini`` is needed: :func:`alembic_config` builds the configuration in
 pointing at the scripts in this package, and keeps the applied revision in its own table,
 ``fileproc_alembic_version``, so a host application's own Alembic history is never touched.
 
-:func:`upgrade` brings a database to the newest revision. A database made by a release
+:func:`upgrade_engine` brings a database to the newest revision (for a database URL,
+:func:`fileproc_wsgi.store.upgrade` opens it the way the store does). A database made by a release
 before migrations existed (``fileproc_jobs`` there, no version table) is stamped at the
 initial revision, whose schema it already has, and then upgraded from there.
 :class:`~fileproc_wsgi.store.InstructionStore` runs the same upgrade on first use; in
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import os
 
-VERSION_TABLE = "fileproc_alembic_version"
+from ..schema import VERSION_TABLE
+
 INITIAL = "0001"
 # The newest revision under versions/, known without Alembic: a store compares the
 # database's recorded revision with it on first use and imports Alembic only when they
@@ -76,17 +78,3 @@ def upgrade_engine(engine) -> tuple[str | None, str]:
         if current(connection) != target:
             command.upgrade(config, "head")
         return before, target
-
-
-def upgrade(database_url: str) -> tuple[str | None, str]:
-    """Bring the database at ``database_url`` to the newest schema; (before, after) revisions.
-
-    What ``fileproc migrate`` runs. Safe to repeat: a database at head is left alone.
-    """
-    from ..store import InstructionStore
-
-    store = InstructionStore(database_url)
-    try:
-        return store.upgrade()
-    finally:
-        store.dispose()

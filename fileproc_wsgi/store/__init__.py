@@ -11,14 +11,14 @@ token is still the current one.
 SQLAlchemy Core on its own ``MetaData``: a host application's ORM is never touched. Times
 are floats (unix seconds from an injectable clock) so comparisons behave the same on
 both databases. An outage surfaces as :class:`~fileproc_wsgi.errors.UnavailableError`,
-never as a SQLAlchemy exception.
+never as a SQLAlchemy exception. The tables are defined in :mod:`.schema`, and created and
+upgraded by the Alembic revisions in :mod:`.migrations`.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import dataclasses
 import os
 import threading
 import time
@@ -32,81 +32,27 @@ from sqlalchemy import event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from .errors import ConfigError, LeaseLostError, NotRegisteredError, UnavailableError
-from .migrations import HEAD, VERSION_TABLE
+from ..errors import ConfigError, LeaseLostError, NotRegisteredError, UnavailableError
+from .migrations import HEAD
+from .schema import STATES, VERSION_TABLE, Job, generations, jobs, metadata
 
-STATES = ("pending", "working", "done", "failed")
+__all__ = [
+    "STATES",
+    "InstructionStore",
+    "Job",
+    "find_store",
+    "generations",
+    "jobs",
+    "location",
+    "metadata",
+    "upgrade",
+]
+
 # What a client is told; the driver's own words (host, port, database) go in ``detail``.
 _DATABASE_DOWN = "database unavailable: cannot reach it; ask again shortly"
 _DATABASE_BUSY = "database unavailable: every connection is busy; ask again shortly"
 # Well under SQLite's bound-parameter limit, so one IN (...) or VALUES list always fits.
 _CHUNK = 500
-
-metadata = sa.MetaData()
-
-jobs = sa.Table(
-    "fileproc_jobs",
-    metadata,
-    sa.Column("checksum", sa.String(64), primary_key=True),
-    sa.Column("instructions", sa.Text, nullable=False),
-    sa.Column("source", sa.Text, nullable=False),
-    sa.Column("output_format", sa.String(8), nullable=False),
-    sa.Column("width", sa.Integer, nullable=True),
-    sa.Column("height", sa.Integer, nullable=True),
-    sa.Column("state", sa.String(10), nullable=False, index=True),
-    sa.Column("token", sa.Integer, nullable=False, default=0),
-    sa.Column("lease_until", sa.Float, nullable=True),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("reason", sa.Text, nullable=True),
-    sa.Column("failure_status", sa.Integer, nullable=True),
-    sa.Column("retry_at", sa.Float, nullable=True),
-    sa.Column("result_key", sa.Text, nullable=True),
-    sa.Column("content_type", sa.String(64), nullable=True),
-    sa.Column("result_bytes", sa.Integer, nullable=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("completed_at", sa.Float, nullable=True),
-    sa.Column("accessed_at", sa.Float, nullable=True),
-)
-
-# One row (id 1): raised in the same transaction as every removal by ``fileproc purge`` and
-# ``fileproc gc --delete``. Processes compare it with the value they last read (at most once
-# per source_check_interval) and, when it moved, forget the registrations and redirects they
-# remember, which may name a removed row or file.
-generations = sa.Table(
-    "fileproc_generation",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("value", sa.Integer, nullable=False),
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class Job:
-    """A snapshot of one ``fileproc_jobs`` row; reading it again may give newer values.
-
-    ``reason`` and ``failure_status`` (the HTTP status a failed job answers with) are set
-    while ``state`` is ``failed``.
-    """
-
-    checksum: str
-    instructions: str
-    source: str
-    output_format: str
-    width: int | None
-    height: int | None
-    state: str
-    token: int
-    lease_until: float | None
-    attempts: int
-    reason: str | None
-    failure_status: int | None
-    retry_at: float | None
-    result_key: str | None
-    content_type: str | None
-    result_bytes: int | None
-    created_at: float
-    completed_at: float | None
-    accessed_at: float | None
 
 
 class InstructionStore:
@@ -116,7 +62,7 @@ class InstructionStore:
     ``complete``, ``fail`` and ``release`` raise :class:`LeaseLostError` when that token
     is no longer current (the lease expired and another worker claimed the job). A
     database that cannot be reached raises :class:`UnavailableError`. Tables are created
-    (or migrated) on first use, see :mod:`fileproc_wsgi.migrations`.
+    (or migrated) on first use, see :mod:`fileproc_wsgi.store.migrations`.
     """
 
     def __init__(self, database_url: str, *, clock: Callable[[], float] = time.time):
@@ -177,7 +123,7 @@ class InstructionStore:
     def create_tables(self) -> None:
         """Bring the tables to the current schema if needed; runs once per store, thread-safe.
 
-        The schema comes from the Alembic revisions in :mod:`fileproc_wsgi.migrations`
+        The schema comes from the Alembic revisions in :mod:`fileproc_wsgi.store.migrations`
         (an old database without their version table is stamped, not recreated). In
         production run ``fileproc migrate`` before starting servers; this then only
         finds the database at head, with one query and without importing Alembic.
@@ -706,6 +652,18 @@ def find_store(database_url: str, *, clock: Callable[[], float] = time.time) -> 
         store.dispose()
         return None
     return store
+
+
+def upgrade(database_url: str) -> tuple[str | None, str]:
+    """Bring the database at ``database_url`` to the newest schema; (before, after) revisions.
+
+    What ``fileproc migrate`` runs. Safe to repeat: a database at head is left alone.
+    """
+    store = InstructionStore(database_url)
+    try:
+        return store.upgrade()
+    finally:
+        store.dispose()
 
 
 def location(database_url: str) -> str:
