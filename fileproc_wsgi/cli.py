@@ -327,7 +327,7 @@ def _open(arguments: argparse.Namespace):
 
 
 def _warm(arguments: argparse.Namespace) -> int:
-    from . import ops
+    from . import maintenance as ops
 
     config, store, storage = _open(arguments)
     interactive = sys.stderr.isatty()
@@ -360,7 +360,7 @@ def _warm(arguments: argparse.Namespace) -> int:
 
 
 def _gc(arguments: argparse.Namespace) -> int:
-    from . import ops
+    from . import maintenance as ops
 
     _, store, storage = _open(arguments)
     try:
@@ -382,7 +382,7 @@ def _gc(arguments: argparse.Namespace) -> int:
 
 
 def _stats(arguments: argparse.Namespace) -> int:
-    from . import ops
+    from . import maintenance as ops
     from .store import STATES, location
 
     config, store = _existing_store(arguments)
@@ -421,7 +421,7 @@ def _age(seconds: float) -> str:
 
 
 def _purge(arguments: argparse.Namespace) -> int:
-    from . import ops
+    from . import maintenance as ops
 
     _, store, storage = _open(arguments)
     try:

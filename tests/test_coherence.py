@@ -22,7 +22,7 @@ import uuid
 import pytest
 from PIL import Image
 
-from fileproc_wsgi import ops
+from fileproc_wsgi import maintenance as ops
 from fileproc_wsgi.block import Block
 from fileproc_wsgi.registrar import Registrar
 from support import S3_CREDENTIALS, DictCache, decode, free_port, halves, http_get, s3_server, serving, write

@@ -1,4 +1,5 @@
-"""The operations behind ``fileproc warm``, ``gc``, ``stats`` and ``purge``.
+"""Maintenance of the store and its results: what ``fileproc warm``, ``gc``, ``stats`` and
+``purge`` run.
 
 Plain functions over an :class:`~fileproc_wsgi.store.InstructionStore` and a result
 storage, returning small reports; printing is left to the caller (the command line here,

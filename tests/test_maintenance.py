@@ -1,4 +1,4 @@
-"""The operations command line (warm, gc, stats, purge) on a store of 10,000+ rows, and the
+"""The maintenance commands (warm, gc, stats, purge) on a store of 10,000+ rows, and the
 middleware's batched last-access recording."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from webob import Request
 
-from fileproc_wsgi import access, ops
+from fileproc_wsgi import access, maintenance
 from fileproc_wsgi.config import Config
 from fileproc_wsgi.middleware import FileProcessor
 from fileproc_wsgi.registrar import Registrar
@@ -85,7 +85,7 @@ def _run(env, *arguments):
 def test_warm_makes_pending_jobs_and_is_resumable(site):
     env, config, store, storage = site
     made = _register(config, store, "a.png | fit 30x20", "b.png | fit 30x20")
-    report = ops.warm(config, store, storage, workers=2)
+    report = maintenance.warm(config, store, storage, workers=2)
     assert (report.total, report.done, report.failed) == (2, 2, 0)
     for representation in made:
         job = store.get(representation.checksum)
@@ -93,10 +93,10 @@ def test_warm_makes_pending_jobs_and_is_resumable(site):
     # Run again with one more: only what is still pending is made.
     (late,) = _register(config, store, "c.png | fit 30x20")
     shown = []
-    report = ops.warm(config, store, storage, workers=3, progress=shown.append)
+    report = maintenance.warm(config, store, storage, workers=3, progress=shown.append)
     assert (report.total, report.done) == (1, 1)
     assert store.get(late.checksum).state == "done" and shown
-    assert ops.warm(config, store, storage).total == 0
+    assert maintenance.warm(config, store, storage).total == 0
 
 
 def test_warm_on_the_command_line(site):
@@ -115,7 +115,7 @@ def test_gc_stats_and_purge_on_ten_thousand_rows(site, capsys):
     fresh, stale, kept = _register(
         config, store, "a.png | fit 30x20", "b.png | fit 30x20", "c.png | fit 30x20"
     )
-    ops.warm(config, store, storage)
+    maintenance.warm(config, store, storage)
     _bulk(store, old=now - 40 * DAY)
     with store.engine.begin() as connection:  # b was made long ago and not requested since
         connection.execute(
@@ -137,14 +137,14 @@ def test_gc_stats_and_purge_on_ten_thousand_rows(site, capsys):
 
     timings = {}
     started = time.perf_counter()
-    dry = ops.gc(store, storage, days=30)
+    dry = maintenance.gc(store, storage, days=30)
     timings["gc dry run"] = time.perf_counter() - started
     assert (dry.stale, dry.orphans, dry.temporary, dry.deleted) == (ROWS // 2 + 1, 1, 1, False)
     assert dry.stale_bytes >= ROWS // 2 * 1000 and dry.orphan_bytes == 6 and dry.temporary_bytes == 4
     assert storage.exists(stale_key) and os.path.exists(temporary)
 
     started = time.perf_counter()
-    found = ops.stats(store)
+    found = maintenance.stats(store)
     timings["stats"] = time.perf_counter() - started
     assert found["states"] == {"done": ROWS // 2 + 3, "failed": ROWS // 4, "pending": ROWS // 4}
     assert len(found["failures"]) == 10 and sum(count for _, count in found["failures"]) < ROWS // 4
@@ -172,7 +172,7 @@ def test_gc_stats_and_purge_on_ten_thousand_rows(site, capsys):
     assert store.get(fresh.checksum).state == "done" and store.get(kept.checksum).state == "done"
     assert not os.path.exists(temporary) and not storage.exists("ab/" + "ab" * 16 + ".png")
     assert store.count_by_state()["done"] == 2
-    assert ops.gc(store, storage, days=30).stale == 0
+    assert maintenance.gc(store, storage, days=30).stale == 0
     # The emptied row is not warmed ahead of time, but its URL makes it again when requested.
     assert all(job.checksum != stale.checksum for job in store.claimable(limit=ROWS))
     processor = FileProcessor(None, config, store=store, storage=storage)
@@ -188,7 +188,7 @@ def test_gc_stats_and_purge_on_ten_thousand_rows(site, capsys):
     assert "a.png: 2 rows and 2 result files" in purged.stdout
     assert store.find(fresh.checksum) is None and store.find(again.checksum) is None
     assert not any(storage.exists(key) for key in keys)
-    report = ops.purge(store, storage, "x7.png")
+    report = maintenance.purge(store, storage, "x7.png")
     assert report.rows == ROWS // 100
 
     with capsys.disabled():
