@@ -41,7 +41,7 @@ _EXPORTS = {
     "Registrar": "registrar",
     "RemoteRegistrar": "remote",
     "registrar_for": "registrar",
-    "Rendition": "tags",
+    "Rendition": "block",
     "Representation": "representation",
     "InstructionStore": "store",
     "Instructions": "instructions",

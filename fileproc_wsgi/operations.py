@@ -35,7 +35,6 @@ GRAVITIES = {
 SMART = "smart"
 """The gravity that crops to the most detailed, most colourful part (see :func:`attention_box`)."""
 GRAVITY_NAMES = (*GRAVITIES, SMART)
-OUTPUT_FORMATS = ("jpeg", "png", "webp", "avif", "gif")
 WHITE = "#ffffff"
 
 

@@ -16,9 +16,9 @@ import math
 from collections.abc import Callable
 
 from .. import plugins
+from ..formats import OUTPUT_FORMATS
 from ..operations import (
     GRAVITY_NAMES,
-    OUTPUT_FORMATS,
     Background,
     Blur,
     Crop,
