@@ -327,12 +327,12 @@ def _open(arguments: argparse.Namespace):
 
 
 def _warm(arguments: argparse.Namespace) -> int:
-    from . import maintenance as ops
+    from . import maintenance
 
     config, store, storage = _open(arguments)
     interactive = sys.stderr.isatty()
 
-    def progress(report: ops.WarmReport) -> None:
+    def progress(report: maintenance.WarmReport) -> None:
         line = (
             f"warm: {report.handled}/{report.total} ({report.done} made, {report.failed} failed, "
             f"{report.skipped} taken elsewhere) {report.rate:.1f} jobs/s"
@@ -345,7 +345,7 @@ def _warm(arguments: argparse.Namespace) -> int:
         )
 
     try:
-        report = ops.warm(config, store, storage, workers=arguments.workers, progress=progress)
+        report = maintenance.warm(config, store, storage, workers=arguments.workers, progress=progress)
     finally:
         store.dispose()
     if interactive:
@@ -360,14 +360,14 @@ def _warm(arguments: argparse.Namespace) -> int:
 
 
 def _gc(arguments: argparse.Namespace) -> int:
-    from . import maintenance as ops
+    from . import maintenance
 
     _, store, storage = _open(arguments)
     try:
-        report = ops.gc(store, storage, days=arguments.days, delete=arguments.delete)
+        report = maintenance.gc(store, storage, days=arguments.days, delete=arguments.delete)
     finally:
         store.dispose()
-    size = ops.human_bytes
+    size = maintenance.human_bytes
     verb = "deleted" if report.deleted else "to delete"
     print(
         f"results not requested for {report.days:g} days: {report.stale} ({size(report.stale_bytes)}) {verb}"
@@ -382,12 +382,12 @@ def _gc(arguments: argparse.Namespace) -> int:
 
 
 def _stats(arguments: argparse.Namespace) -> int:
-    from . import maintenance as ops
+    from . import maintenance
     from .store import STATES, location
 
     config, store = _existing_store(arguments)
     try:
-        found = ops.stats(store)
+        found = maintenance.stats(store)
     finally:
         store.dispose()
     oldest = found["oldest_pending"]
@@ -401,7 +401,7 @@ def _stats(arguments: argparse.Namespace) -> int:
     states = found["states"]
     print(f"store: {where}")
     print("jobs: " + ", ".join(f"{states.get(state, 0)} {state}" for state in STATES))
-    print(f"storage used: {ops.human_bytes(found['result_bytes'])} in {found['results']} results")
+    print(f"storage used: {maintenance.human_bytes(found['result_bytes'])} in {found['results']} results")
     if oldest is None:
         print("oldest pending: none")
     else:
@@ -421,16 +421,17 @@ def _age(seconds: float) -> str:
 
 
 def _purge(arguments: argparse.Namespace) -> int:
-    from . import maintenance as ops
+    from . import maintenance
 
     _, store, storage = _open(arguments)
     try:
-        report = ops.purge(store, storage, arguments.source)
+        report = maintenance.purge(store, storage, arguments.source)
     finally:
         store.dispose()
+    freed = maintenance.human_bytes(report.result_bytes)
     print(
         f"{arguments.source}: {report.rows} row{'' if report.rows == 1 else 's'} and {report.files} "
-        f"result file{'' if report.files == 1 else 's'} ({ops.human_bytes(report.result_bytes)}) deleted"
+        f"result file{'' if report.files == 1 else 's'} ({freed}) deleted"
     )
     return 0
 

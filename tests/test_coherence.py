@@ -22,7 +22,7 @@ import uuid
 import pytest
 from PIL import Image
 
-from fileproc_wsgi import maintenance as ops
+from fileproc_wsgi import maintenance
 from fileproc_wsgi.block import Block
 from fileproc_wsgi.registrar import Registrar
 from support import S3_CREDENTIALS, DictCache, decode, free_port, halves, http_get, s3_server, serving, write
@@ -57,20 +57,20 @@ def test_store_generation_moves_with_every_removal_and_only_then(site):
     site.make("photo.png | fit 20x")
     store.touch([representation.checksum])
     assert store.generation() == first, "registering, making and touching remove nothing"
-    assert ops.gc(store, site.app.storage, days=0, now=store.now() + 1).stale == 1
+    assert maintenance.gc(store, site.app.storage, days=0, now=store.now() + 1).stale == 1
     assert store.generation() == first, "a dry run removes nothing"
-    ops.gc(store, site.app.storage, days=0, delete=True, now=store.now() + 1)
+    maintenance.gc(store, site.app.storage, days=0, delete=True, now=store.now() + 1)
     assert store.generation() == first + 1
-    ops.purge(store, site.app.storage, "photo.png")
+    maintenance.purge(store, site.app.storage, "photo.png")
     assert store.generation() == first + 2
-    ops.purge(store, site.app.storage, "photo.png")
+    maintenance.purge(store, site.app.storage, "photo.png")
     assert store.generation() == first + 2, "a purge that finds nothing changes nothing"
 
 
 def test_a_warm_registrar_registers_again_after_a_purge(site):
     representation = site.registrar.register("photo.png | fit 30x")
     assert _image_at(site, representation.url).size == (30, 15)
-    ops.purge(site.store, site.app.storage, "photo.png")
+    maintenance.purge(site.store, site.app.storage, "photo.png")
     _settle()
     assert site.get(representation.url).status_int == 404, "the redirect is forgotten, the row gone"
     again = site.registrar.register("photo.png | fit 30x")
@@ -82,7 +82,7 @@ def test_a_template_block_renders_again_after_a_purge(site):
     block = Block([])
     rendition = block.render(site.registrar, "photo.png | fit 24x", [], strict=True)
     assert _image_at(site, rendition.url).size == (24, 12)
-    ops.purge(site.store, site.app.storage, "photo.png")
+    maintenance.purge(site.store, site.app.storage, "photo.png")
     _settle()
     again = block.render(site.registrar, "photo.png | fit 24x", [], strict=True)
     assert _image_at(site, again.url).size == (24, 12)
@@ -92,7 +92,7 @@ def test_the_shared_cache_does_not_answer_for_a_purged_row(site):
     shared = DictCache()
     first = Registrar(site.config, store=site.store, cache=shared)
     representation = first.register("photo.png | fit 26x")
-    ops.purge(site.store, site.app.storage, "photo.png")
+    maintenance.purge(site.store, site.app.storage, "photo.png")
     # Another app server, or this one restarted: cold, but the shared cache has the answer.
     second = Registrar(site.config, store=site.store, cache=shared)
     again = second.register("photo.png | fit 26x")
@@ -107,7 +107,7 @@ def test_a_redirect_to_a_removed_result_is_forgotten(make_site):
     first = site.get(representation.url)
     key = site.store.get(representation.checksum).result_key
     assert first.location == f"https://cdn.example.com/results/{key}"
-    ops.gc(site.store, site.app.storage, days=0, delete=True, now=site.store.now() + 1)
+    maintenance.gc(site.store, site.app.storage, days=0, delete=True, now=site.store.now() + 1)
     assert not site.app.storage.exists(key)
     _settle()
     again = site.get(representation.url)
