@@ -23,18 +23,17 @@ leaves no file behind.
   exceptions; a non-FileProcError escaping the pipeline is a bug, logged by the web
   process with the worker's traceback and raised as :class:`WorkerBugError`.
 
-Workers are started with :mod:`subprocess` (``python -c`` importing this module), never
-forked from the web process: forking a threaded server copies locks held by other
+Workers are started with :mod:`subprocess` (``python -c`` running :func:`.worker.serve`),
+never forked from the web process: forking a threaded server copies locks held by other
 threads, and a fresh interpreter is as safe under gunicorn's pre-fork as anywhere. A
 start costs about 0.7 s of one core (the engines' imports), paid once per worker; a job
 waits for a fresh worker to be ready and its time limit counts from then, and a worker
 killed, crashed or retired is replaced at once, before the next job asks. One pool
 serves every Processor of a process; its size follows the jobs running (each Processor
-holds at most ``max_concurrent_jobs``). A worker is replaced after
-``worker_max_jobs`` jobs, when its resident memory stays above :data:`RSS_CEILING`
-after a job, and after running out of memory; an idle one leaves after
-:data:`IDLE_SECONDS`. A forked web process starts a pool of its own, and every worker is
-stopped at interpreter exit.
+holds at most ``max_concurrent_jobs``). A worker is replaced after ``worker_max_jobs``
+jobs, when its resident memory stays above :data:`.worker.RSS_CEILING` after a job, and
+after running out of memory; an idle one leaves after :data:`IDLE_SECONDS`. A forked web
+process starts a pool of its own, and every worker is stopped at interpreter exit.
 """
 
 from __future__ import annotations
@@ -55,22 +54,10 @@ from multiprocessing.connection import Connection
 from socket import socketpair
 
 from .config import Config
-from .errors import (
-    FileProcError,
-    LimitError,
-    ProcessingError,
-    TimeLimitError,
-    UnavailableError,
-    describe,
-    restore,
-)
+from .errors import FileProcError, ProcessingError, TimeLimitError, UnavailableError, restore
 
 log = logging.getLogger(__name__)
 
-# A worker holding more than this after a job (fragmented heap, a library's caches) is
-# replaced rather than kept: max_concurrent_jobs of them would otherwise each keep the
-# peak of the largest job they ever ran. A fresh worker holds about 60 MiB.
-RSS_CEILING = 512 * 1024 * 1024
 # An idle worker costs its resident memory and nothing else; a quiet site gives it back.
 IDLE_SECONDS = 300.0
 # Signals a native library dies of when a source breaks it: the source would break the
@@ -81,7 +68,13 @@ CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal
 # use up max_job_memory without allocating anything.
 _WORKER_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_CONFIGS_KEPT = 8  # configurations a worker keeps parsed (a test suite makes hundreds)
+# A worker is a fresh interpreter running worker.serve; the package's parent directory
+# comes first on its path, so it imports the same fileproc_wsgi as the web process
+# whatever the working directory.
+_WORKER_COMMAND = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from fileproc_wsgi.worker import serve; serve(int(sys.argv[2]))"
+)
 _HANDOFF_ATTEMPTS = 3  # workers tried for one job when each left before taking it
 _START_SECONDS = 60.0  # a worker's imports take about 0.7 s; a machine may be very busy
 # A header read in a worker (LibRaw opening a camera file: milliseconds) holds up a page
@@ -520,111 +513,3 @@ def _shutdown() -> None:
 
 os.register_at_fork(after_in_child=_forget_after_fork)
 atexit.register(_shutdown)
-
-
-# The worker side. Started as ``python -c _WORKER_COMMAND <package parent> <fd>``, so it
-# imports the same fileproc_wsgi as the web process whatever the working directory.
-_WORKER_COMMAND = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from fileproc_wsgi.pool import serve; serve(int(sys.argv[2]))"
-)
-
-
-def serve(fd: int) -> None:
-    """A worker's life: take jobs from the web process on ``fd`` until it leaves, this
-    worker has made its share, or it has been idle for :data:`IDLE_SECONDS`."""
-    import faulthandler
-    import resource
-
-    from . import engines
-    from .instructions import parse
-    from .processing import produce
-    from .sources import LocalSource, Sources
-
-    # Every engine's libraries now, before "ready": the web process loads them on first
-    # need, but in a worker their import time and address space would count against the
-    # first job's time and memory limits.
-    engines.available()
-    faulthandler.enable()  # a crashing library leaves the Python stack in the log
-    # The parent's deadline is the limit; a SIGINT meant for it must not stop a job.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    connection = Connection(fd)
-    unlimited = resource.getrlimit(resource.RLIMIT_AS)
-    try:
-        connection.send_bytes(pickle.dumps(("ready", None, False, None)))
-    except OSError:
-        return
-    configs: dict[bytes, tuple[Config, Sources]] = {}
-    made = 0
-    while True:
-        try:
-            if not connection.poll(IDLE_SECONDS):
-                connection.send_bytes(pickle.dumps(("retired", None, True, None)))
-                return
-            kind, blob, text, output_format, source_path, seconds, memory, max_jobs = pickle.loads(
-                connection.recv_bytes()
-            )
-        except (EOFError, OSError):  # the web process has gone or closed the pool
-            return
-        deadline = time.monotonic() + seconds
-        stats: dict = {}
-        reply: tuple  # (kind, payload, retiring, stats)
-        made += 1
-        retiring = made >= max_jobs
-        hard = unlimited[1]
-        resource.setrlimit(
-            resource.RLIMIT_AS, (memory if hard == resource.RLIM_INFINITY else min(memory, hard), hard)
-        )
-        try:
-            if blob not in configs:
-                values = pickle.loads(blob)
-                config = Config(**values)
-                configs[blob] = (config, Sources.for_config(config))
-                while len(configs) > _CONFIGS_KEPT:
-                    del configs[next(iter(configs))]
-            config, sources = configs[blob]
-            instructions = parse(text)
-            # A file the web process found or spooled: storage backends live only there.
-            source = (
-                sources.resolve(instructions.source)
-                if source_path is None
-                else LocalSource(instructions.source, source_path)
-            )
-            if kind == "probe":
-                with source.open(config.max_source_bytes) as handle:
-                    info = engines.probe(handle, source.reference, instructions, config)
-                reply = ("done", dataclasses.astuple(info), retiring, None)
-            else:
-                result = produce(instructions, source, output_format, config, deadline=deadline, stats=stats)
-                reply = ("done", (result.data, result.width, result.height), retiring, stats)
-        except FileProcError as error:
-            reply = ("refused", describe(error), retiring, stats)
-        except MemoryError:
-            reply = (
-                "refused",
-                describe(LimitError(f"this job needs more memory than max_job_memory={memory} bytes allows")),
-                True,  # a heap that ran dry may be left in a state best not reused
-                stats,
-            )
-        except Exception:
-            import traceback
-
-            reply = ("bug", traceback.format_exc(), retiring, stats)
-        finally:
-            resource.setrlimit(resource.RLIMIT_AS, unlimited)
-        if _resident_bytes() > RSS_CEILING:
-            reply = (reply[0], reply[1], True, reply[3])
-        try:
-            connection.send_bytes(pickle.dumps(reply))
-        except OSError:  # the web process left mid-job
-            return
-        if reply[2]:
-            return
-
-
-def _resident_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0

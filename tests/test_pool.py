@@ -287,7 +287,7 @@ def workers():
             with open(f"/proc/{pid}/stat") as stat:
                 parent = int(stat.read().rpartition(")")[2].split()[1])
             with open(f"/proc/{pid}/cmdline") as cmdline:
-                if parent == os.getpid() and "fileproc_wsgi.pool" in cmdline.read():
+                if parent == os.getpid() and "fileproc_wsgi.worker" in cmdline.read():
                     found.add(int(pid))
         except OSError:
             pass
