@@ -41,10 +41,9 @@ _CONFIGS_KEPT = 8  # configurations a worker keeps parsed (a test suite makes hu
 def serve(fd: int) -> None:
     """A worker's life: take jobs from the web process on ``fd`` until it leaves, this
     worker has made its share, or it has been idle for :data:`.pool.IDLE_SECONDS`."""
-    # Every engine's libraries now, before "ready": the web process loads them on first
-    # need, but in a worker their import time and address space would count against the
-    # first job's time and memory limits.
-    engines.available()
+    # Every engine's libraries now, before "ready": the web process never loads them,
+    # and in a job their import time and address space would count against its limits.
+    engines.load_libraries()
     faulthandler.enable()  # a crashing library leaves the Python stack in the log
     # The parent's deadline is the limit; a SIGINT meant for it must not stop a job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -19,9 +19,10 @@ from PIL import Image
 
 from fileproc_wsgi import engines
 from fileproc_wsgi.engines import heif, jxl, magick, office, pdf, raster, raw, svg, video
+from fileproc_wsgi.samples import write_letter
 from test_heif import encoded
 from test_jxl import encoded as jxl_encoded
-from test_magick import psd
+from test_magick import float_tiff, psd
 from test_raw import dng
 
 FILES = Path(__file__).parent / "files"
@@ -186,8 +187,74 @@ def test_a_source_needing_a_missing_library_is_refused_naming_the_extra(
 def test_with_its_library_present_the_same_source_registers(media):
     outcome, _ = _run(media, "doc.pdf | fit 40x")
     assert outcome["registered"].startswith("/_fp/")
-    assert outcome["engines_loaded"] == ["pypdfium2"]
+    assert outcome["engines_loaded"] == []  # PDFium read the page in a worker
     assert outcome["missing"] == []
+
+
+# Every native decoder a source kind could bring into a process.
+NATIVE = ["pypdfium2", "av", "wand", "rawpy", "pillow_heif", "pillow_jxl", "pillow_lunasvg", "numpy"]
+
+# In a fresh interpreter: register each text against a fresh store (jobs isolated, as by
+# default) and print each one's size, or refusal, and the native modules loaded.
+_REGISTER = textwrap.dedent(
+    """
+    import json, sys
+    from fileproc_wsgi.config import Config
+    from fileproc_wsgi.errors import FileProcError
+    from fileproc_wsgi.registrar import Registrar
+
+    root, texts, native = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+    config = Config(
+        database_url=f"sqlite:///{root}/fileproc.db",
+        source_roots={"default": root},
+        storage=f"{root}/results",
+    )
+    registrar = Registrar(config)
+    sizes = {}
+    for text in texts:
+        try:
+            registered = registrar.register(text)
+            sizes[text] = [registered.width, registered.height]
+        except FileProcError as error:
+            sizes[text] = f"{type(error).__name__}: {error}"
+    registrar.close()
+    print(json.dumps({"sizes": sizes, "loaded": sorted(name for name in native if name in sys.modules)}))
+    """
+)
+
+
+def test_registration_loads_no_native_decoder(media):
+    # A hostile file must not crash the web process while a template renders, nor every
+    # registering host load PDFium, FFmpeg and ImageMagick: the headers only native code
+    # reads are read in a worker, and the sizes promised are still the sources' own.
+    (media / "float.tif").write_bytes(float_tiff(Image.new("RGB", (70, 50), "green")))
+    write_letter(str(media / "letter.docx"))
+    expected = {
+        "a.jpg": [80, 60],
+        "doc.pdf": [80, 60],  # Pillow's PDF: 72 dpi, a point a pixel
+        "doc.pdf | fit 40x": [40, 30],
+        "clip.mp4": [64, 48],
+        "clip.mp4 | frame 50% | fit 32x": [32, 24],
+        "art.psd": [80, 60],
+        "float.tif | fit 35x": [35, 25],  # a TIFF only ImageMagick reads
+        "photo.heic": [80, 60],
+        "shot.dng": [80, 60],
+        "photo.jxl": [80, 60],
+        "drawing.svg | upscale | fit 16x": [16, 16],
+        "letter.docx | fit 85x": [85, 120],  # A4
+        "doc.pdf | page 2": "ProcessingError: page 2: 'doc.pdf' has only 1 page(s)",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _REGISTER, str(media), json.dumps(list(expected)), json.dumps(NATIVE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=media,
+    )
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["sizes"] == expected
+    assert outcome["loaded"] == []
 
 
 def test_wand_without_imagemagicks_library_names_the_system_package(media):

@@ -358,7 +358,7 @@ def test_only_the_pinned_coder_reads(found, content):
     data = _FOREIGN[content]()
     instructions = parse("x | fit 10x")
     with pytest.raises(ProcessingError, match=f"'x' is not a readable {found} image"):
-        magick.probe(io.BytesIO(data), found, "x", instructions)
+        magick.probe_native(io.BytesIO(data), found, "x", instructions)
     with pytest.raises(ProcessingError, match=f"'x' is not a readable {found} image"):
         magick.decode(io.BytesIO(data), found, "x", instructions, _config())
 
@@ -447,7 +447,7 @@ def test_threads_probe_and_decode_side_by_side():
         for _ in range(5):
             for found, data in sources.items():
                 try:
-                    size = magick.probe(io.BytesIO(data), found, "x", instructions)
+                    size = magick.probe_native(io.BytesIO(data), found, "x", instructions)
                     image, _, _ = magick.decode(io.BytesIO(data), found, "x", instructions, config)
                     if not size[:2] == image.size == (300, 200) or not close_to(
                         colour_at(image, 0.1, 0.5), RED

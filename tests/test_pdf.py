@@ -12,6 +12,9 @@ import ctypes
 import dataclasses
 import hashlib
 import io
+import json
+import subprocess
+import sys
 
 import pypdfium2.raw
 import pytest
@@ -384,6 +387,53 @@ def test_processing_refuses_a_file_replaced_after_registration(site, name, conte
     assert "Traceback" not in response.text
     again = site.get(url)  # recorded: the same answer, without trying again
     assert (again.status_int, again.text) == (response.status_int, response.text)
+
+
+# In a fresh web process: register each text (jobs isolated, as by default) and print its
+# size or refusal, and whether PDFium was loaded.
+_REGISTER = """
+import json, sys
+from fileproc_wsgi.config import Config
+from fileproc_wsgi.errors import FileProcError
+from fileproc_wsgi.registrar import Registrar
+
+root = sys.argv[1]
+registrar = Registrar(Config(
+    database_url=f"sqlite:///{root}/fileproc.db", source_roots={"default": root}, storage=f"{root}/results",
+))
+found = {}
+for text in json.loads(sys.argv[2]):
+    try:
+        registered = registrar.register(text)
+        found[text] = [registered.width, registered.height]
+    except FileProcError as error:
+        found[text] = f"{type(error).__name__}: {error}"
+registrar.close()
+print(json.dumps({"found": found, "pdfium": "pypdfium2" in sys.modules}))
+"""
+
+
+def test_registration_reads_pages_in_a_worker_never_loading_pdfium(tmp_path):
+    # A hostile PDF can crash PDFium: the web process that renders a template never loads
+    # it. Sizes and refusals come from PDFium all the same, in a worker.
+    (tmp_path / "doc.pdf").write_bytes(pdf_bytes(DOCUMENT))
+    (tmp_path / "secret.pdf").write_bytes(_encrypted())
+    expected = {
+        "doc.pdf": [595, 842],
+        "doc.pdf | page 4": [200, 400],  # /Rotate 90
+        "doc.pdf | page 5 | fit 100x": [100, 100],  # the crop box
+        "doc.pdf | page 9": "ProcessingError: page 9: 'doc.pdf' has only 5 page(s)",
+        "secret.pdf": "ProcessingError: source 'secret.pdf' is an encrypted PDF that needs a password",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _REGISTER, str(tmp_path), json.dumps(list(expected))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"found": expected, "pdfium": False}
 
 
 def test_frame_is_refused_on_a_pdf(document):

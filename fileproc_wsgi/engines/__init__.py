@@ -3,24 +3,30 @@
 The engine is chosen from the file's first bytes (never its name) against an allow-list,
 and the library is told that format explicitly, so a PostScript file called ``.pdf``
 cannot reach a PostScript interpreter and an HLS playlist called ``.mp4`` cannot make
-FFmpeg open a URL. An engine module is imported the first time a source needs it
-(ImageMagick, PDFium and FFmpeg take a third of a second to load, which a site of JPEGs
-never needs), and a source whose engine lacks its library is refused with what to install
-(the pip extra, or the system package); :func:`missing` lists them all at once, for
-``manage.py check`` and the like, rather than every process warning at start-up.
+FFmpeg open a URL. An engine module is imported the first time a source needs it, and
+imports its native library (PDFium, FFmpeg, ImageMagick, LibRaw, libheif ...) only to
+decode, or to read a header its own code cannot: a web process whose jobs run in workers
+registers every kind of source without loading one (a hostile file cannot crash it while
+a template renders, nor does it spend the third of a second ImageMagick, PDFium and FFmpeg
+take to load). A source whose engine lacks its library is refused with
+what to install (the pip extra, or the system package), found without loading it;
+:func:`missing` lists them all at once, for ``manage.py check`` and the like, rather than
+every process warning at start-up.
 
 An engine is a module with:
 
 - ``FORMATS``: the names :func:`sniff` gives that it decodes;
 - ``available()``: ``{"name": bool}`` for its libraries (``"name:FORMAT"`` for a part
-  only that format needs);
+  only that format needs), found without loading a native library;
+- ``load()``, optional: load those libraries now (a worker, before its first job);
 - ``probe(handle, found, reference, instructions, config) -> (width, height, has_alpha)``:
   the upright size of what ``decode`` will give (the page, the frame), from headers only,
   refusing what the header already shows to be over a limit; an engine that reads
   animations adds a fourth item, the :attr:`SourceInfo.frames` a result that animates holds.
-  It may return None when only its native library can read the header: then
+  It returns None when only its native library can read the header: then
 - ``probe_native(...)``, same arguments and answer, asks that library; :func:`probe` runs it
   only where a native crash is contained (a worker, or a host that chose no isolation);
+  a registrar keeps its answer per source version and page;
 - ``decode(handle, found, reference, instructions, config) -> (image, icc_profile, size)``:
   an upright image in L, LA, RGB or RGBA, decoded no larger than the operations need, and
   ``size``, the upright size ``probe`` gives, worked out by the same code; an animated
@@ -259,26 +265,17 @@ def probe(
     ``probe_native`` then asks the library. ``native=False`` (the web process, whose jobs
     run in workers) raises :class:`NativeProbeNeeded` instead of loading that library."""
     found, engine = _engine(handle, reference, instructions)
-    read = _with_fallback(
-        found,
-        engine,
-        "read",
-        reference,
-        handle,
-        lambda e: e.probe(handle, found, reference, instructions, config),
-    )
+
+    def header(e):
+        read = e.probe(handle, found, reference, instructions, config)
+        if read is None and native:
+            handle.seek(0)
+            read = e.probe_native(handle, found, reference, instructions, config)
+        return read
+
+    read = _with_fallback(found, engine, "read", reference, handle, header)
     if read is None:
-        if not native:
-            raise NativeProbeNeeded(found)
-        handle.seek(0)
-        read = _with_fallback(
-            found,
-            engine,
-            "read",
-            reference,
-            handle,
-            lambda e: e.probe_native(handle, found, reference, instructions, config),
-        )
+        raise NativeProbeNeeded(found)
     width, height, alpha, *more = read
     if width < 1 or height < 1:  # a fuzzed header can say 0x0 and still parse
         raise ProcessingError(
@@ -305,13 +302,23 @@ def decode(
 
 
 def available() -> dict[str, bool]:
-    """Which engines and output encoders this installation can use (imports them all)."""
+    """Which engines and output encoders this installation can use (imports every engine
+    module, none of their native libraries)."""
     found: dict[str, bool] = {}
     for name in ENGINE_NAMES:
         found.update(_load(name).available())
     for plugin in plugins.engines():
         found.update(_plugin_available(plugin))
     return found
+
+
+def load_libraries() -> None:
+    """Import every engine and the native libraries it decodes with: for a worker process
+    before its first job, whose time and memory limits they would otherwise count against."""
+    for name in ENGINE_NAMES:
+        engine = _load(name)
+        if hasattr(engine, "load"):
+            engine.load()
 
 
 def missing() -> list[Missing]:

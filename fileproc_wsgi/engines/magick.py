@@ -17,8 +17,10 @@ security policy is left alone: tightening it would also switch coders off for th
 application's own use of ImageMagick.
 
 **Limits.** The header is pinged (no pixels) and checked against ``max_source_pixels``
-before decoding. ImageMagick's own limits are a second line, for what the header does not
-tell (a PSD without a merged image composites its layers). They are process-wide, set on
+before decoding, and when registering: there in a worker (:func:`probe_native`), so that
+Wand and ImageMagick are never loaded by a web process that only registers. ImageMagick's
+own limits are a second line, for what the header does not tell (a PSD without a merged
+image composites its layers). They are process-wide, set on
 the first decode and again whenever ``max_source_pixels`` changes; a system policy can lower
 them further, never raise them:
 
@@ -50,31 +52,23 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ctypes.util
 import functools
+import importlib.util
 import io
+import itertools
+import os
+import platform
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from PIL import Image, TiffImagePlugin
 
 from .. import formats
-from ..errors import LimitError, ProcessingError, UnsupportedSourceError
+from ..errors import LimitError, MissingLibraryError, ProcessingError, UnsupportedSourceError
+from .native import NativeLibrary
 from .raster import normalise
-
-try:
-    from wand import resource as wand_resource
-    from wand import version as wand_version
-    from wand.api import library
-    from wand.exceptions import WandException
-    from wand.image import Image as WandImage
-except ModuleNotFoundError as error:  # no Wand (or a module it needs)
-    library = None
-    _wand_found = error.name is not None and error.name.partition(".")[0] != "wand"
-except (ImportError, OSError):  # Wand, but no MagickWand library for it to load
-    library = None
-    _wand_found = True
-else:
-    _wand_found = True
 
 FORMATS = frozenset({"PSD"})
 _CODERS = {"PSD": "PSD", "TIFF": "TIFF", "AVIF": "AVIF"}
@@ -92,26 +86,71 @@ _CHAR_PIXEL = 1  # StorageType CharPixel: 8 bits a sample, scaled from whatever 
 # file of the whole name exists in the working directory, so the name is an unlikely one.
 _BLOB_NAME = "fileproc-source"
 
+# The library names Wand tries, MagickWand<version><option> (wand.api.library_paths).
+_VERSIONS = ("", "-7", "-7.Q8", "-7.Q16", "-6", "-Q16", "-Q8", "-6.Q16")
+_OPTIONS = ("", "HDRI", "HDRI-2")
+
+_WAND = NativeLibrary("wand", "api", "exceptions", "image", "resource", "version")
+
 _lock = threading.Lock()
 _limits_for: int | None = None
 
 
 def available() -> dict[str, bool]:
-    return {"imagemagick": library is not None}
+    return {"imagemagick": _WAND.installed() and _library_found()}
+
+
+def load() -> None:
+    _WAND.load()
 
 
 def wand_installed() -> bool:
-    """Whether Wand itself is installed, whatever became of loading its library."""
-    return _wand_found
+    """Whether Wand itself is installed, whatever becomes of loading its library."""
+    try:
+        return importlib.util.find_spec("wand") is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules holds None for it
+        return False
+
+
+@functools.cache
+def _library_found() -> bool:
+    """Whether Wand will find a MagickWand library, looked for where Wand looks
+    (``MAGICK_HOME``, then the linker's search path, under every name Wand tries) without
+    loading it: a web process that only registers never loads ImageMagick. A library
+    found that then fails to load is refused where it is loaded, in a worker."""
+    if platform.system() == "Windows":
+        return True  # Wand reads the registry there: leave it to Wand
+    extra = os.environ.get("WAND_MAGICK_LIBRARY_SUFFIX")
+    suffixes = [*(extra.split(";") if extra else []), *map("".join, itertools.product(_VERSIONS, _OPTIONS))]
+    home = os.environ.get("MAGICK_HOME")
+    if home:
+        endings = (".dylib",) if platform.system() == "Darwin" else (".so", ".so.9", ".so.6")
+        for suffix, ending in itertools.product(suffixes, endings):
+            if os.path.exists(os.path.join(home, "lib", f"libMagickWand{suffix}{ending}")):
+                return True
+    return any(ctypes.util.find_library(f"MagickWand{suffix}") for suffix in suffixes)
+
+
+def _wand() -> Any:
+    """Wand, with the modules used here; ImportError (or OSError) when it does not load."""
+    return _WAND.get()
 
 
 @functools.cache
 def has_coder(found: str) -> bool:
     """Whether this ImageMagick has the coder for a sniffed format (AVIF needs libheif)."""
-    return library is not None and bool(wand_version.formats(_CODERS[found]))
+    try:
+        return bool(_wand().version.formats(_CODERS[found]))
+    except (ImportError, OSError):
+        return False
 
 
-def probe(handle, found: str, reference: str, instructions=None, config=None) -> tuple[int, int, bool]:
+def probe(handle, found: str, reference: str, instructions=None, config=None) -> None:
+    """None: ImageMagick's coders read the header (:func:`probe_native`, run in a worker)."""
+    return None
+
+
+def probe_native(handle, found: str, reference: str, instructions=None, config=None) -> tuple[int, int, bool]:
     scene = _scene(found, reference, instructions)
     data = handle.read()
     # No lock: a ping allocates no pixels, and registration must not wait for a decode.
@@ -174,23 +213,26 @@ def _scene(found: str, reference: str, instructions) -> int:
 
 
 @contextlib.contextmanager
-def _reading(data: bytes, found: str, reference: str, scene: int, *, ping: bool) -> Iterator[WandImage]:
+def _reading(data: bytes, found: str, reference: str, scene: int, *, ping: bool) -> Iterator[Any]:
     """A Wand image read (or only pinged) from ``data`` by the coder pinned for ``found``,
     destroyed on leaving the block. ImageMagick's errors become this project's."""
     from . import advice  # the package's words on what to install; it imports this module lazily
 
-    if library is None:
-        raise UnsupportedSourceError(
+    try:
+        wand = _wand()
+    except (ImportError, OSError):
+        raise MissingLibraryError(
             f"source {reference!r} is {formats.a(found, 'file')}, "
             f"and this server lacks ImageMagick to read it: {advice('imagemagick')}"
-        )
+        ) from None
+    library = wand.api.library
     coder = _CODERS[found]
     if not has_coder(found):
         raise UnsupportedSourceError(
             f"source {reference!r} is {formats.a(found, 'file')}, "
             f"and this server's ImageMagick has no {coder} coder"
         )
-    image = WandImage()
+    image = wand.image.Image()
     try:
         # Both pin the coder, so that ImageMagick never looks at the content to choose one:
         # the wand's format does for reading a blob, only the "CODER:" prefix does for
@@ -255,7 +297,7 @@ def _set_limits(max_pixels: int) -> None:
     global _limits_for
     if _limits_for == max_pixels:
         return
-    limits = wand_resource.limits
+    limits = _wand().resource.limits
     limits["thread"] = 1
     limits["area"] = max_pixels
     limits["width"] = limits["height"] = max_pixels
@@ -290,7 +332,7 @@ def _export(image, found: str, reference: str):
                 image.transform_colorspace("srgb")
             mode = channels = "RGBA" if has_alpha else "RGB"
         return mode, _pixels(image, channels), None, image.size, icc_profile
-    except WandException as error:
+    except _wand().exceptions.WandException as error:
         raise _error(error, found, reference) from None
 
 
@@ -298,7 +340,7 @@ def _pixels(image, channels: str) -> bytearray:
     width, height = image.size
     pixels = bytearray(width * height * len(channels))
     buffer = (ctypes.c_char * len(pixels)).from_buffer(pixels)
-    if not library.MagickExportImagePixels(
+    if not _wand().api.library.MagickExportImagePixels(
         image.wand, 0, 0, width, height, channels.encode(), _CHAR_PIXEL, buffer
     ):
         problem = image.get_exception()

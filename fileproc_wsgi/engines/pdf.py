@@ -1,14 +1,19 @@
 """The PDF engine: one page of a PDF document, rendered by PDFium through pypdfium2.
 
-PDFium (Apache/BSD, the renderer of Chromium) runs in-process: no subprocess and no
-PostScript interpreter, and a page renders at thumbnail size in a few milliseconds.
+PDFium (Apache/BSD, the renderer of Chromium) runs inside the process that decodes: no
+subprocess and no PostScript interpreter, and a page renders at thumbnail size in a few
+milliseconds.
 
 A page's *natural size* is its size in points at one pixel per point (72 dpi): the page
 box as PDFium reports it, which is the crop box (else the media box) turned by the page's
 ``/Rotate``. That is the size the registrar predicts from, the size ``fit 400x`` scales
 from and the unit of ``crop`` coordinates. Reading it opens the document and the page
 tree but renders nothing; the file is read through its handle, so only the parts PDFium
-asks for are read, however large the file.
+asks for are read, however large the file. No header parser of ours could promise
+PDFium's answer (it rebuilds a damaged cross-reference table, decrypts, reads object
+streams), so PDFium reads it, in a worker (:func:`probe_native`, which the registrar runs
+there as for a camera raw file): pypdfium2 is imported only where pages are read, never
+by a web process that registers them.
 
 The page is rendered straight at the size the operations need (:mod:`.vector`), never at
 print resolution and then shrunk, nor small and then enlarged (``upscale | fit 2000x``
@@ -27,19 +32,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from PIL import Image
 
 from ..errors import ProcessingError
+from .native import NativeLibrary
 from .vector import natural_size, render_size
-
-try:
-    import pypdfium2 as pdfium
-    import pypdfium2.internal as pdfium_internal
-    import pypdfium2.raw as pdfium_c
-except ImportError:  # reported by available(), so the server says so when it starts
-    pdfium = pdfium_internal = pdfium_c = None
 
 FORMATS = frozenset({"PDF"})
 
@@ -52,14 +51,32 @@ _LOCK = threading.Lock()
 _WHITE = (255, 255, 255, 255)
 
 
+# pypdfium2, with the modules used here beside its high-level API.
+_PDFIUM = NativeLibrary("pypdfium2", "internal", "raw")
+
+
 def available() -> dict[str, bool]:
-    return {"pdf": pdfium is not None}
+    return {"pdf": _PDFIUM.installed()}
 
 
-def probe(
+def load() -> None:
+    _PDFIUM.load()
+
+
+def _pdfium() -> Any:
+    return _PDFIUM.get()
+
+
+def probe(handle: BinaryIO, found: str, reference: str, instructions=None, config=None) -> None:
+    """None: only PDFium reads the page box as PDFium will (:func:`probe_native`, run in a worker)."""
+    return None
+
+
+def probe_native(
     handle: BinaryIO, found: str, reference: str, instructions=None, config=None
 ) -> tuple[int, int, bool]:
     """The natural size of the page asked for (page 1 by default); never transparent."""
+    pdfium = _pdfium()
     number = _page_number(instructions)
     with _LOCK, _document(handle, reference) as document:
         index = _page_index(document, number, reference)
@@ -76,6 +93,7 @@ def probe(
 
 def decode(handle: BinaryIO, found: str, reference: str, instructions, config):
     """The page rendered as an RGB image, at the size the operations need."""
+    pdfium = _pdfium()
     number = _page_number(instructions)
     with _LOCK, _document(handle, reference) as document:
         _init_forms(document)
@@ -101,6 +119,7 @@ def _document(handle: BinaryIO, reference: str) -> Iterator:
     Everything is closed explicitly: pypdfium2 would otherwise close it from a garbage
     collector's finalizer, on whatever thread happens to run it, outside the lock.
     """
+    pdfium = _pdfium()
     try:
         # The handle, not its bytes: PDFium reads the cross-reference table and the
         # objects it needs, not the whole file (0.3 ms instead of 36 ms for 60 MB).
@@ -114,13 +133,14 @@ def _document(handle: BinaryIO, reference: str) -> Iterator:
 
 
 def _unreadable(error, reference: str) -> ProcessingError:
+    pdfium = _pdfium()
     code = getattr(error, "err_code", None)
-    if code == pdfium_c.FPDF_ERR_PASSWORD:
+    if code == pdfium.raw.FPDF_ERR_PASSWORD:
         return ProcessingError(f"source {reference!r} is an encrypted PDF that needs a password")
-    if code == pdfium_c.FPDF_ERR_SECURITY:
+    if code == pdfium.raw.FPDF_ERR_SECURITY:
         return ProcessingError(f"source {reference!r} is encrypted in a way PDFium does not support")
     # PDFium reports some damaged files with no error code ("PDFium: Success").
-    reason = pdfium_internal.ErrorToStr.get(code) if code else None
+    reason = pdfium.internal.ErrorToStr.get(code) if code else None
     return ProcessingError(
         f"source {reference!r} is a PDF file that PDFium cannot read "
         f"({reason.lower().rstrip('.') if reason else 'it is damaged or incomplete'})"
@@ -138,6 +158,7 @@ def _init_forms(document) -> None:
     # Must come before any page is loaded, or form fields are not drawn. pypdfium2's own
     # wheels are built without V8; a build with it is not given forms, so that no
     # document's JavaScript ever runs here.
+    pdfium = _pdfium()
     if "V8" in pdfium.PDFIUM_INFO.flags:
         return
     with contextlib.suppress(pdfium.PdfiumError):  # a broken form still leaves a page to show
@@ -145,6 +166,8 @@ def _init_forms(document) -> None:
 
 
 def _render(page, width: int, height: int) -> Image.Image:
+    pdfium = _pdfium()
+    pdfium_c = pdfium.raw
     bitmap = pdfium.PdfBitmap.new_native(width, height, pdfium_c.FPDFBitmap_BGR)
     try:
         bitmap.fill_rect(_WHITE, 0, 0, width, height)

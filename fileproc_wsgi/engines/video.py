@@ -24,10 +24,12 @@ otherwise cost minutes); past either bound the job fails with a :class:`LimitErr
 The result is upright and in display proportions: non-square pixels are stretched to the
 stream's sample aspect ratio (width x SAR, height kept), and a display rotation in the
 file (phones record landscape and store "turn 90 degrees") is applied in quarter turns.
-:func:`probe` reads the same facts from headers (the rotation, by :mod:`.containers`, from the MP4/MOV track
-header or the Matroska projection element, as FFmpeg does; the pixel shape from the
+:func:`probe_native` reads the same facts from headers (the rotation, by :mod:`.containers`, from the MP4/MOV
+track header or the Matroska projection element, as FFmpeg does; the pixel shape from the
 container, or from the codec's header when the container does not say), so the predicted
-size is the size of the result. Mirrored display matrices are not applied.
+size is the size of the result. That takes FFmpeg's demuxers, so the registrar runs it in a
+worker, as for a camera raw file: PyAV is imported only where video is read, never by a web
+process that registers it. Mirrored display matrices are not applied.
 
 AVI files with B-frames (DivX, Xvid) carry no presentation times; FFmpeg guesses them one
 frame late, so there the frame returned can be the one before the frame at T.
@@ -40,23 +42,20 @@ import math
 import time
 from collections.abc import Iterator
 from fractions import Fraction
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from PIL import Image
 
 from ..errors import LimitError, ProcessingError
 from ..operations import reduction_target
 from . import containers
+from .native import NativeLibrary
 
 if TYPE_CHECKING:
-    import av  # every function below runs only with PyAV there; available() says when it is not
-else:
-    try:
-        import av
-    except ImportError:  # reported by available() at start-up; engine_for never dispatches here then
-        av = None
+    import av
 
 FORMATS = frozenset({"MP4", "MOV", "MKV", "AVI", "TS"})
+_PYAV = NativeLibrary("av")
 DEFAULT_PERCENT = 10.0
 MAX_DECODED_FRAMES = 1500
 MAX_DECODE_SECONDS = 20.0
@@ -82,10 +81,23 @@ _TURNS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: I
 
 
 def available() -> dict[str, bool]:
-    return {"video": av is not None}
+    return {"video": _PYAV.installed()}
 
 
-def probe(
+def load() -> None:
+    _PYAV.load()
+
+
+def _av() -> Any:
+    return _PYAV.get()
+
+
+def probe(handle: BinaryIO, found: str, reference: str, instructions=None, config=None) -> None:
+    """None: the size is FFmpeg's to read (:func:`probe_native`, run in a worker)."""
+    return None
+
+
+def probe_native(
     handle: BinaryIO, found: str, reference: str, instructions=None, config=None
 ) -> tuple[int, int, bool]:
     upright, coded, _ = _header_sizes(handle, found, reference)
@@ -138,6 +150,7 @@ def _opened(
     packets (which decodes a frame: 10 ms at 1080p), leaving facts only codecs know unset."""
     demuxer = _DEMUXERS[found]
     options = dict(_OPTIONS[demuxer])
+    av = _av()
     if headers_only:
         options["probesize"] = "32"
     handle.seek(0)
@@ -173,6 +186,7 @@ def _unreadable(reference: str, error: Exception) -> ProcessingError:
 
 def _video_stream(container, reference: str):
     """The first real video stream (not cover art) and its position among video streams."""
+    av = _av()
     undecodable = False
     for ordinal, stream in enumerate(container.streams.video):
         if stream.disposition & av.stream.Disposition.attached_pic:
@@ -255,6 +269,7 @@ def _frame_at(container, stream, target: int, reference: str, budget: float, *, 
     """
     deadline = time.monotonic() + budget
     start = stream.start_time or 0
+    av = _av()
     step_back = round(1 / stream.time_base)  # one second
     decoded = 0
     position = target if seekable else start
@@ -297,6 +312,7 @@ def _frame_at(container, stream, target: int, reference: str, budget: float, *, 
 
 
 def _frames(container, stream):
+    av = _av()
     for packet in container.demux(stream):
         try:
             frames = packet.decode()
