@@ -13,6 +13,9 @@ What it measures
       jxl     a 12 MP JPEG XL from pillow_jxl's encoder (effort 1)
       docx    a one-page letter (``fileproc_wsgi.samples.write_letter``)
       gif     an animated GIF, 640x480, 24 frames
+      pdf     a three-page scan (A4 pages at 150 dpi, JPEG images on them, written by Pillow)
+      mp4     a 1280x720 MPEG-4 clip, 30 frames (written with PyAV)
+      psd     a 2016x1512 Photoshop file (written with Wand)
 
     Each case runs in a fresh child process (``python -c``), one after the other and
     interleaved round by round, so a slow moment of the machine falls on every kind alike.
@@ -25,10 +28,11 @@ What it measures
     rawpy, numpy, pillow_jxl, pillow_lunasvg, pypdfium2, wand, av: the web process should
     load none, ARCHITECTURE.md) and its peak RSS (``ru_maxrss``; a pool worker's is its
     own). A kind whose header is read by its library in a pool worker (camera raw:
-    LibRaw) is run twice: ``cold``, the worker started by the registration itself, and
-    ``warm``, a worker started and ready before the clock starts (as on a site whose
-    pool is already up). Which kinds need a worker is found, not assumed: a child says
-    whether it started one. Peak RSS is the child's ``VmHWM``.
+    LibRaw; PDF: PDFium; video: FFmpeg; PSD: ImageMagick) is run twice: ``cold``, the
+    worker started by the registration itself, and ``warm``, a worker started and ready
+    before the clock starts (as on a site whose pool is already up). Which kinds need a
+    worker is found, not assumed: a child says whether it started one. Peak RSS is the
+    child's ``VmHWM``.
 
     Ratios are to the JPEG baseline measured in the same run. Information only: no target.
 
@@ -198,6 +202,38 @@ def gif() -> bytes:
     return buffer.getvalue()
 
 
+def pdf(picture: Image.Image) -> bytes:
+    """Three A4 pages at 150 dpi, a JPEG image on each, as a scanner writes them."""
+    pages = [picture.resize((1240, 1754)).rotate(turn) for turn in (0, 2, 4)]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, "PDF", resolution=150.0, save_all=True, append_images=pages[1:])
+    return buffer.getvalue()
+
+
+def mp4(picture: Image.Image) -> bytes:
+    import av
+
+    frame = picture.resize((1280, 720))
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
+        for index in range(30):
+            shifted = frame.rotate(index)
+            container.mux(stream.encode(av.VideoFrame.from_image(shifted)))
+        container.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def psd(picture: Image.Image) -> bytes:
+    from wand.image import Image as WandImage
+
+    small = picture.resize((WIDTH // 2, HEIGHT // 2))
+    with WandImage.from_array(numpy.asarray(small)) as image:
+        image.format = "psd"
+        return image.make_blob()
+
+
 def make_sources(media: Path) -> dict[str, str]:
     """Writes every source; returns case name -> what it is."""
     picture = photo()
@@ -209,6 +245,9 @@ def make_sources(media: Path) -> dict[str, str]:
         "logo.svg": SVG,
         "photo.jxl": jxl(picture),
         "loop.gif": gif(),
+        "scan.pdf": pdf(picture),
+        "clip.mp4": mp4(picture),
+        "art.psd": psd(picture),
     }
     for name, data in files.items():
         (media / name).write_bytes(data)
@@ -222,6 +261,9 @@ def make_sources(media: Path) -> dict[str, str]:
         "photo.jxl": f"JXL 12 MP, {sizes['photo.jxl']} KiB",
         "letter.docx": f"DOCX one page, {sizes['letter.docx']} KiB",
         "loop.gif": f"GIF 640x480 x24 frames, {sizes['loop.gif']} KiB",
+        "scan.pdf": f"PDF 3 A4 pages (scans), {sizes['scan.pdf']} KiB",
+        "clip.mp4": f"MP4 1280x720 x30 frames, {sizes['clip.mp4']} KiB",
+        "art.psd": f"PSD 2016x1512, {sizes['art.psd']} KiB",
     }
 
 

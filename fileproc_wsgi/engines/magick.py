@@ -97,7 +97,8 @@ _limits_for: int | None = None
 
 
 def available() -> dict[str, bool]:
-    return {"imagemagick": _WAND.installed() and _library_found()}
+    # Where Wand is loaded (a worker) that says it all; elsewhere, found without loading.
+    return {"imagemagick": _WAND.loaded() or (_WAND.installed() and _library_found())}
 
 
 def load() -> None:

@@ -35,6 +35,10 @@ class NativeLibrary:
         except (ImportError, ValueError):  # ValueError: sys.modules holds None for it
             return False
 
+    def loaded(self) -> bool:
+        """Whether it has been imported in this process."""
+        return self._module is not None
+
     def load(self) -> None:
         """Import it now if it imports at all (a worker, before its first job)."""
         if self.installed():
