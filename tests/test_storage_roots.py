@@ -25,6 +25,7 @@ from fileproc_wsgi.errors import (
     UnavailableError,
 )
 from fileproc_wsgi.sources import LocalSource, Sources, StorageSource
+from fileproc_wsgi.sources import storage as storage_sources
 from support import decode, halves
 
 
@@ -125,7 +126,7 @@ def storage():
     sources.register_storage_kind("memory", opener)
     backend.opener_calls = opened
     yield backend
-    sources._openers.pop("memory", None)
+    storage_sources._openers.pop("memory", None)
 
 
 @pytest.fixture
@@ -176,7 +177,7 @@ def test_register_storage_kind_refuses_bad_kinds():
 
 
 def test_unregistered_kind_names_the_root_and_what_provides_it(monkeypatch):
-    monkeypatch.delitem(sources._openers, "django", raising=False)  # fileproc_django may have run
+    monkeypatch.delitem(storage_sources._openers, "django", raising=False)  # fileproc_django may have run
     resolver = Sources({"media": "django:default"})
     with pytest.raises(ConfigError) as caught:
         resolver.resolve("media:photos/a.jpg")
@@ -238,7 +239,7 @@ def test_a_backend_with_a_local_directory_is_a_directory_root(tmp_path):
         with pytest.raises(SourceNotFoundError, match="'missing.jpg' does not exist"):
             resolver.resolve("missing.jpg")
     finally:
-        sources._openers.pop("files", None)
+        storage_sources._openers.pop("files", None)
 
 
 # Reading
@@ -454,7 +455,7 @@ def test_a_worker_never_imports_the_storage_backend(make_storage_site, tmp_path,
         site = make_storage_site(source_roots={"default": "marked:any"})
         response = site.request("a.jpg | fit 60x60")
     finally:
-        sources._openers.pop("marked", None)
+        storage_sources._openers.pop("marked", None)
         sys.modules.pop("marked_backend", None)
     assert response.status_int == 200, response.text
     assert decode(response.body).size == (60, 40)
@@ -516,7 +517,7 @@ def test_a_process_without_the_kind_loaded_retries_the_job_later(make_storage_si
     """`fileproc warm` run where the web framework is not loaded must not fail good jobs for good."""
     storage.save("a.jpg", jpeg())
     url = make_storage_site().registrar.register("a.jpg | fit 100x").url
-    sources._openers.pop("memory")
+    storage_sources._openers.pop("memory")
     site = make_storage_site()
     response = site.get(url)
     assert response.status_int == 503
