@@ -46,7 +46,7 @@ from .cache import Generation, SharedCache
 from .config import Config
 from .errors import FileProcError, UnavailableError
 from .formats import ANIMATED_FORMATS, CONTENT_TYPES, EXTENSIONS, choose_format
-from .instructions import PROCESSING_VERSION, Instructions, checksum, parse
+from .instructions import PROCESSING_VERSION, Instructions, checksum, parse, source_step
 from .pool import IsolatedJobs
 from .representation import Representation
 from .sources import LocalSource, Sources, StorageSource
@@ -381,12 +381,17 @@ class Registrar:
                 self._native_probes[key] = found
         if isinstance(found, FileProcError):
             raise found
+        engines.check_text(found, source.reference, instructions, self.config)
         return found
 
     def _probe_in_worker(self, handle: BinaryIO, source, instructions: Instructions) -> engines.SourceInfo:
         if self._isolated is None:
             self._isolated = IsolatedJobs(self.config)
-        text = instructions.canonical
+        # Only what the read depends on (the source and its page): the answer is kept for
+        # every text naming that page, and each is checked against it by check_text.
+        text = source_step(instructions.source)
+        if instructions.page is not None:
+            text += f" | page {instructions.page}"
         if isinstance(source, LocalSource):
             return engines.SourceInfo(*self._isolated.probe(text, source.path))
         # A storage's or a server's file: the bytes already read (bounded by

@@ -91,7 +91,7 @@ def serve(fd: int) -> None:
             )
             if kind == "probe":
                 with source.open(config.max_source_bytes) as handle:
-                    info = engines.probe(handle, source.reference, instructions, config)
+                    info = engines.probe(handle, source.reference, instructions, config, whole_text=False)
                 reply = ("done", dataclasses.astuple(info), retiring, None)
             else:
                 result = produce(instructions, source, output_format, config, deadline=deadline, stats=stats)

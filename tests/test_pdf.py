@@ -398,8 +398,10 @@ from fileproc_wsgi.errors import FileProcError
 from fileproc_wsgi.registrar import Registrar
 
 root = sys.argv[1]
+settings = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
 registrar = Registrar(Config(
     database_url=f"sqlite:///{root}/fileproc.db", source_roots={"default": root}, storage=f"{root}/results",
+    **settings,
 ))
 found = {}
 for text in json.loads(sys.argv[2]):
@@ -427,6 +429,29 @@ def test_registration_reads_pages_in_a_worker_never_loading_pdfium(tmp_path):
     }
     done = subprocess.run(
         [sys.executable, "-c", _REGISTER, str(tmp_path), json.dumps(list(expected))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"found": expected, "pdfium": False}
+
+
+def test_a_page_read_in_a_worker_is_checked_against_each_text_that_names_it(tmp_path):
+    # The worker's read of a page is kept for every text naming that page; what each text
+    # would draw it at is still that text's own verdict, in whichever order they come.
+    (tmp_path / "big.pdf").write_bytes(pdf_bytes([Page(14400, 14400, fill(RED, 0, 0, 14400, 14400))]))
+    over = "would render at 14400x14400 = 207360000 pixels, more than max_source_pixels=50000000"
+    expected = {
+        "big.pdf | fit 400x": [400, 400],
+        "big.pdf": f"LimitError: page 1 of 'big.pdf' {over}",
+        "big.pdf | fit 200x": [200, 200],
+        "big.pdf | page 1 | fill 100x100": [100, 100],
+    }
+    settings = {"max_output_pixels": 10**9, "max_output_side": 16384}
+    done = subprocess.run(
+        [sys.executable, "-c", _REGISTER, str(tmp_path), json.dumps(list(expected)), json.dumps(settings)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -256,10 +256,17 @@ class NativeProbeNeeded(Exception):
 
 
 def probe(
-    handle: BinaryIO, reference: str, instructions=None, config=None, *, native: bool = True
+    handle: BinaryIO,
+    reference: str,
+    instructions=None,
+    config=None,
+    *,
+    native: bool = True,
+    whole_text: bool = True,
 ) -> SourceInfo:
     """Read only the header: format, upright size (of the page or frame asked for) and
-    transparency. With ``config``, refuse what the header shows to be over its limits.
+    transparency. With ``config``, refuse what the header shows to be over its limits, and
+    (unless not ``whole_text``) what the instructions would make of it (:func:`check_text`).
 
     An engine's ``probe`` may return None when its own header reading cannot decide; its
     ``probe_native`` then asks the library. ``native=False`` (the web process, whose jobs
@@ -282,7 +289,23 @@ def probe(
             f"source {reference!r} is {formats.a(found)} whose header gives no picture size"
         )
     frames = more[0] if more else 1  # an engine that reads no animation gives three items
-    return SourceInfo(found, width, height, alpha, frames, engine=_plugin_identity(engine))
+    info = SourceInfo(found, width, height, alpha, frames, engine=_plugin_identity(engine))
+    if whole_text and config is not None and instructions is not None:
+        check_text(info, reference, instructions, config)
+    return info
+
+
+def check_text(info: SourceInfo, reference: str, instructions, config) -> None:
+    """Refuse what the instructions would make of a header read over the limits, where
+    the engine decides more than the plan of sizes shows: a PDF page's render size.
+
+    Kept apart from the reading because a header read by a native library in a worker is
+    kept for the source's version and page, for every text that names them; each text is
+    checked here against that one read."""
+    name = ENGINE_OF.get(info.format)
+    check = getattr(_load(name), "check_text", None) if name is not None else None
+    if check is not None:
+        check(info.width, info.height, reference, instructions, config)
 
 
 def decode(

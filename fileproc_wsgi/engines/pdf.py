@@ -84,11 +84,14 @@ def probe_native(
             width, height = document.get_page_size(index)
         except pdfium.PdfiumError as error:
             raise ProcessingError(f"page {number} of {reference!r} is not readable ({error})") from None
-    natural = natural_size(width, height)
-    if config is not None and instructions is not None:
-        config.check_plan(instructions.plan(*natural))
-        render_size(instructions, natural, f"page {number} of {reference!r}", config)
-    return (*natural, False)
+    return (*natural_size(width, height), False)
+
+
+def check_text(width: int, height: int, reference: str, instructions, config) -> None:
+    """Refuse a page whose result, or the size it is drawn at for these steps, is over
+    the limits (see :func:`~fileproc_wsgi.engines.check_text`)."""
+    config.check_plan(instructions.plan(width, height))
+    render_size(instructions, (width, height), f"page {_page_number(instructions)} of {reference!r}", config)
 
 
 def decode(handle: BinaryIO, found: str, reference: str, instructions, config):
