@@ -3,9 +3,9 @@
 What it measures
     A temporary directory holds a 640x480 JPEG and local result storage; the store is a
     SQLite file there and (unless ``--no-postgresql``) a database on a PostgreSQL the script
-    starts itself (``herd.postgresql()``: ``initdb``/``pg_ctl`` on a free loopback port,
-    stopped at the end). Each store is migrated first (``fileproc migrate``), as in
-    production, and holds a few hundred rows.
+    starts itself (``postgresql()`` of ``tests/support.py``, as the tests start theirs:
+    ``initdb``/``pg_ctl`` on a free loopback port, stopped at the end). Each store is
+    migrated first (``fileproc migrate``), as in production, and holds a few hundred rows.
 
     warm         a long-lived child process builds ``Registrar(Config(...))``, registers
                  once, then registers ``--warm`` new instruction texts (new rows: header
@@ -56,8 +56,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # measure this working tree, installed or not
+sys.path.insert(1, str(ROOT / "tests"))
 
-from herd import PG_BIN, postgresql  # noqa: E402 - one PostgreSQL starter for every benchmark
+from support import PG_BIN, postgresql  # noqa: E402 - the PostgreSQL starter of the tests
 
 TARGET_MS = 5.0
 SOURCE = "photo.jpg"

@@ -6,6 +6,7 @@ What it measures
     the end) and generates a 6000x4000 JPEG. Every server is gunicorn on 127.0.0.1 with
     threaded workers, running ``fileproc_wsgi.wsgi:application`` configured by
     ``FILEPROC_*`` variables; the servers share the one database and one results directory.
+    Both kinds of server are started as the tests start them (``tests/support.py``).
 
     herd         two servers, 2 workers x 16 threads each; ``--herd`` (50) concurrent
                  first GETs for a newly registered checksum, spread evenly over both
@@ -45,23 +46,24 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # measure this working tree, installed or not
+sys.path.insert(1, str(ROOT / "tests"))
 
-PG_BIN = Path(os.environ.get("FILEPROC_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+# The servers are started as the tests start them.
+from support import PG_BIN, WSGI_APPLICATION, Gunicorn, ServerError, gunicorn, postgresql  # noqa: E402
+
 SIZE = (6000, 4000)
 STEPS = "blur 4 | fit 400x300 | format jpeg"
 HERD_THREADS = 16  # per worker: 2 servers x 2 workers x 16 threads hold the whole herd at once
@@ -94,141 +96,14 @@ def bare_application() -> Callable[..., Iterable[bytes]]:
     return application
 
 
-# -- PostgreSQL ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def as_postgres(*command: str) -> list[str]:
-    # initdb refuses to run as root (docs: ../shared/notes/ENVIRONMENT.md).
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
-
-
-@contextlib.contextmanager
-def postgresql() -> Iterator[str]:
-    """A throw-away PostgreSQL on a free loopback port; yields a SQLAlchemy URL of an empty database."""
-    import psycopg
-
-    directory = Path(tempfile.mkdtemp(prefix="fp-bench-herd-pg-"))
-    data, log, port = directory / "data", directory / "server.log", free_port()
-    started = False
-    try:
-        if os.geteuid() == 0:
-            shutil.chown(directory, "postgres", "postgres")
-        initdb = [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"]
-        subprocess.run(as_postgres(*initdb), check=True, capture_output=True, timeout=120)
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={directory}"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
-        started = True
-        # -l matters: without a log file the server keeps our stdout open.
-        start = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", options]
-        subprocess.run(as_postgres(*start, "start"), check=True, capture_output=True, timeout=120)
-        with psycopg.connect(
-            host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True
-        ) as connection:
-            connection.execute('CREATE DATABASE "herd"')
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/herd"
-    except subprocess.CalledProcessError as error:
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        sys.exit(f"PostgreSQL did not start: {error}\n{error.stderr.decode(errors='replace')}{tail}")
-    finally:
-        if started:
-            stop = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
-            subprocess.run(as_postgres(*stop), check=False, capture_output=True, timeout=120)
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 # -- servers ------------------------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    name: str
-    port: int
-    process: subprocess.Popen
-    log: Path
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-
-def gunicorn_command(port: int, app: str, threads: int) -> list[str]:
-    import gunicorn
-
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-        "--worker-class",
-        "gthread",
-        "--threads",
-        str(threads),
-        "--graceful-timeout",
-        "2",
-        "--pythonpath",
-        str(ROOT / "bench"),
-    ]
-    if gunicorn.version_info >= (25, 1):
-        # Otherwise every arbiter opens ~/.gunicorn/gunicorn.ctl, the same path for all of them.
-        command.append("--no-control-socket")
-    return [*command, app]
-
-
-@contextlib.contextmanager
-def serving(name: str, app: str, env: dict[str, str], threads: int, logs: Path) -> Iterator[Server]:
-    """One gunicorn (an arbiter and two workers); its process group is killed at the end."""
-    port = free_port()
-    log = logs / f"gunicorn-{name}.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            gunicorn_command(port, app, threads),
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(name, port, process, log)
-    try:
-        wait_until_ready(server)
-        yield server
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-
-
-def workers_of(pid: int) -> int:
-    """How many live children ``pid`` has, read from /proc."""
-    count = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                state, parent = Path("/proc", entry, "stat").read_text().rpartition(")")[2].split()[:2]
-                count += int(parent) == pid and state not in "ZX"
-    return count
-
-
-def wait_until_ready(server: Server, timeout: float = 60) -> None:
-    """Both workers booted and one of them answering (404 for a path nobody registered)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and server.process.poll() is None:
-        if workers_of(server.process.pid) == 2:
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                if get(server.port, "/_fp/" + "0" * 32 + ".jpg", timeout=10).status == 404:
-                    return
-        time.sleep(0.1)
-    sys.exit(f"gunicorn {server.name} did not start:\n{server.log.read_text(errors='replace')[-4000:]}")
+def serving(name: str, env: dict[str, str], threads: int, logs: Path, app: str = WSGI_APPLICATION):
+    """One gunicorn (an arbiter and two workers) with ``bench/`` on its path, for the bare app."""
+    return gunicorn(
+        name, env=env, logs=logs, threads=threads, timeout=30, app=app, pythonpath=str(ROOT / "bench")
+    )
 
 
 # -- requests -----------------------------------------------------------------------------------
@@ -319,7 +194,7 @@ def make_source(path: Path) -> None:
     )
 
 
-def measure_herd(registrar, servers: list[Server], media: Path, rounds: int, count: int) -> list[HerdRound]:
+def measure_herd(registrar, servers: list[Gunicorn], media: Path, rounds: int, count: int) -> list[HerdRound]:
     figures = []
     for number in range(rounds):
         texts = []
@@ -370,7 +245,7 @@ def undated(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def measure_throughput(env: dict[str, str], path: str, logs: Path, rounds: int, seconds: int):
     """Median req/s of (bare app, FileProcessor) under wrk, measured alternately."""
-    with serving("warm", "fileproc_wsgi.wsgi:application", env, WARM_THREADS, logs) as ours:
+    with serving("warm", env, WARM_THREADS, logs) as ours:
         first = get(ours.port, path)
         if first.status != 301:
             sys.exit(f"warm-hit server: expected a 301 for {path}, got {first.status or first.error}")
@@ -379,7 +254,7 @@ def measure_throughput(env: dict[str, str], path: str, logs: Path, rounds: int, 
         headers = [(key, value) for key, value in first.headers if key not in GUNICORN_HEADERS]
         answer = {"path": path, "status": f"{first.status} Moved Permanently", "headers": headers}
         bare_env = {**env, BARE_ENV: json.dumps(answer)}
-        with serving("bare", "herd:bare_application()", bare_env, WARM_THREADS, logs) as bare:
+        with serving("bare", bare_env, WARM_THREADS, logs, app="herd:bare_application()") as bare:
             check = get(bare.port, path)
             if undated(check.headers or []) != undated(first.headers):
                 sys.exit(f"the bare app answers {check.headers}, the FileProcessor {first.headers}")
@@ -403,28 +278,15 @@ def verdict(ok: bool) -> str:
     return "MET" if ok else "MISSED"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--herd", type=int, default=50, help="concurrent first requests (default 50)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of each measurement (default 3)")
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
-    args = parser.parse_args()
-    if not 1 <= args.herd <= 2 * 2 * HERD_THREADS:
-        parser.error(f"--herd: between 1 and {2 * 2 * HERD_THREADS} (the servers' threads)")
-    if not 1 <= args.rounds <= 20 or not 1 <= args.duration <= 60:
-        parser.error("--rounds: 1 to 20; --duration: 1 to 60 seconds")
-    if shutil.which("wrk") is None:
-        print(
-            "bench/herd.py: wrk is not installed; bin/dev installs it (apt-get install wrk)", file=sys.stderr
-        )
-        return 1
-
-    import gunicorn
-
+def measure(args: argparse.Namespace) -> tuple[list[HerdRound], dict[str, list[float]], list[str]]:
+    """Both measurements, on a PostgreSQL and gunicorn servers of their own, stopped at the end."""
     from fileproc_wsgi.config import Config
     from fileproc_wsgi.registrar import Registrar
 
-    with tempfile.TemporaryDirectory(prefix="fp-bench-herd-") as name, postgresql() as database_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="fp-bench-herd-") as name,
+        postgresql("herd", max_connections="200") as database_url,
+    ):
         directory = Path(name)
         media = directory / "media"
         media.mkdir()
@@ -442,19 +304,42 @@ def main() -> int:
         try:
             with contextlib.ExitStack() as stack:
                 servers = [
-                    stack.enter_context(
-                        serving(label, "fileproc_wsgi.wsgi:application", env, HERD_THREADS, directory)
-                    )
-                    for label in ("A", "B")
+                    stack.enter_context(serving(label, env, HERD_THREADS, directory)) for label in ("A", "B")
                 ]
                 rounds = measure_herd(registrar, servers, media, args.rounds, args.herd)
             warm = registrar.register(f"big.jpg | {STEPS}")
             throughput, notes = measure_throughput(env, warm.url, directory, args.rounds, args.duration)
         finally:
             registrar.store.dispose()
+    return rounds, throughput, notes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--herd", type=int, default=50, help="concurrent first requests (default 50)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each measurement (default 3)")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    args = parser.parse_args()
+    if not 1 <= args.herd <= 2 * 2 * HERD_THREADS:
+        parser.error(f"--herd: between 1 and {2 * 2 * HERD_THREADS} (the servers' threads)")
+    if not 1 <= args.rounds <= 20 or not 1 <= args.duration <= 60:
+        parser.error("--rounds: 1 to 20; --duration: 1 to 60 seconds")
+    if shutil.which("wrk") is None:
+        print(
+            "bench/herd.py: wrk is not installed; bin/dev installs it (apt-get install wrk)", file=sys.stderr
+        )
+        return 1
+
+    from gunicorn import __version__ as gunicorn_version
+
+    try:
+        rounds, throughput, notes = measure(args)
+    except ServerError as error:
+        print(f"bench/herd.py: {error}", file=sys.stderr)
+        return 1
 
     print(
-        f"python {sys.version.split()[0]}, gunicorn {gunicorn.__version__}, PostgreSQL "
+        f"python {sys.version.split()[0]}, gunicorn {gunicorn_version}, PostgreSQL "
         f"{PG_BIN.parent.name}, {os.cpu_count()} CPUs; source {SIZE[0]}x{SIZE[1]} JPEG, job '{STEPS}'"
     )
     print()

@@ -25,27 +25,21 @@ import argparse
 import contextlib
 import io
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # measure this working tree, installed or not
+sys.path.insert(1, os.path.join(ROOT, "tests"))
 
 from PIL import Image, ImageFilter  # noqa: E402
 
 from fileproc_wsgi import engines, sources  # noqa: E402
 from fileproc_wsgi.config import Config  # noqa: E402
 from fileproc_wsgi.registrar import Registrar  # noqa: E402
-
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+from support import S3_CREDENTIALS, s3_server  # noqa: E402 - the tests' S3 server
 
 
 class BucketStorage:
@@ -86,38 +80,6 @@ class _Counted:
         self.body.close()
 
 
-@contextlib.contextmanager
-def moto(directory: str):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [
-        os.path.join(os.path.dirname(sys.executable), "moto_server"),
-        "-H",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
-    server = subprocess.Popen(
-        command,
-        cwd=directory,
-        env={**os.environ, **CREDENTIALS},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(url, timeout=1).close()
-                break
-            time.sleep(0.05)
-        yield url
-    finally:
-        server.terminate()
-        server.wait()
-
-
 def photo() -> bytes:
     noise = Image.effect_noise((3464, 2309), 60).filter(ImageFilter.GaussianBlur(1))
     buffer = io.BytesIO()
@@ -139,11 +101,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     runs = parser.parse_args().runs
-    os.environ.update(CREDENTIALS)
+    os.environ.update(S3_CREDENTIALS)
     import boto3
 
     data = photo()
-    with tempfile.TemporaryDirectory() as directory, moto(directory) as endpoint:
+    with tempfile.TemporaryDirectory() as directory, s3_server(directory) as endpoint:
         client = boto3.session.Session().client("s3", endpoint_url=endpoint)
         client.create_bucket(Bucket="photos")
         client.put_object(Bucket="photos", Key="a.jpg", Body=data)

@@ -1,132 +1,45 @@
-"""Shared fixtures: a real PostgreSQL 15 started by the test session, and a fresh database per test.
+"""Shared fixtures: PostgreSQL servers (started by tests/support.py), a fresh database per
+test on each backend, embedded sites; and the ``integration`` mark on every test that
+starts another process to talk to, so that ``pytest -m "not integration"`` is the fast layer.
 
-PostgreSQL refuses to run as root, so as root ``initdb`` and ``pg_ctl`` run as the
-``postgres`` user (pytest itself cannot: the interpreter may live in root's home). A
-server that cannot start fails the tests that need it; it never skips them.
+A server that cannot start fails the tests that need it; it never skips them.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import uuid
+import contextlib
 from collections.abc import Iterator
 
 import pytest
 
-PG_BIN = os.environ.get("FILEPROC_TEST_PG_BIN", "/usr/lib/postgresql/15/bin")
+from support import PostgreSQL, ServerError, Site
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _as_postgres(*command: str) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
-
-
-def _run(command: list[str], what: str, log: str | None = None) -> None:
-    try:
-        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        pytest.fail(f"PostgreSQL for tests: {what} failed: {error}", pytrace=False)
-    if done.returncode != 0:
-        tail = ""
-        if log and os.path.exists(log):
-            with open(log, errors="replace") as file:
-                tail = "\nserver log:\n" + file.read()[-4000:]
-        pytest.fail(
-            f"PostgreSQL for tests: {what} exited {done.returncode}:\n{done.stdout}{done.stderr}{tail}",
-            pytrace=False,
-        )
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A throw-away PostgreSQL 15 server on a free loopback port, stopped at the end."""
-    initdb, pg_ctl = os.path.join(PG_BIN, "initdb"), os.path.join(PG_BIN, "pg_ctl")
-    if not os.access(initdb, os.X_OK):
-        pytest.fail(f"PostgreSQL for tests: {initdb} is missing (run bin/dev to install it)", pytrace=False)
-    directory = tempfile.mkdtemp(prefix="fileproc-pg-")
-    data = os.path.join(directory, "data")
-    log = os.path.join(directory, "server.log")
-    port = _free_port()
-    started = False
-    try:
-        if os.geteuid() == 0:
-            shutil.chown(directory, "postgres", "postgres")
-        _run(
-            _as_postgres(
-                initdb,
-                "-D",
-                data,
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "--no-sync",
-                "--encoding=UTF8",
-                "--locale=C",
-            ),
-            "initdb",
-        )
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={directory}"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        # -l matters: without a log file the server keeps our captured stdout open forever.
-        started = True
-        _run(
-            _as_postgres(pg_ctl, "-D", data, "-l", log, "-w", "-t", "60", "-o", options, "start"),
-            "pg_ctl start",
-            log,
-        )
-        name = "fileproc_test"
-        _create_database(port, name)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"
-    finally:
-        if started:
-            subprocess.run(
-                _as_postgres(pg_ctl, "-D", data, "-m", "fast", "-w", "stop"),
-                check=False,
-                capture_output=True,
-                timeout=120,
-            )
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _create_database(port: int, name: str) -> None:
-    import psycopg
-
-    try:
-        with psycopg.connect(
-            host="127.0.0.1",
-            port=port,
-            user="postgres",
-            dbname="postgres",
-            autocommit=True,
-            connect_timeout=10,
-        ) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as error:
-        pytest.fail(f"PostgreSQL for tests: CREATE DATABASE {name} failed: {error}", pytrace=False)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
-    """A URL of an empty database of its own for one test, on each supported backend."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'fileproc.db'}"
-    server = request.getfixturevalue("postgres_url")
-    base, _, _ = server.rpartition("/")
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    _create_database(int(base.rpartition(":")[2]), name)
-    return f"{base}/{name}"
+# Integration tests start another process to talk to: PostgreSQL, moto's S3 server,
+# gunicorn or ``fileproc serve``, LibreOffice, Chromium. Collection sees the fixtures a
+# test asks for by name, so a fixture that starts one marks every test using it (``server``
+# is test_remote's ``fileproc serve`` and test_metrics' gunicorn).
+SERVER_FIXTURES = frozenset({"postgres_server", "own_postgres", "s3_endpoint", "server"})
+# Parameters for which a fixture starts one through request.getfixturevalue, out of
+# collection's sight: database_url's PostgreSQL, test_django_storages' S3 storage.
+SERVER_PARAMETERS = frozenset({("database_url", "postgresql"), ("storage", "s3")})
+# Tests that start one themselves: a module's every test, or the beginning of a node id.
+SERVER_TESTS = (
+    "test_browser.py::",
+    "test_multihost.py::",
+    "test_multiprocess.py::",
+    "test_office.py::",
+    "test_catalogue.py::test_outages[postgresql-",
+    "test_cli.py::test_serve_logs_what_is_missing_once_at_start",
+    "test_coherence.py::test_after_a_removal_by_another_process_the_page_leads_to_a_real_image",
+    "test_examples.py::test_flask_example_runs_with_one_command",
+    "test_examples.py::test_django_example_shows_its_models_photos_from_its_own_database",
+    "test_final_urls.py::test_s3_results_are_printed_at_their_bucket_url",
+    "test_final_urls.py::test_presigned_results_keep_their_fp_url",
+    "test_pool.py::test_a_native_hang_is_killed_at_the_time_limit_while_the_server_answers_others",
+    "test_remote.py::test_a_restarted_server_is_reached_on_a_new_connection",
+    "test_server.py::test_demo_serves_a_page_of_real_thumbnails",
+    "test_server.py::test_processing_server_with_environment_settings",
+)
 
 
 def pytest_configure(config):
@@ -137,11 +50,55 @@ def pytest_configure(config):
     )
 
 
+def pytest_collection_modifyitems(items):
+    for item in items:
+        parameters = item.callspec.params if hasattr(item, "callspec") else {}
+        if (
+            SERVER_FIXTURES.intersection(item.fixturenames)
+            or any(parameters.get(name) == value for name, value in SERVER_PARAMETERS)
+            or f"{item.path.name}::{item.name}".startswith(SERVER_TESTS)
+        ):
+            item.add_marker(pytest.mark.integration)
+
+
+def _postgresql() -> Iterator[PostgreSQL]:
+    """A started server, closed at the end."""
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(PostgreSQL())
+            server.start()
+        except ServerError as error:
+            pytest.fail(f"PostgreSQL for tests: {error}", pytrace=False)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgreSQL]:
+    """A throw-away PostgreSQL 15 server on a free loopback port for the session."""
+    yield from _postgresql()
+
+
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[PostgreSQL]:
+    """A PostgreSQL server of the module's own, which its tests may stop and start again
+    (an outage) without touching any other test's database."""
+    yield from _postgresql()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A URL of an empty database of its own for one test, on each supported backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fileproc.db'}"
+    try:
+        return request.getfixturevalue("postgres_server").database()
+    except ServerError as error:
+        pytest.fail(f"PostgreSQL for tests: {error}", pytrace=False)
+
+
 @pytest.fixture
 def make_site(tmp_path, request):
     """Build embedded-default installations in this test's directory; closed afterwards."""
-    from support import Site
-
     sites = []
     in_process = request.node.get_closest_marker("in_process") is not None
 

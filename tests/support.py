@@ -10,11 +10,16 @@ import http.client
 import io
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 from PIL import Image, ImageCms, ImageDraw
 
@@ -107,46 +112,6 @@ class Site:
         self.registrar.close()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(command: list[str], *, port: int, cwd, env=None, timeout: float = 30):
-    """Run a server process until the block ends; its output is shown if it fails to start."""
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                os.killpg(process.pid, signal.SIGKILL)
-                raise AssertionError(f"server did not start: {process.communicate(timeout=10)[0].decode()}")
-            time.sleep(0.1)
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
-        process.stdout.close()
-
-
-def http_get(port: int, path: str, method: str = "GET"):
-    """(status, headers, body) of one request to a server on 127.0.0.1."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        connection.request(method, path)
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
-
-
 class DictCache:
     """The smallest shared cache a registrar accepts: ``get`` and ``set`` on a dict."""
 
@@ -158,6 +123,72 @@ class DictCache:
 
     def set(self, key, value):
         self.values[key] = value
+
+
+# --------------------------------------------------------------------------- real servers
+# Started by the tests and by the benchmarks (bench/ puts tests/ on its path): one copy of
+# each starter. A server that cannot start raises ServerError with its output.
+
+
+class ServerError(RuntimeError):
+    """A server for a test or a benchmark did not start; the message holds why (its output)."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(
+    command: list[str],
+    *,
+    port: int,
+    cwd,
+    env=None,
+    timeout: float = 30,
+    log: Path | None = None,
+    stop_signal: int = signal.SIGTERM,
+) -> Iterator[subprocess.Popen]:
+    """Run a server process in a session of its own until the block ends, once it accepts
+    connections on ``port``; then its process group gets ``stop_signal``.
+
+    Its output goes to a pipe (``process.stdout``) or, when a long run could fill one, to
+    the file ``log``; either is in the ServerError raised if it does not start in time.
+    """
+    with open(log, "wb") if log else contextlib.nullcontext(subprocess.PIPE) as output:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                os.killpg(process.pid, signal.SIGKILL)
+                said = process.communicate(timeout=10)[0] if log is None else log.read_bytes()[-4000:]
+                raise ServerError(f"server did not start: {said.decode(errors='replace')}")
+            time.sleep(0.1)
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, stop_signal)
+        process.wait(timeout=30)
+        if process.stdout:
+            process.stdout.close()
+
+
+def http_get(port: int, path: str, method: str = "GET"):
+    """(status, headers, body) of one request to a server on 127.0.0.1."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
 
 
 # Headless Chromium through Playwright, with the system's browser: flags that work as root
@@ -184,9 +215,10 @@ S3_CREDENTIALS = {
 
 @contextlib.contextmanager
 def s3_server(directory):
-    """A real S3-compatible HTTP server (moto_server, its own process) on 127.0.0.1; its URL."""
-    import sys
+    """A real S3-compatible HTTP server (moto_server, its own process) on 127.0.0.1; its URL.
 
+    It runs in ``directory`` and logs there (``moto_server.log``): a line per request would
+    fill a pipe in a long run."""
     port = free_port()
     command = [
         os.path.join(os.path.dirname(sys.executable), "moto_server"),
@@ -195,15 +227,19 @@ def s3_server(directory):
         "-p",
         str(port),
     ]
-    with serving(command, port=port, cwd=directory, env={**os.environ, **S3_CREDENTIALS}):
+    env = {**os.environ, **S3_CREDENTIALS}
+    with serving(command, port=port, cwd=directory, env=env, log=Path(directory, "moto_server.log")):
         yield f"http://127.0.0.1:{port}"
 
 
-def gunicorn_command(port: int, *, threads: int, timeout: int) -> list[str]:
-    """A production server for the processing app (``fileproc_wsgi.wsgi:application``): two
-    threaded gunicorn workers bound to 127.0.0.1, configured by the ``FILEPROC_*`` environment."""
-    import sys
+WSGI_APPLICATION = "fileproc_wsgi.wsgi:application"
 
+
+def gunicorn_command(
+    port: int, *, threads: int, timeout: int, app: str = WSGI_APPLICATION, pythonpath: str | None = None
+) -> list[str]:
+    """A production server for ``app`` (by default the processing app, configured by the
+    ``FILEPROC_*`` environment): two threaded gunicorn workers bound to 127.0.0.1."""
     import gunicorn
 
     # gunicorn 25.1 and later open ~/.gunicorn/gunicorn.ctl, which two servers would share.
@@ -220,8 +256,192 @@ def gunicorn_command(port: int, *, threads: int, timeout: int) -> list[str]:
         f"--timeout={timeout}",
         "--log-level=info",
         *no_control_socket,
-        "fileproc_wsgi.wsgi:application",
+        *([f"--pythonpath={pythonpath}"] if pythonpath else []),
+        app,
     ]
+
+
+@dataclasses.dataclass
+class Gunicorn:
+    """A running gunicorn server: its port, its arbiter process and the file of its output."""
+
+    name: str
+    port: int
+    process: subprocess.Popen
+    log: Path
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def workers(self) -> list[int]:
+        """The arbiter's live worker processes, read from /proc (no psutil)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path("/proc", entry, "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            # The command name may contain spaces; the fields after it start past its ")".
+            state, parent = stat.rpartition(")")[2].split()[:2]
+            if int(parent) == self.process.pid and state not in "ZX":
+                found.append(int(entry))
+        return found
+
+
+@contextlib.contextmanager
+def gunicorn(
+    name: str,
+    *,
+    env: dict[str, str],
+    logs: Path,
+    threads: int,
+    timeout: int,
+    app: str = WSGI_APPLICATION,
+    pythonpath: str | None = None,
+    start_timeout: float = 60,
+) -> Iterator[Gunicorn]:
+    """``gunicorn_command`` run from the checkout, its output in ``logs/gunicorn-<name>.log``;
+    ready once both workers have booted and one answers a result URL nobody registered (the
+    processing app's 404). Its whole process group is killed at the end, stopped workers too."""
+    port = free_port()
+    log = logs / f"gunicorn-{name}.log"
+    command = gunicorn_command(port, threads=threads, timeout=timeout, app=app, pythonpath=pythonpath)
+    root = Path(__file__).resolve().parent.parent
+    with serving(
+        command, port=port, cwd=root, env=env, timeout=start_timeout, log=log, stop_signal=signal.SIGKILL
+    ) as process:
+        server = Gunicorn(name, port, process, log)
+        deadline = time.monotonic() + start_timeout
+        while not _answers(server):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise ServerError(
+                    f"gunicorn {name} did not start:\n{log.read_text(errors='replace')[-4000:]}"
+                )
+            time.sleep(0.1)
+        yield server
+
+
+def _answers(server: Gunicorn) -> bool:
+    if len(server.workers()) != 2:
+        return False
+    with contextlib.suppress(OSError, http.client.HTTPException):
+        return http_get(server.port, "/_fp/" + "0" * 32 + ".jpg")[0] == 404
+    return False
+
+
+# PostgreSQL 15's initdb and pg_ctl (bin/dev installs them).
+PG_BIN = Path(os.environ.get("FILEPROC_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class PostgreSQL:
+    """A throw-away PostgreSQL server on a free loopback port, made by ``initdb`` in a
+    temporary directory when built. ``start`` and ``stop`` it as often as needed (a test
+    causing an outage); ``close`` (or the end of a ``with`` block) stops it and removes it.
+
+    ``settings`` are extra server settings (``max_connections="200"``). Durability is off:
+    the data lives as long as the process using it. PostgreSQL refuses to run as root, so as
+    root ``initdb`` and ``pg_ctl`` run as the ``postgres`` user (the interpreter itself
+    cannot: it may live in root's home).
+    """
+
+    def __init__(self, **settings: str):
+        initdb = PG_BIN / "initdb"
+        if not os.access(initdb, os.X_OK):
+            raise ServerError(f"{initdb} is missing (run bin/dev to install it)")
+        self.directory = Path(tempfile.mkdtemp(prefix="fileproc-pg-"))
+        self.data, self.log = self.directory / "data", self.directory / "server.log"
+        self.port = free_port()
+        self.running = False
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(self.directory),
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            **settings,
+        }
+        self.options = f"-p {self.port} " + " ".join(f"-c {key}={value}" for key, value in settings.items())
+        try:
+            if os.geteuid() == 0:
+                shutil.chown(self.directory, "postgres", "postgres")
+            initdb_options = ["-U", "postgres", "-A", "trust", "--no-sync", "--encoding=UTF8", "--locale=C"]
+            self._run("initdb", "initdb", "-D", self.data, *initdb_options)
+        except BaseException:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.running = True  # a start that fails may still leave a server to stop
+        # -l matters: without a log file the server keeps our captured stdout open forever.
+        wait = ["-w", "-t", "60"]
+        self._run(
+            "pg_ctl start", "pg_ctl", "-D", self.data, "-l", self.log, *wait, "-o", self.options, "start"
+        )
+
+    def stop(self) -> None:
+        self._run("pg_ctl stop", "pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
+        self.running = False
+
+    def database(self, name: str | None = None) -> str:
+        """A new empty database (``name``, or a name of its own), its SQLAlchemy URL; the
+        server is started first if it is stopped (a test that failed before mending its outage)."""
+        import psycopg
+
+        self.start()
+        name = name or f"db_{uuid.uuid4().hex[:16]}"
+        try:
+            with psycopg.connect(
+                host="127.0.0.1",
+                port=self.port,
+                user="postgres",
+                dbname="postgres",
+                autocommit=True,
+                connect_timeout=10,
+            ) as connection:
+                connection.execute(f'CREATE DATABASE "{name}"')
+        except psycopg.Error as error:
+            raise ServerError(f"CREATE DATABASE {name} failed: {error}") from error
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def close(self) -> None:
+        if self.running:
+            with contextlib.suppress(ServerError):  # it may have stopped on its own
+                self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> PostgreSQL:
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self.close()
+
+    def _run(self, what: str, program: str, *arguments) -> None:
+        command = _as_postgres(str(PG_BIN / program), *map(str, arguments))
+        try:
+            done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise ServerError(f"{what} failed: {error}") from error
+        if done.returncode != 0:
+            tail = ""
+            if self.log.exists():
+                tail = "\nserver log:\n" + self.log.read_text(errors="replace")[-4000:]
+            raise ServerError(f"{what} exited {done.returncode}:\n{done.stdout}{done.stderr}{tail}")
+
+
+def _as_postgres(*command: str) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
+
+
+@contextlib.contextmanager
+def postgresql(database: str = "fileproc", **settings: str) -> Iterator[str]:
+    """A started :class:`PostgreSQL` holding one empty ``database``: its SQLAlchemy URL."""
+    with PostgreSQL(**settings) as server:
+        server.start()
+        yield server.database(database)
 
 
 # --------------------------------------------------------------------------- the contract

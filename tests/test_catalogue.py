@@ -15,13 +15,11 @@ import errno
 import io
 import json
 import os
-import shutil
 import signal
 import stat
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import zlib
@@ -33,7 +31,6 @@ from hypothesis import strategies as st
 from PIL import Image
 from webob import Request
 
-from conftest import PG_BIN, _as_postgres, _create_database, _free_port, _run
 from fileproc_wsgi.errors import FileProcError, InstructionError, LeaseLostError
 from fileproc_wsgi.instructions import parse
 from fileproc_wsgi.middleware import FileProcessor
@@ -1218,62 +1215,6 @@ def test_concurrency(scenario, make_site, database_url):
 
 
 # =========================================================================== outages
-
-
-class _Postgres:
-    """A PostgreSQL server of this module's own, so that stopping it spares every other test."""
-
-    def __init__(self):
-        self.directory = tempfile.mkdtemp(prefix="fileproc-catalogue-pg-")
-        self.data = os.path.join(self.directory, "data")
-        self.log = os.path.join(self.directory, "server.log")
-        self.port = _free_port()
-        self.running = False
-        if os.geteuid() == 0:
-            shutil.chown(self.directory, "postgres", "postgres")
-        initdb = os.path.join(PG_BIN, "initdb")
-        _run(
-            _as_postgres(
-                initdb, "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync", "--encoding=UTF8"
-            ),
-            "initdb",
-        )
-
-    def _ctl(self, *arguments: str) -> None:
-        _run(
-            _as_postgres(os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, *arguments), arguments[-1], self.log
-        )
-
-    def start(self) -> None:
-        if self.running:
-            return
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.directory}"
-        self._ctl("-l", self.log, "-w", "-t", "60", "-o", options + " -c fsync=off", "start")
-        self.running = True
-
-    def stop(self) -> None:
-        self._ctl("-m", "fast", "-w", "stop")
-        self.running = False
-
-    def database(self) -> str:
-        self.start()  # after a test that failed before mending its outage
-        name = f"outage_{time.monotonic_ns()}"
-        _create_database(self.port, name)
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
-
-
-@pytest.fixture(scope="module")
-def own_postgres():
-    server = _Postgres()
-    server.start()
-    yield server
-    subprocess.run(
-        _as_postgres(os.path.join(PG_BIN, "pg_ctl"), "-D", server.data, "-m", "immediate", "-w", "stop"),
-        capture_output=True,
-        check=False,
-        timeout=60,
-    )
-    shutil.rmtree(server.directory, ignore_errors=True)
 
 
 class _SmallDisk:

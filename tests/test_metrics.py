@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +29,6 @@ from fileproc_wsgi.config import Config
 from fileproc_wsgi.middleware import FileProcessor
 from fileproc_wsgi.registrar import Registrar
 from support import free_port, gunicorn_command, halves, http_get, serving, write
-from test_catalogue import _Postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 HERD = 6
@@ -441,16 +439,6 @@ def test_health_answers_within_a_second_when_the_database_hangs(tmp_path, monkey
     finally:
         release.set()
         app.close()
-
-
-@pytest.fixture(scope="module")
-def own_postgres():
-    server = _Postgres()
-    server.start()
-    yield server
-    if server.running:
-        server.stop()
-    shutil.rmtree(server.directory, ignore_errors=True)
 
 
 def test_health_follows_the_database_of_a_gunicorn_server(own_postgres, tmp_path):

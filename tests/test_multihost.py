@@ -15,15 +15,11 @@ never from logs.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import http.client
 import http.server
 import json
 import os
-import signal
-import subprocess
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -36,9 +32,8 @@ from playwright.sync_api import sync_playwright
 
 from fileproc_wsgi.remote import RemoteRegistrar
 from fileproc_wsgi.store import InstructionStore
-from support import CHROMIUM, CHROMIUM_FLAGS, S3_CREDENTIALS, free_port, gunicorn_command, http_get, s3_server
+from support import CHROMIUM, CHROMIUM_FLAGS, S3_CREDENTIALS, Gunicorn, gunicorn, s3_server
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "a shared secret for the processing hosts"
 COUNT = 20
 # One source per picture, so twenty distinct jobs; the width each one promises.
@@ -97,42 +92,6 @@ def s3(tmp_path) -> Iterator[tuple[str, str, object]]:
             Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [statement]})
         )
         yield endpoint, bucket, client
-
-
-@dataclasses.dataclass
-class Server:
-    name: str
-    port: int
-    process: subprocess.Popen
-    log: Path
-
-
-@contextlib.contextmanager
-def gunicorn(name: str, env: dict[str, str], logs: Path) -> Iterator[Server]:
-    """A gunicorn arbiter with two threaded workers; its whole process group is killed at the end."""
-    port = free_port()
-    log = logs / f"{name}.log"
-    command = gunicorn_command(port, threads=8, timeout=30)
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = Server(name, port, process, log)
-    try:
-        deadline = time.monotonic() + 30
-        unregistered = "/_fp/" + "0" * 32 + ".jpg"
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"gunicorn {name} did not start:\n{log.read_text(errors='replace')}")
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                if http_get(port, unregistered)[0] == 404:
-                    break
-            time.sleep(0.1)
-        yield server
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
 
 
 class Proxy(http.server.ThreadingHTTPServer):
@@ -259,13 +218,16 @@ def test_twenty_pictures_through_a_round_robin_proxy_are_each_made_once(database
     env.update(settings)
     store = InstructionStore(database_url)
     store.create_tables()  # before the servers, so no two processes race to create it
-    servers: list[Server] = []
+    servers: list[Gunicorn] = []
     proxy: Proxy | None = None
     page_errors: list[str] = []
     try:
         with contextlib.ExitStack() as stack:
             stack.callback(store.dispose)
-            servers = [stack.enter_context(gunicorn(name, env, tmp_path)) for name in ("A", "B")]
+            servers = [
+                stack.enter_context(gunicorn(name, env=env, logs=tmp_path, threads=8, timeout=30))
+                for name in ("A", "B")
+            ]
             proxy = Proxy([server.port for server in servers])
             stack.enter_context(in_thread(proxy))
             proxy_url = f"http://127.0.0.1:{proxy.server_address[1]}"

@@ -20,7 +20,6 @@ import http.client
 import io
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -31,9 +30,8 @@ from PIL import Image
 
 from fileproc_wsgi.config import Config
 from fileproc_wsgi.registrar import Registrar
-from support import free_port, gunicorn_command, http_get
+from support import Gunicorn, gunicorn, http_get
 
-ROOT = Path(__file__).resolve().parent.parent
 SIZE = (6000, 4000)
 PREDICTED = (400, 267)
 # Blurring before fitting defeats JPEG draft decoding: about 1.5 s of work on the
@@ -45,8 +43,6 @@ HERD = 50
 # MAX_PROCESSING seconds, which must be less than the lease (Config refuses otherwise).
 LEASE = 6.0
 MAX_PROCESSING = 5.0
-# gunicorn 25.1 and later open a control socket at ~/.gunicorn/gunicorn.ctl by default: two
-# arbiters would fight over that one path, and it outlives the test.
 
 # A fresh PostgreSQL database per test (conftest's ``database_url``), never SQLite.
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -65,34 +61,10 @@ def media(tmp_path_factory) -> Path:
 
 
 @dataclasses.dataclass
-class Server:
-    name: str
-    port: int
-    process: subprocess.Popen
-    log: Path
-
-    def workers(self) -> list[int]:
-        """The arbiter's live worker processes, read from /proc (no psutil)."""
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path("/proc", entry, "stat").read_text()
-            except OSError:
-                continue  # gone meanwhile
-            # The command name may contain spaces; the fields after it start past its ")".
-            state, parent = stat.rpartition(")")[2].split()[:2]
-            if int(parent) == self.process.pid and state not in "ZX":
-                found.append(int(entry))
-        return found
-
-
-@dataclasses.dataclass
 class Cluster:
     """Two servers and what the test process needs to talk to the same installation."""
 
-    servers: list[Server]
+    servers: list[Gunicorn]
     registrar: Registrar
     results: Path
 
@@ -103,43 +75,6 @@ class Cluster:
     def result_files(self) -> list[Path]:
         """Every file under the results directory, temporary ones included."""
         return sorted(path for path in self.results.rglob("*") if path.is_file())
-
-
-@contextlib.contextmanager
-def gunicorn(name: str, env: dict[str, str], logs: Path) -> Iterator[Server]:
-    """A gunicorn arbiter with two threaded workers; its whole process group is killed at the end."""
-    port = free_port()
-    log = logs / f"{name}.log"
-    # 2 servers x 2 workers x 16 threads: the whole herd is in flight at once; a worker
-    # stopped with SIGSTOP must not be recycled by the arbiter meanwhile (timeout 60).
-    command = gunicorn_command(port, threads=16, timeout=60)
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = Server(name, port, process, log)
-    try:
-        _wait_until_ready(server)
-        yield server
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-
-
-def _wait_until_ready(server: Server, timeout: float = 60) -> None:
-    """Both workers booted and one of them answering with the application loaded."""
-    deadline = time.monotonic() + timeout
-    unregistered = "/_fp/" + "0" * 32 + ".jpg"
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            break
-        if len(server.workers()) == 2:
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                if http_get(server.port, unregistered)[0] == 404:
-                    return
-        time.sleep(0.1)
-    raise AssertionError(f"gunicorn {server.name} did not start:\n{server.log.read_text(errors='replace')}")
 
 
 @pytest.fixture
@@ -160,7 +95,12 @@ def cluster(database_url, media, tmp_path) -> Iterator[Cluster]:
     registrar.store.create_tables()  # before the servers, so no two processes race to create it
     with contextlib.ExitStack() as stack:
         stack.callback(registrar.store.dispose)
-        servers = [stack.enter_context(gunicorn(name, env, tmp_path)) for name in ("A", "B")]
+        # 2 servers x 2 workers x 16 threads: the whole herd is in flight at once; a worker
+        # stopped with SIGSTOP must not be recycled by the arbiter meanwhile (timeout 60).
+        servers = [
+            stack.enter_context(gunicorn(name, env=env, logs=tmp_path, threads=16, timeout=60))
+            for name in ("A", "B")
+        ]
         yield Cluster(servers, registrar, results)
 
 
