@@ -174,7 +174,7 @@ def _missing_lines() -> list[str]:
     logging.getLogger(plugins.__name__).setLevel(logging.ERROR)
     logging.getLogger(engines.__name__).setLevel(logging.ERROR)
     lines = []
-    for missing in engines.missing():
+    for missing in engines.missing(load=True):
         line = f"missing {missing.engine}: {missing.why}"
         if missing.extra:
             line += f": pip install 'fileproc-wsgi[{missing.extra}]'"

@@ -344,10 +344,14 @@ def load_libraries() -> None:
             engine.load()
 
 
-def missing() -> list[Missing]:
+def missing(*, load: bool = False) -> list[Missing]:
     """Every library this installation lacks, each with the extra or package to install;
     empty when all are present. Imports every engine: for a check run once (``manage.py
-    check``), not for a request."""
+    check``), not for a request. With ``load``, the native libraries are imported too, so
+    one that is installed but does not import (a broken or shadowed package, a missing
+    shared library) counts as missing; otherwise they are only looked for."""
+    if load:
+        load_libraries()
     lacking = [key for key, present in available().items() if not present]
     broken = [Missing(f"plugin:{problem.name}", None, str(problem)) for problem in plugins.problems()]
     return [_missing(key) for key in lacking] + broken

@@ -143,7 +143,9 @@ def check_engines(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     from fileproc_wsgi import engines
 
     messages: list[checks.CheckMessage] = []
-    for missing in engines.missing():
+    # The libraries are imported (a check runs once, at a command's start), so a broken
+    # install is found here rather than by the first job.
+    for missing in engines.missing(load=True):
         if missing.engine.startswith("plugin:"):
             messages.append(_plugin_message(missing))
             continue
