@@ -243,7 +243,7 @@ def test_a_gunicorn_servers_metrics_count_its_requests(server):
 
     # The same figures from the standalone application, in a server of its own.
     other = free_port()
-    command = [*gunicorn_command(other, threads=2, timeout=30)[:-1], "fileproc_wsgi.metrics:application"]
+    command = gunicorn_command(other, threads=2, timeout=30, app="fileproc_wsgi.metrics:application")
     env = _environment({"PROMETHEUS_MULTIPROC_DIR": str(server.multiproc)})
     with serving(command, port=other, cwd=ROOT, env=env, timeout=60):
         alone = _scrape(other, "/anything")
