@@ -22,24 +22,6 @@ SERVER_FIXTURES = frozenset({"postgres_server", "own_postgres", "s3_endpoint", "
 # Parameters for which a fixture starts one through request.getfixturevalue, out of
 # collection's sight: database_url's PostgreSQL, test_django_storages' S3 storage.
 SERVER_PARAMETERS = frozenset({("database_url", "postgresql"), ("storage", "s3")})
-# Tests that start one themselves: a module's every test, or the beginning of a node id.
-SERVER_TESTS = (
-    "test_browser.py::",
-    "test_multihost.py::",
-    "test_multiprocess.py::",
-    "test_office.py::",
-    "test_catalogue.py::test_outages[postgresql-",
-    "test_cli.py::test_serve_logs_what_is_missing_once_at_start",
-    "test_coherence.py::test_after_a_removal_by_another_process_the_page_leads_to_a_real_image",
-    "test_examples.py::test_flask_example_runs_with_one_command",
-    "test_examples.py::test_django_example_shows_its_models_photos_from_its_own_database",
-    "test_final_urls.py::test_s3_results_are_printed_at_their_bucket_url",
-    "test_final_urls.py::test_presigned_results_keep_their_fp_url",
-    "test_pool.py::test_a_native_hang_is_killed_at_the_time_limit_while_the_server_answers_others",
-    "test_remote.py::test_a_restarted_server_is_reached_on_a_new_connection",
-    "test_server.py::test_demo_serves_a_page_of_real_thumbnails",
-    "test_server.py::test_processing_server_with_environment_settings",
-)
 
 
 def pytest_configure(config):
@@ -53,10 +35,8 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(items):
     for item in items:
         parameters = item.callspec.params if hasattr(item, "callspec") else {}
-        if (
-            SERVER_FIXTURES.intersection(item.fixturenames)
-            or any(parameters.get(name) == value for name, value in SERVER_PARAMETERS)
-            or f"{item.path.name}::{item.name}".startswith(SERVER_TESTS)
+        if SERVER_FIXTURES.intersection(item.fixturenames) or any(
+            parameters.get(name) == value for name, value in SERVER_PARAMETERS
         ):
             item.add_marker(pytest.mark.integration)
 

@@ -20,6 +20,8 @@ from playwright.sync_api import sync_playwright
 
 from support import CHROMIUM, CHROMIUM_FLAGS, free_port, http_get, pip_install_target, serving
 
+pytestmark = pytest.mark.integration  # Chromium and the examples, each a server
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ARTIFACTS = pathlib.Path(os.environ.get("FILEPROC_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 _CHECKSUM = re.compile(r"/_fp/([0-9a-f]{32})\.([a-z]+)$")

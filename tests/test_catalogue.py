@@ -1353,9 +1353,17 @@ def _fan_out_is_a_file(request, make_site, clock):
 
 OUTAGES = [
     # how the dependency fails (and is mended), what the 503 says
-    pytest.param(_postgres_stopped, "database unavailable: ", id="postgresql-stopped-then-restarted"),
     pytest.param(
-        _postgres_stopped_before_complete, "database unavailable: ", id="postgresql-stopped-before-complete"
+        _postgres_stopped,
+        "database unavailable: ",
+        id="postgresql-stopped-then-restarted",
+        marks=pytest.mark.integration,
+    ),
+    pytest.param(
+        _postgres_stopped_before_complete,
+        "database unavailable: ",
+        id="postgresql-stopped-before-complete",
+        marks=pytest.mark.integration,
     ),
     pytest.param(
         _storage_read_only,

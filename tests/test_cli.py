@@ -438,6 +438,7 @@ def test_check_names_each_missing_library_with_what_to_install_and_exits_1(witho
     assert (quiet.returncode, quiet.stdout) == (1, "")
 
 
+@pytest.mark.integration
 def test_serve_logs_what_is_missing_once_at_start(without_pdfium):
     from support import free_port
 

@@ -247,6 +247,7 @@ def _boto_credentials() -> dict[str, str]:
         pytest.param(["gc", "--days", "0", "--delete"], id="gc-delete"),
     ],
 )
+@pytest.mark.integration
 def test_after_a_removal_by_another_process_the_page_leads_to_a_real_image(tmp_path, storage, command):
     media = tmp_path / "media"
     media.mkdir()

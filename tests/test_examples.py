@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.parse
 
+import pytest
 from webob import Request
 
 from support import decode, free_port, http_get, serving
@@ -92,6 +93,7 @@ def test_flask_example_shows_pictures_and_initials_where_there_is_none(tmp_path)
         example.fileproc.close(app)
 
 
+@pytest.mark.integration
 def test_flask_example_runs_with_one_command(tmp_path):
     port = free_port()
     command = [sys.executable, str(EXAMPLES / "flask_app.py"), "--port", str(port), "--directory", "site"]
@@ -128,6 +130,7 @@ def test_django_examples_commands_find_one_site_from_any_directory(tmp_path):
     assert str(EXAMPLES / "django_site" / "instance" / "media") in found[0]
 
 
+@pytest.mark.integration
 def test_django_example_shows_its_models_photos_from_its_own_database(tmp_path):
     site = tmp_path / "site"
     port = free_port()

@@ -172,6 +172,7 @@ def aws(monkeypatch):
         monkeypatch.setenv(name, value)
 
 
+@pytest.mark.integration
 def test_s3_results_are_printed_at_their_bucket_url(tmp_path, aws):
     with _bucket(tmp_path, public=True) as (endpoint, bucket):
         config = _config(tmp_path, storage=f"s3://{bucket}/thumbs", s3_endpoint_url=endpoint)
@@ -187,6 +188,7 @@ def test_s3_results_are_printed_at_their_bucket_url(tmp_path, aws):
             assert decode(response.read()).size == (64, 48)
 
 
+@pytest.mark.integration
 def test_presigned_results_keep_their_fp_url(tmp_path, aws):
     with _bucket(tmp_path, public=False) as (endpoint, bucket):
         storage = f"s3://{bucket}/thumbs"

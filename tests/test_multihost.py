@@ -41,7 +41,7 @@ TEXTS = [f"photo{index:02d}.jpg | fit {200 + index}x | format jpeg" for index in
 WIDTHS = [200 + index for index in range(COUNT)]
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
-pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
 
 # Every <img> once the page is done: its URL, its promised width and its decoded width.
 _IMAGES = """async () => Promise.all(Array.from(document.images).map(async img => {

@@ -45,7 +45,7 @@ LEASE = 6.0
 MAX_PROCESSING = 5.0
 
 # A fresh PostgreSQL database per test (conftest's ``database_url``), never SQLite.
-pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,8 @@ from fileproc_wsgi.errors import (
 )
 from support import Site
 
+pytestmark = pytest.mark.integration  # LibreOffice, in processes of its own
+
 _MIMETYPE = "application/vnd.oasis.opendocument.text"
 _ODF = (
     'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '

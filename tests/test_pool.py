@@ -90,6 +90,7 @@ class Later:
 # --------------------------------------------------------------------------- the time limit
 
 
+@pytest.mark.integration
 def test_a_native_hang_is_killed_at_the_time_limit_while_the_server_answers_others(tmp_path, slow_pdf_bytes):
     media = tmp_path / "media"
     media.mkdir()

@@ -321,6 +321,7 @@ def test_an_unreachable_server_fails_fast_and_the_page_still_renders(counting, c
     assert counting.connects == 1, "no new attempt while the server is known to be down"
 
 
+@pytest.mark.integration
 def test_a_restarted_server_is_reached_on_a_new_connection(tmp_path, counting):
     write(tmp_path / "media", "photo.jpg", halves(80, 60))
     port = free_port()

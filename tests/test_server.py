@@ -29,6 +29,7 @@ def _get(port: int, path: str, method: str = "GET"):
     return http_get(port, path, method)
 
 
+@pytest.mark.integration
 def test_demo_serves_a_page_of_real_thumbnails(tmp_path):
     with _running(["demo", "--directory", str(tmp_path / "demo")], cwd=tmp_path) as port:
         status, headers, body = _get(port, "/")
@@ -46,6 +47,7 @@ def test_demo_serves_a_page_of_real_thumbnails(tmp_path):
             assert Image.open(io.BytesIO(data)).size == (int(width), int(height))
 
 
+@pytest.mark.integration
 def test_processing_server_with_environment_settings(tmp_path):
     media = tmp_path / "media"
     write(media, "a.png", halves(80, 40))
