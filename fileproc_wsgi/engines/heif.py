@@ -41,11 +41,9 @@ HDR transfer curves) is not converted: such pixels are shown as if sRGB.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib
-import importlib.util
 import io
 import struct
+from typing import Any
 
 from PIL import Image
 
@@ -53,6 +51,7 @@ from .. import formats
 from ..errors import ProcessingError
 from ..operations import reduction_target
 from .boundary import failure
+from .native import NativeLibrary
 from .raster import normalise
 
 FORMATS = frozenset({"HEIF"})
@@ -66,17 +65,19 @@ _OTHER_TYPES = frozenset({b"Exif", b"mime", b"uri "})
 _ALPHA = frozenset({b"urn:mpeg:hevc:2015:auxid:1", b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha"})
 
 
+_PILLOW_HEIF = NativeLibrary("pillow_heif")
+
+
 def available() -> dict[str, bool]:
-    # Found without importing it: the web process never loads libheif.
-    try:
-        return {"heif": importlib.util.find_spec("pillow_heif") is not None}
-    except (ImportError, ValueError):  # ValueError: sys.modules holds None for it
-        return {"heif": False}
+    return {"heif": _PILLOW_HEIF.installed()}  # found without importing: the web process never loads libheif
 
 
-@functools.cache
-def _pillow_heif():
-    return importlib.import_module("pillow_heif")
+def load() -> None:
+    _PILLOW_HEIF.load()
+
+
+def _pillow_heif() -> Any:
+    return _PILLOW_HEIF.get()
 
 
 # --------------------------------------------------------------------------- the boxes

@@ -25,15 +25,14 @@ describes for an enumerated colour space. 16-bit samples are brought to 8 bits.
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.util
 import io
 import struct
+from typing import Any
 
 from .. import formats
 from ..errors import FileProcError, LimitError, ProcessingError
 from .boundary import reason
+from .native import NativeLibrary
 from .raster import TRANSPOSE, TRANSPOSED, normalise
 
 FORMATS = frozenset({"JXL"})
@@ -46,21 +45,20 @@ _SEARCH_BYTES = 1 << 20
 _RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9), 6: (5, 4), 7: (2, 1)}
 
 
+# Found without importing it: the import registers the plugin's opener in Pillow.
+_PILLOW_JXL = NativeLibrary("pillow_jxl", "JpegXLImagePlugin")
+
+
 def available() -> dict[str, bool]:
-    return {"jxl": _installed()}
+    return {"jxl": _PILLOW_JXL.installed()}
 
 
-def _installed() -> bool:
-    # Found without importing it: the import registers the plugin's opener in Pillow.
-    try:
-        return importlib.util.find_spec("pillow_jxl") is not None
-    except (ImportError, ValueError):  # ValueError: sys.modules holds None for it
-        return False
+def load() -> None:
+    _PILLOW_JXL.load()
 
 
-@functools.cache
-def _plugin():
-    return importlib.import_module("pillow_jxl.JpegXLImagePlugin")
+def _plugin() -> Any:
+    return _PILLOW_JXL.get().JpegXLImagePlugin
 
 
 class _Bits:

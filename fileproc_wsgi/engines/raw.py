@@ -29,12 +29,10 @@ refused beyond 1: a raw file is one picture.
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib
-import importlib.util
 import io
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from PIL import Image
 
@@ -42,6 +40,7 @@ from .. import formats
 from ..errors import FileProcError, ProcessingError
 from ..operations import reduction_target
 from .boundary import failure, reason
+from .native import NativeLibrary
 from .raster import normalise
 
 log = logging.getLogger(__name__)
@@ -52,17 +51,19 @@ _TURNS = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.
 _ASPECT_TOLERANCE = 0.01  # a preview cropped to other proportions is not the picture
 
 
+_RAWPY = NativeLibrary("rawpy")
+
+
 def available() -> dict[str, bool]:
-    # Found without importing it: the web process never loads LibRaw.
-    try:
-        return {"raw": importlib.util.find_spec("rawpy") is not None}
-    except (ImportError, ValueError):  # ValueError: sys.modules holds None for it
-        return {"raw": False}
+    return {"raw": _RAWPY.installed()}  # found without importing: the web process never loads LibRaw
 
 
-@functools.cache
-def _rawpy():
-    return importlib.import_module("rawpy")
+def load() -> None:
+    _RAWPY.load()
+
+
+def _rawpy() -> Any:
+    return _RAWPY.get()
 
 
 @contextlib.contextmanager

@@ -38,8 +38,6 @@ registration. Results keep their transparency (PNG unless asked otherwise).
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import math
 import re
 from collections.abc import Iterable, Iterator
@@ -49,6 +47,7 @@ from PIL import Image
 
 from ..errors import ProcessingError
 from . import safexml
+from .native import NativeLibrary
 from .vector import natural_size, render_size
 
 FORMATS = frozenset({"SVG"})
@@ -59,14 +58,16 @@ _CHUNK = 64 * 1024
 _SEPARATORS = re.compile(r"[\s,]+")
 
 
+# Found without importing it: a web process that only registers never loads LunaSVG.
+_LUNASVG = NativeLibrary("pillow_lunasvg", "_lunasvg")
+
+
 def available() -> dict[str, bool]:
-    return {"svg": _renderer_installed()}
+    return {"svg": _LUNASVG.installed()}
 
 
-@functools.cache
-def _renderer_installed() -> bool:
-    # Found without importing it: a web process that only registers never loads LunaSVG.
-    return importlib.util.find_spec("pillow_lunasvg") is not None
+def load() -> None:
+    _LUNASVG.load()
 
 
 def probe(
@@ -92,7 +93,7 @@ def decode(handle: BinaryIO, found: str, reference: str, instructions, config):
     natural = _natural_size(_root(data, reference, whole=True), reference)
     config.check_plan(instructions.plan(*natural))
     width, height = render_size(instructions, natural, f"source {reference!r}", config)
-    from pillow_lunasvg import _lunasvg  # noqa: PLC0415 - only the workers render
+    _lunasvg = _LUNASVG.get()._lunasvg  # only the workers render
 
     document = _lunasvg.load(data)
     if document is None or not document.width > 0 or not document.height > 0:
