@@ -27,6 +27,9 @@ An engine is a module with:
 - ``probe_native(...)``, same arguments and answer, asks that library; :func:`probe` runs it
   only where a native crash is contained (a worker, or a host that chose no isolation);
   a registrar keeps its answer per source version and page;
+- ``check_text(width, height, reference, instructions, config)``, optional: the limits a
+  text sets on what it makes of that size beyond its plan of sizes (a PDF page's render
+  size), checked for each text against the kept answer;
 - ``decode(handle, found, reference, instructions, config) -> (image, icc_profile, size)``:
   an upright image in L, LA, RGB or RGBA, decoded no larger than the operations need, and
   ``size``, the upright size ``probe`` gives, worked out by the same code; an animated
