@@ -143,9 +143,10 @@ def check_engines(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     from fileproc_wsgi import engines
 
     messages: list[checks.CheckMessage] = []
-    # The libraries are imported (a check runs once, at a command's start), so a broken
-    # install is found here rather than by the first job.
-    for missing in engines.missing(load=True):
+    # Looked for, not imported: checks run in the process of runserver and other commands,
+    # and importing some decoders changes what Pillow (and so ImageField) accepts there.
+    # `fileproc check` imports them, in a process of its own.
+    for missing in engines.missing():
         if missing.engine.startswith("plugin:"):
             messages.append(_plugin_message(missing))
             continue
