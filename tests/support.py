@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import http.client
 import io
+import json
 import os
 import re
 import shutil
@@ -589,3 +590,51 @@ def pip_install_target(source, target) -> None:
     command += ["--no-index", "--target", str(target), str(source)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Every native decoder a source kind could bring into a process.
+NATIVE_MODULES = ("pypdfium2", "av", "wand", "rawpy", "pillow_heif", "pillow_jxl", "pillow_lunasvg", "numpy")
+
+_REGISTER_FRESH = """
+import json, sys
+from fileproc_wsgi.config import Config
+from fileproc_wsgi.errors import FileProcError
+from fileproc_wsgi.registrar import Registrar
+
+root, texts, settings, native = sys.argv[1], *map(json.loads, sys.argv[2:])
+registrar = Registrar(Config(
+    database_url=f"sqlite:///{root}/fileproc.db", source_roots={"default": root}, storage=f"{root}/results",
+    **settings,
+))
+sizes = {}
+for text in texts:
+    try:
+        registered = registrar.register(text)
+        sizes[text] = [registered.width, registered.height]
+    except FileProcError as error:
+        sizes[text] = f"{type(error).__name__}: {error}"
+registrar.close()
+print(json.dumps({"sizes": sizes, "loaded": sorted(name for name in native if name in sys.modules)}))
+"""
+
+
+def register_in_a_fresh_process(root, texts, **settings) -> tuple[dict, list[str]]:
+    """Register ``texts`` (sources under ``root``) in a new interpreter, as a web process
+    whose jobs run in workers would: each text's ``[width, height]`` or ``"Error: message"``,
+    and which of :data:`NATIVE_MODULES` that process loaded."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _REGISTER_FRESH,
+            str(root),
+            *map(json.dumps, (list(texts), settings, NATIVE_MODULES)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+    )
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    return outcome["sizes"], outcome["loaded"]

@@ -20,6 +20,7 @@ from PIL import Image
 from fileproc_wsgi import engines
 from fileproc_wsgi.engines import heif, jxl, magick, office, pdf, raster, raw, svg, video
 from fileproc_wsgi.samples import write_letter
+from support import register_in_a_fresh_process
 from test_heif import encoded
 from test_jxl import encoded as jxl_encoded
 from test_magick import float_tiff, psd
@@ -191,38 +192,6 @@ def test_with_its_library_present_the_same_source_registers(media):
     assert outcome["missing"] == []
 
 
-# Every native decoder a source kind could bring into a process.
-NATIVE = ["pypdfium2", "av", "wand", "rawpy", "pillow_heif", "pillow_jxl", "pillow_lunasvg", "numpy"]
-
-# In a fresh interpreter: register each text against a fresh store (jobs isolated, as by
-# default) and print each one's size, or refusal, and the native modules loaded.
-_REGISTER = textwrap.dedent(
-    """
-    import json, sys
-    from fileproc_wsgi.config import Config
-    from fileproc_wsgi.errors import FileProcError
-    from fileproc_wsgi.registrar import Registrar
-
-    root, texts, native = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-    config = Config(
-        database_url=f"sqlite:///{root}/fileproc.db",
-        source_roots={"default": root},
-        storage=f"{root}/results",
-    )
-    registrar = Registrar(config)
-    sizes = {}
-    for text in texts:
-        try:
-            registered = registrar.register(text)
-            sizes[text] = [registered.width, registered.height]
-        except FileProcError as error:
-            sizes[text] = f"{type(error).__name__}: {error}"
-    registrar.close()
-    print(json.dumps({"sizes": sizes, "loaded": sorted(name for name in native if name in sys.modules)}))
-    """
-)
-
-
 def test_registration_loads_no_native_decoder(media):
     # A hostile file must not crash the web process while a template renders, nor every
     # registering host load PDFium, FFmpeg and ImageMagick: the headers only native code
@@ -244,17 +213,9 @@ def test_registration_loads_no_native_decoder(media):
         "letter.docx | fit 85x": [85, 120],  # A4
         "doc.pdf | page 2": "ProcessingError: page 2: 'doc.pdf' has only 1 page(s)",
     }
-    done = subprocess.run(
-        [sys.executable, "-c", _REGISTER, str(media), json.dumps(list(expected)), json.dumps(NATIVE)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=media,
-    )
-    assert done.returncode == 0, done.stderr
-    outcome = json.loads(done.stdout)
-    assert outcome["sizes"] == expected
-    assert outcome["loaded"] == []
+    sizes, loaded = register_in_a_fresh_process(media, expected)
+    assert sizes == expected
+    assert loaded == []
 
 
 def test_wand_without_imagemagicks_library_names_the_system_package(media):

@@ -12,9 +12,6 @@ import ctypes
 import dataclasses
 import hashlib
 import io
-import json
-import subprocess
-import sys
 
 import pypdfium2.raw
 import pytest
@@ -23,7 +20,7 @@ from PIL import Image
 from fileproc_wsgi import engines
 from fileproc_wsgi.engines import pdf as pdf_engine
 from fileproc_wsgi.errors import FileProcError, LimitError, ProcessingError, UnsupportedSourceError
-from support import BLUE, GREEN, RED, close_to, colour_at, halves
+from support import BLUE, GREEN, RED, close_to, colour_at, halves, register_in_a_fresh_process
 
 WHITE = (255, 255, 255)
 A4 = (595.276, 841.89)  # points: 210 x 297 mm
@@ -391,30 +388,6 @@ def test_processing_refuses_a_file_replaced_after_registration(site, name, conte
 
 # In a fresh web process: register each text (jobs isolated, as by default) and print its
 # size or refusal, and whether PDFium was loaded.
-_REGISTER = """
-import json, sys
-from fileproc_wsgi.config import Config
-from fileproc_wsgi.errors import FileProcError
-from fileproc_wsgi.registrar import Registrar
-
-root = sys.argv[1]
-settings = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
-registrar = Registrar(Config(
-    database_url=f"sqlite:///{root}/fileproc.db", source_roots={"default": root}, storage=f"{root}/results",
-    **settings,
-))
-found = {}
-for text in json.loads(sys.argv[2]):
-    try:
-        registered = registrar.register(text)
-        found[text] = [registered.width, registered.height]
-    except FileProcError as error:
-        found[text] = f"{type(error).__name__}: {error}"
-registrar.close()
-print(json.dumps({"found": found, "pdfium": "pypdfium2" in sys.modules}))
-"""
-
-
 def test_registration_reads_pages_in_a_worker_never_loading_pdfium(tmp_path):
     # A hostile PDF can crash PDFium: the web process that renders a template never loads
     # it. Sizes and refusals come from PDFium all the same, in a worker.
@@ -427,15 +400,7 @@ def test_registration_reads_pages_in_a_worker_never_loading_pdfium(tmp_path):
         "doc.pdf | page 9": "ProcessingError: page 9: 'doc.pdf' has only 5 page(s)",
         "secret.pdf": "ProcessingError: source 'secret.pdf' is an encrypted PDF that needs a password",
     }
-    done = subprocess.run(
-        [sys.executable, "-c", _REGISTER, str(tmp_path), json.dumps(list(expected))],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"found": expected, "pdfium": False}
+    assert register_in_a_fresh_process(tmp_path, expected) == (expected, [])
 
 
 def test_a_page_read_in_a_worker_is_checked_against_each_text_that_names_it(tmp_path):
@@ -450,15 +415,7 @@ def test_a_page_read_in_a_worker_is_checked_against_each_text_that_names_it(tmp_
         "big.pdf | page 1 | fill 100x100": [100, 100],
     }
     settings = {"max_output_pixels": 10**9, "max_output_side": 16384}
-    done = subprocess.run(
-        [sys.executable, "-c", _REGISTER, str(tmp_path), json.dumps(list(expected)), json.dumps(settings)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"found": expected, "pdfium": False}
+    assert register_in_a_fresh_process(tmp_path, expected, **settings) == (expected, [])
 
 
 def test_frame_is_refused_on_a_pdf(document):
